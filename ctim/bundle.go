@@ -1,0 +1,71 @@
+package ctim
+
+import "encoding/json"
+
+// Bundle gathers the entities of one observe or deliberate answer in the
+// order they are added (the request's order), keeping each indicator id
+// once. The zero value is an empty bundle ready to use; it is not safe for
+// concurrent use (the pipeline adds from one goroutine, in request order).
+type Bundle struct {
+	Verdicts      []Verdict
+	Judgements    []Judgement
+	Indicators    []Indicator
+	Sightings     []Sighting
+	Relationships []Relationship
+
+	indicatorIDs map[string]struct{}
+}
+
+// Add appends one observable's entities. An indicator whose id is already in
+// the bundle is left out; relationships still point at it by id.
+func (b *Bundle) Add(e Entities) {
+	b.Verdicts = append(b.Verdicts, e.Verdict)
+	b.Judgements = append(b.Judgements, e.Judgement)
+	for _, ind := range e.Indicators {
+		if _, dup := b.indicatorIDs[ind.ID]; dup {
+			continue
+		}
+		if b.indicatorIDs == nil {
+			b.indicatorIDs = make(map[string]struct{})
+		}
+		b.indicatorIDs[ind.ID] = struct{}{}
+		b.Indicators = append(b.Indicators, ind)
+	}
+	b.Sightings = append(b.Sightings, e.Sightings...)
+	b.Relationships = append(b.Relationships, e.Relationships...)
+}
+
+// AddVerdict appends a verdict alone, as deliberate answers.
+func (b *Bundle) AddVerdict(v Verdict) {
+	b.Verdicts = append(b.Verdicts, v)
+}
+
+// Empty reports whether the bundle holds nothing.
+func (b *Bundle) Empty() bool {
+	return len(b.Verdicts)+len(b.Judgements)+len(b.Indicators)+len(b.Sightings)+len(b.Relationships) == 0
+}
+
+// docs is the {count, docs} wrapper of each entity list.
+type docs[T any] struct {
+	Count int `json:"count"`
+	Docs  []T `json:"docs"`
+}
+
+func wrap[T any](items []T) *docs[T] {
+	if len(items) == 0 {
+		return nil
+	}
+	return &docs[T]{Count: len(items), Docs: items}
+}
+
+// MarshalJSON writes the bundle as the observe answer's data object: a key
+// per non-empty list, each {"count": n, "docs": [...]}; {} when empty.
+func (b *Bundle) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Verdicts      *docs[Verdict]      `json:"verdicts,omitempty"`
+		Judgements    *docs[Judgement]    `json:"judgements,omitempty"`
+		Indicators    *docs[Indicator]    `json:"indicators,omitempty"`
+		Sightings     *docs[Sighting]     `json:"sightings,omitempty"`
+		Relationships *docs[Relationship] `json:"relationships,omitempty"`
+	}{wrap(b.Verdicts), wrap(b.Judgements), wrap(b.Indicators), wrap(b.Sightings), wrap(b.Relationships)})
+}

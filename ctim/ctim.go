@@ -1,0 +1,136 @@
+// Package ctim holds the CTIM entities the relay answers with and the pure
+// mapping from Pulsedive documents to them (spec sections 4 and 5). It does
+// no I/O: the clock and the id generator are passed in.
+//
+// This package imports no other package of the relay; see the import rule in
+// the pipeline package's documentation.
+package ctim
+
+// Constants of the mapping.
+const (
+	SchemaVersion = "1.0.22"
+	Source        = "Pulsedive"
+	UIBase        = "https://pulsedive.com"
+)
+
+// Observable is what Threat Response asks about: a type (lower case) and a
+// value, as sent.
+type Observable struct {
+	Type  string `json:"type"`
+	Value string `json:"value"`
+}
+
+// ValidTime is a CTIM valid_time; EndTime is omitted when empty.
+type ValidTime struct {
+	StartTime string `json:"start_time"`
+	EndTime   string `json:"end_time,omitempty"`
+}
+
+// ObservedTime is a CTIM observed_time.
+type ObservedTime struct {
+	StartTime string `json:"start_time"`
+	EndTime   string `json:"end_time"`
+}
+
+// Verdict is Pulsedive's verdict on one observable.
+type Verdict struct {
+	Type            string     `json:"type"`
+	Observable      Observable `json:"observable"`
+	Disposition     int        `json:"disposition"`
+	DispositionName string     `json:"disposition_name"`
+	ValidTime       ValidTime  `json:"valid_time"`
+}
+
+// Judgement is Pulsedive's judgement of one observable.
+type Judgement struct {
+	ID              string     `json:"id"`
+	Type            string     `json:"type"`
+	Observable      Observable `json:"observable"`
+	Disposition     int        `json:"disposition"`
+	DispositionName string     `json:"disposition_name"`
+	Severity        string     `json:"severity"`
+	ValidTime       ValidTime  `json:"valid_time"`
+	SourceURI       string     `json:"source_uri"`
+	Source          string     `json:"source"`
+	Confidence      string     `json:"confidence"`
+	Priority        int        `json:"priority"`
+	TLP             string     `json:"tlp"`
+	SchemaVersion   string     `json:"schema_version"`
+}
+
+// Indicator is a risk factor, threat or feed; its ID is deterministic.
+type Indicator struct {
+	ID               string    `json:"id"`
+	Type             string    `json:"type"`
+	Source           string    `json:"source"`
+	TLP              string    `json:"tlp"`
+	SchemaVersion    string    `json:"schema_version"`
+	Title            string    `json:"title"`
+	ShortDescription string    `json:"short_description"`
+	Producer         string    `json:"producer"`
+	ValidTime        ValidTime `json:"valid_time"`
+	Tags             []string  `json:"tags,omitempty"`
+	Severity         string    `json:"severity,omitempty"`
+	SourceURI        string    `json:"source_uri,omitempty"`
+}
+
+// Sighting records that Pulsedive saw the observable with a risk factor,
+// threat or feed, or resolving to other addresses (Active DNS).
+type Sighting struct {
+	ID            string       `json:"id"`
+	Type          string       `json:"type"`
+	Source        string       `json:"source"`
+	Confidence    string       `json:"confidence"`
+	Count         int          `json:"count"`
+	SchemaVersion string       `json:"schema_version"`
+	Observables   []Observable `json:"observables"`
+	ObservedTime  ObservedTime `json:"observed_time"`
+	Description   string       `json:"description"`
+	Severity      string       `json:"severity,omitempty"`
+	SourceURI     string       `json:"source_uri"`
+	Relations     []Relation   `json:"relations,omitempty"`
+}
+
+// Relation is one Active DNS resolution: the domain side is Source, the
+// address side Related.
+type Relation struct {
+	Origin   string     `json:"origin"`
+	Relation string     `json:"relation"`
+	Source   Observable `json:"source"`
+	Related  Observable `json:"related"`
+}
+
+// Relationship ties a sighting to its indicator.
+type Relationship struct {
+	ID               string `json:"id"`
+	Type             string `json:"type"`
+	RelationshipType string `json:"relationship_type"`
+	SourceRef        string `json:"source_ref"`
+	TargetRef        string `json:"target_ref"`
+	TLP              string `json:"tlp"`
+	SchemaVersion    string `json:"schema_version"`
+}
+
+// Reference is a refer pivot back to Pulsedive's UI.
+type Reference struct {
+	ID          string   `json:"id"`
+	Title       string   `json:"title"`
+	Description string   `json:"description"`
+	URL         string   `json:"url"`
+	Categories  []string `json:"categories"`
+}
+
+// Supported reports whether the relay handles observables of this
+// (lower-case) type.
+func Supported(typ string) bool {
+	_, ok := typeLabels[typ]
+	return ok
+}
+
+// typeLabels name each supported type in titles and descriptions.
+var typeLabels = map[string]string{
+	"ip":     "IP",
+	"ipv6":   "IPv6",
+	"domain": "domain",
+	"url":    "URL",
+}
