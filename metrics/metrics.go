@@ -1,0 +1,405 @@
+// Package metrics holds every pulsedive_relay_* Prometheus family the relay
+// exports at /metrics (spec section 8).
+//
+// Label values come only from small, fixed sets written down in this file:
+// route templates, HTTP status codes, Pulsedive document kinds and call
+// outcomes, cache results, observable types. A value outside its set is
+// counted under "other" instead of opening a new series, so a caller bug
+// cannot explode the series count. No label ever carries an API key, a
+// token, an observable value or any other unbounded or secret string; do not
+// add one.
+//
+// This package imports no other package of the relay; consumers declare the
+// small interfaces they need (pulsedive.Observer, for one) and *Metrics
+// satisfies them structurally.
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const namespace = "pulsedive_relay"
+
+// other is the label value that stands in for any value outside its set.
+const other = "other"
+
+// RouteUnmatched is the route label for requests no route matched (HTTP 404
+// and 405).
+const RouteUnmatched = "unmatched"
+
+// Histogram buckets, in seconds. The boundaries sit on the thresholds the
+// alerting rules in deploy/prometheus/rules.yml ask about (10s HTTP p99, 5s
+// limiter p90) so histogram_quantile interpolates within a narrow bucket
+// there, and extend past the largest configured deadline (HTTP: the 25s
+// request timeout; Pulsedive: the 10s call timeout; limiter: a paused key
+// waits up to a minute).
+func httpBuckets() []float64 {
+	return []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 25, 30}
+}
+
+func pulsediveBuckets() []float64 {
+	return []float64{0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 7.5, 10, 15, 20}
+}
+
+func limiterBuckets() []float64 {
+	return []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60}
+}
+
+// Metrics records the relay's measurements. Its methods are safe for
+// concurrent use, never block on I/O and never fail. A nil *Metrics discards
+// every measurement, so tests and optional wiring may pass nil.
+type Metrics struct {
+	httpRequests      *prometheus.CounterVec
+	httpDuration      *prometheus.HistogramVec
+	pulsediveRequests *prometheus.CounterVec
+	pulsediveDuration *prometheus.HistogramVec
+	pulsediveInFlight prometheus.Gauge
+	cacheRequests     *prometheus.CounterVec
+	limiterWait       prometheus.Histogram
+	observables       *prometheus.CounterVec
+	jwksFetches       *prometheus.CounterVec
+	sharedCalls       *prometheus.CounterVec
+	panics            *prometheus.CounterVec
+	breakerState      prometheus.Gauge
+	buildInfo         *prometheus.GaugeVec
+}
+
+// New creates the relay's metric families and registers them, with the Go
+// runtime and process collectors, on reg (never on the global default
+// registry). version is the relay's version for pulsedive_relay_build_info;
+// empty means "unknown".
+//
+// Known label combinations are created at zero (every outcome of every
+// Pulsedive document kind, every cache result, every observable type, ...)
+// so rate() and increase() work from the first scrape and alerts need no
+// absent() guards.
+//
+// New fails when reg is nil or a registration fails (for instance, New
+// called twice on one registry); it then unregisters whatever it had
+// registered, leaving reg as it found it.
+func New(reg prometheus.Registerer, version string) (*Metrics, error) {
+	if reg == nil {
+		return nil, errors.New("metrics: nil registerer")
+	}
+	if version == "" {
+		version = "unknown"
+	}
+	m := &Metrics{
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "http_requests_total",
+			Help:      "HTTP requests answered, by mux route template (\"unmatched\" for 404/405) and HTTP status code.",
+		}, []string{"route", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "http_request_duration_seconds",
+			Help:      "Time to answer an HTTP request, by mux route template.",
+			Buckets:   httpBuckets(),
+		}, []string{"route"}),
+		pulsediveRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "pulsedive_requests_total",
+			Help:      "Pulsedive API calls, by document kind and outcome; refused counts calls the relay's own rate limiter did not make.",
+		}, []string{"kind", "outcome"}),
+		pulsediveDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "pulsedive_request_duration_seconds",
+			Help:      "Latency of Pulsedive API calls, by document kind.",
+			Buckets:   pulsediveBuckets(),
+		}, []string{"kind"}),
+		pulsediveInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "pulsedive_in_flight",
+			Help:      "Pulsedive API calls in progress.",
+		}),
+		cacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "cache_requests_total",
+			Help:      "Cache lookups of Pulsedive documents, by kind and result; stale is an expired entry served because Pulsedive failed.",
+		}, []string{"kind", "result"}),
+		limiterWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "limiter_wait_seconds",
+			Help:      "Time spent waiting for a per-API-key rate-limit token.",
+			Buckets:   limiterBuckets(),
+		}),
+		observables: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "observables_total",
+			Help:      "Supported observables processed, by type.",
+		}, []string{"type"}),
+		jwksFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "jwks_fetches_total",
+			Help:      "JWKS document fetches, by outcome.",
+		}, []string{"outcome"}),
+		sharedCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "shared_calls_total",
+			Help:      "Pulsedive calls a request joined instead of making (in-flight collapse), by document kind.",
+		}, []string{"kind"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "panics_total",
+			Help:      "Handler panics recovered, by mux route template.",
+		}, []string{"route"}),
+		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "breaker_state",
+			Help:      "State of the circuit breaker to Pulsedive: 0 closed, 1 half-open, 2 open.",
+		}),
+		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "build_info",
+			Help:      "Always 1; labels name the relay version and the Go version that built it.",
+		}, []string{"version", "goversion"}),
+	}
+
+	cs := []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.httpRequests, m.httpDuration,
+		m.pulsediveRequests, m.pulsediveDuration, m.pulsediveInFlight,
+		m.cacheRequests, m.limiterWait, m.observables, m.jwksFetches,
+		m.sharedCalls, m.panics, m.breakerState, m.buildInfo,
+	}
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return nil, fmt.Errorf("metrics: register: %w", err)
+		}
+	}
+
+	m.buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	for _, route := range routes() {
+		m.httpDuration.WithLabelValues(route)
+		m.panics.WithLabelValues(route)
+	}
+	for _, kind := range kinds() {
+		m.pulsediveDuration.WithLabelValues(kind)
+		for _, outcome := range outcomes() {
+			m.pulsediveRequests.WithLabelValues(kind, outcome)
+		}
+	}
+	for _, kind := range cachedKinds() {
+		m.sharedCalls.WithLabelValues(kind)
+		for _, result := range cacheResults() {
+			m.cacheRequests.WithLabelValues(kind, result)
+		}
+	}
+	for _, typ := range observableTypes() {
+		m.observables.WithLabelValues(typ)
+	}
+	for _, outcome := range jwksOutcomes() {
+		m.jwksFetches.WithLabelValues(outcome)
+	}
+	return m, nil
+}
+
+// HTTPRequest counts one answered HTTP request and observes its latency.
+// route is the mux route template ("/observe/observables") or
+// RouteUnmatched, never the raw request path; a route outside the relay's
+// endpoints (spec section 1) is counted as "other". A status outside
+// 100..599 is counted as code "other". Negative durations count as zero.
+func (m *Metrics) HTTPRequest(route string, status int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	route = routeLabel(route)
+	m.httpRequests.WithLabelValues(route, codeLabel(status)).Inc()
+	m.httpDuration.WithLabelValues(route).Observe(seconds(d))
+}
+
+// PulsediveCall counts one Pulsedive API call and observes its latency.
+// kind is info, links or health; outcome is ok, not_found, rate_limited,
+// client_error, server_error, timeout, unavailable, bad_answer or refused
+// (the pulsedive package's Outcome constants). Other values are counted as
+// "other". Negative durations count as zero.
+func (m *Metrics) PulsediveCall(kind, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	kind = kindLabel(kind)
+	m.pulsediveRequests.WithLabelValues(kind, outcomeLabel(outcome)).Inc()
+	m.pulsediveDuration.WithLabelValues(kind).Observe(seconds(d))
+}
+
+// PulsediveInFlight adds delta (+1 when a call starts, -1 when it ends) to
+// the number of Pulsedive calls in progress.
+func (m *Metrics) PulsediveInFlight(delta int) {
+	if m == nil {
+		return
+	}
+	m.pulsediveInFlight.Add(float64(delta))
+}
+
+// LimiterWait observes the time one call waited for a rate-limit token,
+// including calls that waited and were then refused. Negative durations
+// count as zero.
+func (m *Metrics) LimiterWait(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.limiterWait.Observe(seconds(d))
+}
+
+// CacheLookup counts one cache lookup. kind is the document kind (info,
+// links or health); result is hit, miss or stale (an expired entry served
+// because Pulsedive failed). Other values are counted as "other".
+func (m *Metrics) CacheLookup(kind, result string) {
+	if m == nil {
+		return
+	}
+	m.cacheRequests.WithLabelValues(kindLabel(kind), cacheResultLabel(result)).Inc()
+}
+
+// Observable counts one processed observable of type typ: ip, ipv6, domain
+// or url, lower-case as the pipeline reports them. Other types, including
+// other spellings, are counted as "other". Never pass the value.
+func (m *Metrics) Observable(typ string) {
+	if m == nil {
+		return
+	}
+	m.observables.WithLabelValues(observableTypeLabel(typ)).Inc()
+}
+
+// JWKSFetch counts one JWKS fetch; outcome is ok or error, anything else is
+// counted as "other". The host is deliberately not a label.
+func (m *Metrics) JWKSFetch(outcome string) {
+	if m == nil {
+		return
+	}
+	m.jwksFetches.WithLabelValues(jwksOutcomeLabel(outcome)).Inc()
+}
+
+// SharedCall counts one Pulsedive call a request joined instead of making
+// (in-flight collapse), by document kind (info, links or health; others are
+// counted as "other").
+func (m *Metrics) SharedCall(kind string) {
+	if m == nil {
+		return
+	}
+	m.sharedCalls.WithLabelValues(kindLabel(kind)).Inc()
+}
+
+// PanicRecovered counts one recovered handler panic on route, a mux route
+// template as for HTTPRequest.
+func (m *Metrics) PanicRecovered(route string) {
+	if m == nil {
+		return
+	}
+	m.panics.WithLabelValues(routeLabel(route)).Inc()
+}
+
+// BreakerState sets the state of the circuit breaker to Pulsedive: 0
+// closed, 1 half-open, 2 open (gobreaker.State's values, converted with
+// int). Any other value is stored as is, so a dashboard shows the breaker's
+// own number rather than a guess.
+func (m *Metrics) BreakerState(state int) {
+	if m == nil {
+		return
+	}
+	m.breakerState.Set(float64(state))
+}
+
+func seconds(d time.Duration) float64 {
+	if d < 0 {
+		return 0
+	}
+	return d.Seconds()
+}
+
+func codeLabel(status int) string {
+	if status < 100 || status > 599 {
+		return other
+	}
+	return strconv.Itoa(status)
+}
+
+// The label sets. Each is a function returning a fresh slice, and each check
+// a switch, so the package holds no mutable state.
+
+func routes() []string {
+	return []string{
+		"/health", "/observe/observables", "/deliberate/observables", "/refer/observables",
+		"/version", "/watchdog", "/metrics", "/healthz", "/readyz", RouteUnmatched,
+	}
+}
+
+func routeLabel(route string) string {
+	switch route {
+	case "/health", "/observe/observables", "/deliberate/observables", "/refer/observables",
+		"/version", "/watchdog", "/metrics", "/healthz", "/readyz", RouteUnmatched:
+		return route
+	}
+	return other
+}
+
+func kinds() []string { return []string{"info", "links", "health"} }
+
+// cachedKinds are the document kinds that go through the cache and the
+// in-flight collapse; health checks always call Pulsedive.
+func cachedKinds() []string { return []string{"info", "links"} }
+
+func kindLabel(kind string) string {
+	switch kind {
+	case "info", "links", "health":
+		return kind
+	}
+	return other
+}
+
+func outcomes() []string {
+	return []string{
+		"ok", "not_found", "rate_limited", "client_error", "server_error",
+		"timeout", "unavailable", "bad_answer", "refused",
+	}
+}
+
+func outcomeLabel(outcome string) string {
+	switch outcome {
+	case "ok", "not_found", "rate_limited", "client_error", "server_error",
+		"timeout", "unavailable", "bad_answer", "refused":
+		return outcome
+	}
+	return other
+}
+
+func cacheResults() []string { return []string{"hit", "miss", "stale"} }
+
+func cacheResultLabel(result string) string {
+	switch result {
+	case "hit", "miss", "stale":
+		return result
+	}
+	return other
+}
+
+func observableTypes() []string { return []string{"ip", "ipv6", "domain", "url"} }
+
+func observableTypeLabel(typ string) string {
+	switch typ {
+	case "ip", "ipv6", "domain", "url":
+		return typ
+	}
+	return other
+}
+
+func jwksOutcomes() []string { return []string{"ok", "error"} }
+
+func jwksOutcomeLabel(outcome string) string {
+	switch outcome {
+	case "ok", "error":
+		return outcome
+	}
+	return other
+}
