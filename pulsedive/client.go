@@ -1,0 +1,413 @@
+// Package pulsedive is the Pulsedive API client: typed, lenient decoding of
+// info.php documents (spec section 4), retries, rate-limit learning and
+// sentinel errors (spec section 6).
+//
+// This package imports no other package of the relay; see the import rule in
+// the pipeline package's documentation.
+package pulsedive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Limiter is the per-key budget the client waits on before every attempt,
+// retries included. Keys are APIKey.Fingerprint values, never keys. Wait
+// returns nil when a call may go now; an error with a RetryAfter()
+// time.Duration method when the budget refuses the call (the client turns
+// it into *RateLimitError); or the context's error. PauseUntil stops a key
+// after Pulsedive said its quota is spent.
+type Limiter interface {
+	Wait(ctx context.Context, key string) error
+	PauseUntil(key string, until time.Time)
+}
+
+// Observer receives the client's measurements; metrics.Metrics is one.
+// Outcome is one of the Outcome constants.
+type Observer interface {
+	PulsediveCall(kind, outcome string, d time.Duration)
+	PulsediveInFlight(delta int)
+	LimiterWait(d time.Duration)
+}
+
+// Outcomes of one Pulsedive call, as counted in metrics: a bounded set.
+const (
+	OutcomeOK          = "ok"
+	OutcomeNotFound    = "not_found"
+	OutcomeRateLimited = "rate_limited" // HTTP 429
+	OutcomeClientError = "client_error" // other 4xx
+	OutcomeServerError = "server_error" // 5xx
+	OutcomeTimeout     = "timeout"
+	OutcomeUnavailable = "unavailable" // refused, reset, DNS, TLS
+	OutcomeBadAnswer   = "bad_answer"  // invalid JSON, oversized, API error text
+	OutcomeRefused     = "refused"     // the relay's own limiter said no
+)
+
+// Document kinds, as used in metrics and cache keys.
+const (
+	KindInfo   = "info"
+	KindLinks  = "links"
+	KindHealth = "health"
+)
+
+// Config configures a Client. Zero fields take the defaults noted.
+type Config struct {
+	// BaseURL is the API base, "https://pulsedive.com/api/" by default.
+	BaseURL string
+	// HTTPClient sends the requests; http.DefaultClient's transport when nil.
+	// Its own Timeout should be zero: Timeout below bounds each call.
+	HTTPClient *http.Client
+	// Timeout bounds one HTTP call (10s by default). A call that runs into it
+	// is not retried.
+	Timeout time.Duration
+	// UserAgent names the relay and its version.
+	UserAgent string
+	// MaxRetries is how often a 5xx answer or a connection failure is
+	// retried (2 by default; a negative value disables retries).
+	MaxRetries int
+	// Backoff gives the wait before retry n (1-based); jittered exponential
+	// from 100ms by default. Tests set it to return 0.
+	Backoff func(retry int) time.Duration
+	// MaxBodyBytes caps what is read of one answer (4 MiB by default).
+	MaxBodyBytes int64
+	// Limiter is waited on before every attempt; nil means no local limit.
+	Limiter Limiter
+	// Observer receives metrics; nil means none.
+	Observer Observer
+	// Now is the clock of rate-limit pauses and the breaker; time.Now by
+	// default.
+	Now func() time.Time
+	// MaxInFlight bounds the calls in flight across every request of the
+	// process; excess calls wait within their deadline. 0 means no bound.
+	MaxInFlight int
+	// Breaker guards Pulsedive as a whole; its zero value disables it.
+	Breaker BreakerConfig
+}
+
+// Client calls Pulsedive's info.php. It is safe for concurrent use.
+type Client struct {
+	base       *url.URL
+	http       *http.Client
+	timeout    time.Duration
+	userAgent  string
+	maxRetries int
+	backoff    func(int) time.Duration
+	maxBody    int64
+	limiter    Limiter
+	obs        Observer
+	now        func() time.Time
+	breaker    *breaker
+	inflight   chan struct{} // a semaphore; nil when unbounded
+}
+
+// New checks cfg and returns a client.
+func New(cfg Config) (*Client, error) {
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = "https://pulsedive.com/api/"
+	}
+	base, err := url.Parse(cfg.BaseURL)
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("pulsedive: base URL %q is not an http(s) URL", cfg.BaseURL)
+	}
+	if !strings.HasSuffix(base.Path, "/") {
+		base.Path += "/"
+	}
+	c := &Client{
+		base:       base,
+		http:       cfg.HTTPClient,
+		timeout:    cfg.Timeout,
+		userAgent:  cfg.UserAgent,
+		maxRetries: cfg.MaxRetries,
+		backoff:    cfg.Backoff,
+		maxBody:    cfg.MaxBodyBytes,
+		limiter:    cfg.Limiter,
+		obs:        cfg.Observer,
+		now:        cfg.Now,
+	}
+	if c.http == nil {
+		c.http = &http.Client{Transport: http.DefaultTransport}
+	}
+	if c.timeout <= 0 {
+		c.timeout = 10 * time.Second
+	}
+	if c.userAgent == "" {
+		c.userAgent = "pulsedive-relay"
+	}
+	if c.maxRetries == 0 {
+		c.maxRetries = 2
+	} else if c.maxRetries < 0 {
+		c.maxRetries = 0
+	}
+	if c.backoff == nil {
+		c.backoff = JitteredBackoff
+	}
+	if c.maxBody <= 0 {
+		c.maxBody = 4 << 20
+	}
+	if c.obs == nil {
+		c.obs = nopObserver{}
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	c.breaker = newBreaker(cfg.Breaker, c.now)
+	if cfg.MaxInFlight > 0 {
+		c.inflight = make(chan struct{}, cfg.MaxInFlight)
+	}
+	return c, nil
+}
+
+// Indicator fetches info.php?indicator=value. It returns ErrNotFound when
+// Pulsedive has no data, and otherwise one of the errors of errors.go.
+func (c *Client) Indicator(ctx context.Context, key APIKey, value string) (*Indicator, error) {
+	var ind *Indicator
+	err := c.get(ctx, key, KindInfo, url.Values{"indicator": {value}}, func(body []byte) (err error) {
+		ind, err = DecodeIndicator(body)
+		return err
+	})
+	return ind, err
+}
+
+// Links fetches info.php?indicator=value&get=links, with the errors of
+// Indicator.
+func (c *Client) Links(ctx context.Context, key APIKey, value string) (*Links, error) {
+	var links *Links
+	err := c.get(ctx, key, KindLinks, url.Values{"indicator": {value}, "get": {"links"}}, func(body []byte) (err error) {
+		links, err = DecodeLinks(body)
+		return err
+	})
+	return links, err
+}
+
+// Health makes the cheap call of the health endpoint (info.php?iid=2) with
+// the caller's key. Any JSON object, or a "no data" answer, is healthy: the
+// key was accepted and Pulsedive answered.
+func (c *Client) Health(ctx context.Context, key APIKey) error {
+	err := c.get(ctx, key, KindHealth, url.Values{"iid": {"2"}}, func(body []byte) error {
+		_, err := DecodeIndicator(body)
+		if errors.Is(err, ErrSchema) {
+			return nil // an answer, if not an indicator: Pulsedive is up
+		}
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// get runs one logical call: breaker, limiter, the process-wide bound on
+// calls in flight, HTTP, decoding, and retries of transient failures, each
+// retry passing the breaker and the limiter again. decode reads a 200
+// answer; its error decides the call's outcome too.
+func (c *Client) get(ctx context.Context, key APIKey, kind string, q url.Values, decode func([]byte) error) error {
+	q.Set("key", key.Reveal())
+	u := *c.base
+	u.Path += "info.php"
+	u.RawQuery = q.Encode()
+	target := u.String()
+	fp := key.Fingerprint()
+
+	for attempt := 0; ; attempt++ {
+		retry, err := c.try(ctx, fp, kind, target, decode)
+		if err == nil || !retry || attempt >= c.maxRetries {
+			return err
+		}
+		if sleep(ctx, c.backoff(attempt+1)) != nil {
+			return err // the deadline leaves no time for another try: report what failed
+		}
+	}
+}
+
+// try makes one attempt through the breaker, the limiter and the in-flight
+// bound.
+func (c *Client) try(ctx context.Context, fp, kind, target string, decode func([]byte) error) (retry bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return false, contextError(err)
+	}
+	done, err := c.breaker.allow()
+	if err != nil {
+		c.obs.PulsediveCall(kind, OutcomeRefused, 0)
+		return false, err
+	}
+	defer func() { done(err) }()
+	if err := c.wait(ctx, fp); err != nil {
+		var rl *RateLimitError
+		if errors.As(err, &rl) {
+			c.obs.PulsediveCall(kind, OutcomeRefused, 0)
+		}
+		return false, err
+	}
+	if c.inflight != nil {
+		select {
+		case c.inflight <- struct{}{}:
+			defer func() { <-c.inflight }()
+		case <-ctx.Done():
+			return false, contextError(ctx.Err())
+		}
+	}
+	return c.attempt(ctx, fp, kind, target, decode)
+}
+
+func (c *Client) wait(ctx context.Context, fp string) error {
+	if c.limiter == nil {
+		return nil
+	}
+	start := time.Now()
+	err := c.limiter.Wait(ctx, fp)
+	c.obs.LimiterWait(time.Since(start))
+	if err == nil {
+		return nil
+	}
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		return &RateLimitError{RetryAfter: ra.RetryAfter()}
+	}
+	if ctx.Err() != nil {
+		return contextError(ctx.Err())
+	}
+	return &UnavailableError{Reason: "rate limiter failed", Err: err}
+}
+
+// attempt makes one HTTP request and decodes a 200 answer. retry says
+// whether the failure is transient (5xx, refused, reset) and may be tried
+// again.
+func (c *Client) attempt(ctx context.Context, fp, kind, target string, decode func([]byte) error) (retry bool, err error) {
+	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(callCtx, http.MethodGet, target, nil)
+	if err != nil {
+		return false, fmt.Errorf("pulsedive: building request: %w", ErrSchema)
+	}
+	req.Header.Set("User-Agent", c.userAgent)
+	req.Header.Set("Accept", "application/json")
+
+	c.obs.PulsediveInFlight(1)
+	start := time.Now()
+	defer func() {
+		c.obs.PulsediveInFlight(-1)
+		c.obs.PulsediveCall(kind, outcomeOf(err), time.Since(start))
+	}()
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return transportError(ctx, callCtx, err)
+	}
+	defer resp.Body.Close()
+
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
+	c.learn(fp, resp.StatusCode, resp.Header, body)
+	if err != nil {
+		return transportError(ctx, callCtx, err)
+	}
+	if int64(len(body)) > c.maxBody {
+		return false, ErrTooLarge
+	}
+	if err := statusError(resp.StatusCode, body); err != nil {
+		return resp.StatusCode >= 500, err
+	}
+	return false, decode(body)
+}
+
+// learn pauses the key when Pulsedive says its budget is spent. It runs
+// once per answer, after the body is read (body may be partial), so that a
+// 429's own message sets the pause: the limiter never shortens a pause, and
+// a default pause set before the message was known would stand.
+func (c *Client) learn(fp string, status int, h http.Header, body []byte) {
+	if c.limiter == nil {
+		return
+	}
+	msg := ""
+	var se *StatusError
+	if status == http.StatusTooManyRequests && errors.As(statusError(status, body), &se) {
+		msg = se.Message
+	}
+	if until, ok := PauseFrom(status, h, msg, c.now()); ok {
+		c.limiter.PauseUntil(fp, until)
+	}
+}
+
+// statusError turns an HTTP status into nil (200), ErrNotFound (400, 404,
+// 406) or a *StatusError carrying Pulsedive's own message.
+func statusError(status int, body []byte) error {
+	switch status {
+	case http.StatusOK:
+		return nil
+	case http.StatusBadRequest, http.StatusNotFound, http.StatusNotAcceptable:
+		return ErrNotFound
+	}
+	var doc struct {
+		Error flexString `json:"error"`
+	}
+	if decodeObject(body, &doc) != nil {
+		doc.Error = ""
+	}
+	return &StatusError{StatusCode: status, Message: string(doc.Error)}
+}
+
+func outcomeOf(err error) string {
+	var se *StatusError
+	var ue *UnavailableError
+	switch {
+	case err == nil:
+		return OutcomeOK
+	case errors.Is(err, ErrNotFound):
+		return OutcomeNotFound
+	case errors.As(err, &se):
+		switch {
+		case se.StatusCode == http.StatusTooManyRequests:
+			return OutcomeRateLimited
+		case se.StatusCode >= 500:
+			return OutcomeServerError
+		default:
+			return OutcomeClientError
+		}
+	case errors.As(err, &ue):
+		if ue.Reason == "timeout" {
+			return OutcomeTimeout
+		}
+		return OutcomeUnavailable
+	default:
+		return OutcomeBadAnswer
+	}
+}
+
+// JitteredBackoff is the default backoff: full jitter over 100ms·2^(n-1),
+// capped at 2s.
+func JitteredBackoff(retry int) time.Duration {
+	ceiling := 100 * time.Millisecond << min(max(retry-1, 0), 5)
+	ceiling = min(ceiling, 2*time.Second)
+	return time.Duration(rand.Int64N(int64(ceiling) + 1))
+}
+
+// sleep waits d or until ctx ends. It refuses to start a wait that would
+// outlast the context's deadline.
+func sleep(ctx context.Context, d time.Duration) error {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		return &UnavailableError{Reason: "request deadline exceeded", Err: context.DeadlineExceeded}
+	}
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return contextError(ctx.Err())
+	}
+}
+
+type nopObserver struct{}
+
+func (nopObserver) PulsediveCall(string, string, time.Duration) {}
+func (nopObserver) PulsediveInFlight(int)                       {}
+func (nopObserver) LimiterWait(time.Duration)                   {}

@@ -1,0 +1,42 @@
+package pulsedive
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+)
+
+// APIKey is a caller's Pulsedive API key. It prints as "[redacted]" through
+// fmt, %v, %s, %q, %#v and slog, so a key that slips into a log line or an
+// error message does not leak; only Reveal returns the key itself, and the
+// client calls it in exactly one place: when it builds the query string.
+type APIKey string
+
+const redacted = "[redacted]"
+
+// String redacts the key.
+func (APIKey) String() string { return redacted }
+
+// GoString redacts the key under %#v.
+func (APIKey) GoString() string { return redacted }
+
+// LogValue redacts the key in slog output.
+func (APIKey) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// Format redacts the key under every fmt verb, %x and %d included.
+func (APIKey) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
+
+// MarshalText redacts the key when it is encoded as JSON or text.
+func (APIKey) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// Reveal returns the key itself. Call it only to put the key on the wire.
+func (k APIKey) Reveal() string { return string(k) }
+
+// Fingerprint identifies the key without revealing it: the first 16 bytes of
+// its SHA-256, hex-encoded. Cache keys, limiter buckets and breaker names use
+// it so that no store in the relay holds a key.
+func (k APIKey) Fingerprint() string {
+	sum := sha256.Sum256([]byte(k))
+	return hex.EncodeToString(sum[:16])
+}

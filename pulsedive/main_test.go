@@ -1,0 +1,191 @@
+package pulsedive_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/pulsedive-relay/relay/pulsedive"
+	"github.com/pulsedive-relay/relay/pulsedive/pulsedivetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testKey is the API key of most tests. Its distinctive part, keyMarker,
+// must never show in an error or a log line.
+const (
+	keyMarker = "s3cr3t"
+	testKey   = pulsedive.APIKey(keyMarker + `&key=evil#frag%41 +plus/?x=1`)
+)
+
+// fixedNow is the clock of every client under test: the fixtures' day.
+var fixedNow = time.Date(2020, 4, 15, 10, 30, 0, 0, time.UTC)
+
+func noBackoff(int) time.Duration { return 0 }
+
+// newFake starts a fake Pulsedive for the test.
+func newFake(t *testing.T, cfg pulsedivetest.Config) *pulsedivetest.Server {
+	t.Helper()
+	srv, err := pulsedivetest.NewServer(cfg)
+	if err != nil {
+		t.Fatalf("pulsedivetest.NewServer: %v", err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// newClient returns a client of baseURL with test defaults (no backoff,
+// fixed clock, its own transport), changed by edit when not nil.
+func newClient(t *testing.T, baseURL string, edit func(*pulsedive.Config)) *pulsedive.Client {
+	t.Helper()
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	cfg := pulsedive.Config{
+		BaseURL:    baseURL,
+		HTTPClient: &http.Client{Transport: tr},
+		Timeout:    5 * time.Second,
+		UserAgent:  "pulsedive-relay/1.2.3",
+		Backoff:    noBackoff,
+		Now:        func() time.Time { return fixedNow },
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	c, err := pulsedive.New(cfg)
+	if err != nil {
+		t.Fatalf("pulsedive.New: %v", err)
+	}
+	return c
+}
+
+// pause is one PauseUntil call.
+type pause struct {
+	Key   string
+	Until time.Time
+}
+
+// recLimiter is a Limiter that records its calls and says yes, or what
+// refuse says.
+type recLimiter struct {
+	mu     sync.Mutex
+	waits  []string
+	pauses []pause
+	refuse error
+}
+
+func (l *recLimiter) Wait(ctx context.Context, key string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.waits = append(l.waits, key)
+	return l.refuse
+}
+
+func (l *recLimiter) PauseUntil(key string, until time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pauses = append(l.pauses, pause{key, until})
+}
+
+func (l *recLimiter) Waits() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.waits)
+}
+
+func (l *recLimiter) Pauses() []pause {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]pause(nil), l.pauses...)
+}
+
+// retryAfterError is how the limiter package refuses a call.
+type retryAfterError struct{ d time.Duration }
+
+func (e retryAfterError) Error() string             { return "budget spent" }
+func (e retryAfterError) RetryAfter() time.Duration { return e.d }
+
+// recObserver records the client's measurements.
+type recObserver struct {
+	mu       sync.Mutex
+	calls    []string // kind/outcome
+	inFlight int
+	maxIn    int
+	waits    int
+}
+
+func (o *recObserver) PulsediveCall(kind, outcome string, _ time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.calls = append(o.calls, kind+"/"+outcome)
+}
+
+func (o *recObserver) PulsediveInFlight(delta int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.inFlight += delta
+	o.maxIn = max(o.maxIn, o.inFlight)
+}
+
+func (o *recObserver) LimiterWait(time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.waits++
+}
+
+// checkErr fails the test unless got is the error want describes: nil;
+// a sentinel (errors.Is); or one of the package's error types, compared
+// by its safe fields (Reason, not the cause).
+func checkErr(t *testing.T, got, want error) {
+	t.Helper()
+	switch w := want.(type) {
+	case nil:
+		if got != nil {
+			t.Errorf("error = %v, want none", got)
+		}
+	case *pulsedive.StatusError:
+		var g *pulsedive.StatusError
+		if !errors.As(got, &g) {
+			t.Errorf("error = %v (%T), want %v", got, got, want)
+		} else if diff := cmp.Diff(w, g); diff != "" {
+			t.Errorf("StatusError (-want +got):\n%s", diff)
+		}
+	case *pulsedive.APIError:
+		var g *pulsedive.APIError
+		if !errors.As(got, &g) {
+			t.Errorf("error = %v (%T), want %v", got, got, want)
+		} else if diff := cmp.Diff(w, g); diff != "" {
+			t.Errorf("APIError (-want +got):\n%s", diff)
+		}
+	case *pulsedive.RateLimitError:
+		var g *pulsedive.RateLimitError
+		if !errors.As(got, &g) {
+			t.Errorf("error = %v (%T), want %v", got, got, want)
+		} else if diff := cmp.Diff(w, g); diff != "" {
+			t.Errorf("RateLimitError (-want +got):\n%s", diff)
+		}
+	case *pulsedive.UnavailableError:
+		var g *pulsedive.UnavailableError
+		if !errors.As(got, &g) {
+			t.Errorf("error = %v (%T), want %v", got, got, want)
+		} else if g.Reason != w.Reason {
+			t.Errorf("UnavailableError.Reason = %q, want %q (cause %v)", g.Reason, w.Reason, g.Err)
+		}
+	case *pulsedive.TLSError:
+		var g *pulsedive.TLSError
+		if !errors.As(got, &g) {
+			t.Errorf("error = %v (%T), want %v", got, got, want)
+		} else if g.Reason != w.Reason {
+			t.Errorf("TLSError.Reason = %q, want %q", g.Reason, w.Reason)
+		}
+	default:
+		if !errors.Is(got, want) {
+			t.Errorf("error = %v (%T), want %v", got, got, want)
+		}
+	}
+}
