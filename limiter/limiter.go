@@ -1,0 +1,327 @@
+// Package limiter is the relay's per-API-key token-bucket budget for calls
+// to Pulsedive, over golang.org/x/time/rate, with pauses learnt from
+// Pulsedive and eviction of idle buckets (spec section 6; PULSEDIVE_RATE_LIMIT
+// and PULSEDIVE_BURST of section 7).
+//
+// It imports no other package of this project.
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Defaults applied by New to zero Config fields (PerMinute has none: zero
+// means unlimited).
+const (
+	DefaultBurst     = 5
+	DefaultIdleAfter = 10 * time.Minute
+)
+
+// minSweepEvery is the fewest reservations between two amortised sweeps,
+// so that a small map is not walked on every call.
+const minSweepEvery = 1024
+
+// Config configures a Limiter.
+type Config struct {
+	// PerMinute is the sustained number of calls per minute each key may
+	// make. Zero means no limit (rate.Inf): Reserve never waits, though
+	// PauseUntil still stops a key. Negative, NaN or infinite is an error.
+	PerMinute float64
+	// Burst is how many calls a rested key may make at once. Zero means
+	// DefaultBurst; negative is an error. Ignored when PerMinute is zero.
+	Burst int
+	// IdleAfter is how long a bucket must go unused before it may be
+	// evicted; it must also be full and not paused. Zero means
+	// DefaultIdleAfter; negative is an error.
+	IdleAfter time.Duration
+	// Now is the clock Wait reserves with; time.Now by default.
+	Now func() time.Time
+	// NewTimer starts a timer for Wait: it returns the channel that fires
+	// after d and a stop function, like time.NewTimer's C and Stop. A real
+	// timer by default; tests inject one they fire by hand.
+	NewTimer func(d time.Duration) (<-chan time.Time, func() bool)
+}
+
+// Limiter holds one token bucket per key. Keys are opaque strings; the relay
+// passes a fingerprint of the API key, never the key. It is safe for
+// concurrent use and starts no goroutines.
+//
+// Every method that takes a time uses it as the bucket's clock, but a
+// bucket's clock never runs backwards: a time earlier than one the bucket
+// has already seen is treated as that later time, so that callers that read
+// the clock before contending for the lock cannot earn tokens twice.
+type Limiter struct {
+	limit     rate.Limit
+	burst     int
+	idleAfter time.Duration
+	now       func() time.Time
+	newTimer  func(d time.Duration) (<-chan time.Time, func() bool)
+
+	mu      sync.Mutex // guards everything below and every bucket's fields
+	buckets map[string]*bucket
+	// untilSweep counts down the reservations left before the next
+	// amortised sweep.
+	untilSweep int
+}
+
+type bucket struct {
+	lim *rate.Limiter
+	// seen is the latest time the bucket was reserved or cancelled at; it
+	// is also when the bucket was last used.
+	seen time.Time
+	// pausedUntil: no token is granted before this time.
+	pausedUntil time.Time
+}
+
+// New checks cfg, applies the defaults, and returns a Limiter with no
+// buckets.
+func New(cfg Config) (*Limiter, error) {
+	switch {
+	case math.IsNaN(cfg.PerMinute) || math.IsInf(cfg.PerMinute, 0) || cfg.PerMinute < 0:
+		return nil, fmt.Errorf("limiter: PerMinute %v is not a finite number of calls, zero or more", cfg.PerMinute)
+	case cfg.Burst < 0:
+		return nil, fmt.Errorf("limiter: Burst %d is negative", cfg.Burst)
+	case cfg.IdleAfter < 0:
+		return nil, fmt.Errorf("limiter: IdleAfter %v is negative", cfg.IdleAfter)
+	}
+	l := &Limiter{
+		limit:      rate.Limit(cfg.PerMinute / 60),
+		burst:      cfg.Burst,
+		idleAfter:  cfg.IdleAfter,
+		now:        cfg.Now,
+		newTimer:   cfg.NewTimer,
+		buckets:    make(map[string]*bucket),
+		untilSweep: minSweepEvery,
+	}
+	if cfg.PerMinute == 0 {
+		l.limit = rate.Inf
+	}
+	if l.burst == 0 {
+		l.burst = DefaultBurst
+	}
+	if l.idleAfter == 0 {
+		l.idleAfter = DefaultIdleAfter
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.newTimer == nil {
+		l.newTimer = realTimer
+	}
+	return l, nil
+}
+
+func realTimer(d time.Duration) (<-chan time.Time, func() bool) {
+	t := time.NewTimer(d)
+	return t.C, t.Stop
+}
+
+// WaitError says that a key's budget cannot give a token within the bound
+// the caller set. Nothing was taken from the budget.
+type WaitError struct {
+	// Delay is how long from the reservation's time until a token would be
+	// free, pauses included.
+	Delay time.Duration
+}
+
+// Error reports the wait, rounded up to the second, without naming the key.
+func (e *WaitError) Error() string {
+	secs := (e.Delay + time.Second - 1) / time.Second
+	return fmt.Sprintf("limiter: rate limit for this key reached; retry in %ds", secs)
+}
+
+// RetryAfter is Delay; the pulsedive client looks for this method.
+func (e *WaitError) RetryAfter() time.Duration { return e.Delay }
+
+// reservation is one token taken from a bucket, to be used at act or
+// cancelled before then.
+type reservation struct {
+	b    *bucket
+	r    *rate.Reservation
+	wait time.Duration
+	act  time.Time
+}
+
+// Reserve takes one token for key at now unless the caller would have to
+// wait longer than maxWait for it (maxWait < 0 means no bound), and returns
+// the wait: zero when a token is free now. When the key is paused past
+// now+maxWait, or its bucket cannot give a token within maxWait, nothing is
+// taken and the error is a *WaitError whose Delay is the wait that would
+// have been needed (for a paused key, at least until the pause ends).
+// The wait is measured from now; a now earlier than a time the bucket has
+// already seen also waits out the difference. A reservation cannot be
+// cancelled; Wait can cancel its own.
+func (l *Limiter) Reserve(key string, now time.Time, maxWait time.Duration) (time.Duration, error) {
+	res, err := l.reserve(key, now, maxWait)
+	if err != nil {
+		return 0, err
+	}
+	return res.wait, nil
+}
+
+func (l *Limiter) reserve(key string, now time.Time, maxWait time.Duration) (reservation, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+
+	// Sweep again after as many reservations as the last sweep left
+	// buckets (but at least minSweepEvery): each walk is then paid for by
+	// as many reservations, O(1) amortised, and the map holds at most about
+	// twice the keys active within IdleAfter, plus minSweepEvery.
+	l.untilSweep--
+	if l.untilSweep <= 0 {
+		l.sweep(now)
+	}
+
+	b := l.buckets[key]
+	if b == nil {
+		b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
+		l.buckets[key] = b
+	}
+	if d := b.pausedUntil.Sub(now); d > 0 && maxWait >= 0 && d > maxWait {
+		return reservation{}, &WaitError{Delay: d}
+	}
+	if l.limit == rate.Inf {
+		// No budget, only pauses; rate.Limiter would merely echo at back.
+		b.seen = latest(now, b.seen)
+		wait := max(b.pausedUntil.Sub(now), 0)
+		return reservation{b: b, wait: wait, act: now.Add(wait)}, nil
+	}
+	at := latest(now, b.seen, b.pausedUntil)
+	b.seen = at
+	r := b.lim.ReserveN(at, 1)
+	if !r.OK() {
+		// Unreachable: burst is at least 1 and ReserveN sets no bound.
+		return reservation{}, fmt.Errorf("limiter: bucket refused a single token")
+	}
+	wait := r.DelayFrom(now)
+	if maxWait >= 0 && wait > maxWait {
+		// Under l.mu no other reservation came in between, so the cancel
+		// restores exactly the token just taken.
+		r.CancelAt(at)
+		return reservation{}, &WaitError{Delay: wait}
+	}
+	return reservation{b: b, r: r, wait: wait, act: now.Add(wait)}, nil
+}
+
+// cancel gives back res's token, at now, as far as later reservations allow.
+func (l *Limiter) cancel(res reservation, now time.Time) {
+	if res.r == nil {
+		return // unlimited: there is no token to give back
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at := latest(now, res.b.seen)
+	res.b.seen = at
+	res.r.CancelAt(at)
+}
+
+// Wait takes one token for key, waiting for it when the budget allows one
+// before ctx's deadline. It reserves at Now() with the deadline as bound
+// (no deadline: no bound) and then waits on a timer. It fails fast with a
+// *WaitError, taking nothing, when the token (or the end of a pause) comes
+// after the deadline: it does not sleep until the deadline to find out. If
+// ctx ends while waiting, the token is given back and ctx.Err() returned.
+// If the key is paused while waiting (another call met a 429), the token
+// is spent and Wait starts over, so it waits out the pause or fails fast.
+func (l *Limiter) Wait(ctx context.Context, key string) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		now := l.now()
+		maxWait := time.Duration(-1)
+		if dl, ok := ctx.Deadline(); ok {
+			maxWait = max(dl.Sub(now), 0)
+		}
+		res, err := l.reserve(key, now, maxWait)
+		if err != nil {
+			return err
+		}
+		if res.wait > 0 {
+			fired, stop := l.newTimer(res.wait)
+			select {
+			case <-fired:
+			case <-ctx.Done():
+				stop()
+				l.cancel(res, l.now())
+				return ctx.Err()
+			}
+		}
+		if !l.pausedAfter(key, res.act) {
+			return nil
+		}
+	}
+}
+
+// pausedAfter reports whether key is now paused until after t.
+func (l *Limiter) pausedAfter(key string, t time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	return b != nil && b.pausedUntil.After(t)
+}
+
+// PauseUntil stops key until the given time: after a 429, or when a daily
+// or monthly quota is spent. A later pause extends the current one; an
+// earlier one does not shorten it. While paused, Reserve fails fast with
+// *WaitError{Delay: until-now} when until is past the caller's bound, and
+// otherwise waits at least until then. Tokens keep accruing during the
+// pause, up to the burst.
+func (l *Limiter) PauseUntil(key string, until time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	if b == nil {
+		b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
+		l.buckets[key] = b
+	}
+	if until.After(b.pausedUntil) {
+		b.pausedUntil = until
+	}
+}
+
+// Sweep evicts, at now, every bucket unused for IdleAfter that is full and
+// not paused: such a bucket is indistinguishable from a new one, so an
+// evicted key restarts full and gains nothing. Reserve also sweeps, every
+// so many reservations, so memory stays bounded with many keys without a
+// background goroutine; call Sweep directly only to reclaim sooner.
+func (l *Limiter) Sweep(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sweep(now)
+}
+
+func (l *Limiter) sweep(now time.Time) {
+	defer func() { l.untilSweep = max(minSweepEvery, len(l.buckets)) }()
+	for key, b := range l.buckets {
+		if now.Sub(b.seen) < l.idleAfter || b.pausedUntil.After(now) {
+			continue
+		}
+		if l.limit != rate.Inf && b.lim.TokensAt(now) < float64(l.burst) {
+			continue
+		}
+		delete(l.buckets, key)
+	}
+}
+
+// Len reports the number of live buckets.
+func (l *Limiter) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
+}
+
+func latest(t time.Time, ts ...time.Time) time.Time {
+	for _, u := range ts {
+		if u.After(t) {
+			t = u
+		}
+	}
+	return t
+}
