@@ -256,12 +256,24 @@ func (c *Client) try(ctx context.Context, fp, kind, target string, decode func([
 	return c.attempt(ctx, fp, kind, target, decode)
 }
 
+// callMargin is the time a call needs after its token: the limiter is told
+// the request ends this much before its deadline, so that a token it hands
+// out at the last moment is not spent on a call that cannot finish.
+const callMargin = time.Second
+
 func (c *Client) wait(ctx context.Context, fp string) error {
 	if c.limiter == nil {
 		return nil
 	}
+	waitCtx := ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		margin := min(callMargin, time.Until(deadline)/2)
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithDeadline(ctx, deadline.Add(-margin))
+		defer cancel()
+	}
 	start := time.Now()
-	err := c.limiter.Wait(ctx, fp)
+	err := c.limiter.Wait(waitCtx, fp)
 	c.obs.LimiterWait(time.Since(start))
 	if err == nil {
 		return nil
