@@ -1,0 +1,181 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/pulsedive-relay/relay/ctim"
+	"github.com/pulsedive-relay/relay/pulsedive"
+)
+
+// Document is one Pulsedive answer as the cache keeps it: the indicator
+// (info) or its links, or neither for a "no data" answer. Cached documents
+// are shared between requests and must not be modified.
+type Document struct {
+	Info  *pulsedive.Indicator `json:"info,omitempty"`
+	Links *pulsedive.Links     `json:"links,omitempty"`
+}
+
+// indicator returns the info document of value, nil when Pulsedive has no
+// data.
+func (p *Pipeline) indicator(ctx context.Context, key pulsedive.APIKey, value string) (*pulsedive.Indicator, error) {
+	doc, err := p.document(ctx, key, pulsedive.KindInfo, value)
+	return doc.Info, err
+}
+
+// links returns the links document of value, nil when Pulsedive has no
+// data.
+func (p *Pipeline) links(ctx context.Context, key pulsedive.APIKey, value string) (*pulsedive.Links, error) {
+	doc, err := p.document(ctx, key, pulsedive.KindLinks, value)
+	return doc.Links, err
+}
+
+// document goes through the steps of spec section 6 in order: a fresh
+// cache entry; else a call shared with every concurrent request for the
+// same key and document; on failure, an expired entry still kept
+// (stale-if-error).
+func (p *Pipeline) document(ctx context.Context, key pulsedive.APIKey, kind, value string) (Document, error) {
+	ck := cacheKey(key, kind, value)
+	var stale *Document
+	if p.cfg.Store != nil {
+		if doc, fresh, ok := p.cfg.Store.Get(ck); ok {
+			if fresh {
+				p.obs.CacheLookup(kind, "hit")
+				return doc, nil
+			}
+			stale = &doc
+		}
+	}
+	doc, err := p.shared(ctx, ck, key, kind, value)
+	if err != nil && stale != nil && staleable(err) {
+		p.obs.CacheLookup(kind, "stale")
+		p.log.DebugContext(ctx, "serving stale document", "kind", kind, "error", err.Error())
+		return *stale, nil
+	}
+	p.obs.CacheLookup(kind, "miss")
+	return doc, err
+}
+
+// shared makes the Pulsedive call, or joins the one another request is
+// making for the same key and document. The call runs on a context
+// detached from the caller's cancellation (a client going away does not
+// fail the others) but bounded by the caller's deadline; a caller whose
+// context ends stops waiting and leaves the call to the rest.
+func (p *Pipeline) shared(ctx context.Context, ck string, key pulsedive.APIKey, kind, value string) (Document, error) {
+	leader := false
+	ch := p.flight.DoChan(ck, func() (any, error) {
+		leader = true
+		callCtx, cancel := detach(ctx, p.cfg.RequestTimeout)
+		defer cancel()
+		doc, err := p.call(callCtx, key, kind, value)
+		if err == nil || errors.Is(err, pulsedive.ErrNotFound) {
+			p.store(ck, doc)
+			err = nil
+		}
+		return doc, err
+	})
+	if p.joined != nil {
+		p.joined(kind)
+	}
+	select {
+	case res := <-ch:
+		if !leader { // safe: the send on ch follows the function's return
+			p.obs.SharedCall(kind)
+		}
+		doc, _ := res.Val.(Document)
+		return doc, res.Err
+	case <-ctx.Done():
+		return Document{}, ctx.Err()
+	}
+}
+
+// detach returns a context that ignores the parent's cancellation but keeps
+// its deadline (or gets max from now when it has none), and its values.
+func detach(parent context.Context, max time.Duration) (context.Context, context.CancelFunc) {
+	deadline, ok := parent.Deadline()
+	if !ok {
+		deadline = time.Now().Add(max)
+	}
+	return context.WithDeadline(context.WithoutCancel(parent), deadline)
+}
+
+func (p *Pipeline) call(ctx context.Context, key pulsedive.APIKey, kind, value string) (Document, error) {
+	switch kind {
+	case pulsedive.KindInfo:
+		info, err := p.cfg.Fetcher.Indicator(ctx, key, value)
+		return Document{Info: info}, err
+	default:
+		links, err := p.cfg.Fetcher.Links(ctx, key, value)
+		return Document{Links: links}, err
+	}
+}
+
+// store caches an answer: documents for CacheTTL, "no data" for
+// NegativeTTL, both kept StaleTTL longer for stale-if-error. The cost is
+// the document's encoded size.
+func (p *Pipeline) store(ck string, doc Document) {
+	if p.cfg.Store == nil {
+		return
+	}
+	ttl := p.cfg.CacheTTL
+	if doc.Info == nil && doc.Links == nil {
+		ttl = p.cfg.NegativeTTL
+	}
+	encoded, err := json.Marshal(doc)
+	if err != nil {
+		return
+	}
+	p.cfg.Store.Set(ck, doc, int64(len(encoded)+len(ck)), ttl, p.cfg.StaleTTL)
+}
+
+// staleable says whether an expired entry may stand in for a failed call.
+// Every failure of Pulsedive or of the way to it qualifies; a key that
+// Pulsedive refuses (401, 403) does not, so a revoked key reads nothing.
+func staleable(err error) bool {
+	var se *pulsedive.StatusError
+	if errors.As(err, &se) {
+		return se.StatusCode != http.StatusUnauthorized && se.StatusCode != http.StatusForbidden
+	}
+	return true
+}
+
+// cacheKey names a document for one API key. It holds the key's
+// fingerprint, never the key.
+func cacheKey(key pulsedive.APIKey, kind, value string) string {
+	return key.Fingerprint() + "\x00" + kind + "\x00" + value
+}
+
+// report converts Pulsedive's document into the mapping's input.
+func report(ind *pulsedive.Indicator) *ctim.Report {
+	r := &ctim.Report{
+		IID:          ind.IID,
+		Risk:         ind.Risk,
+		Retired:      ind.Retired,
+		StampSeen:    ind.StampSeen,
+		StampRetired: ind.StampRetired,
+		RiskFactors:  make([]ctim.RiskFactor, len(ind.RiskFactors)),
+		Threats:      make([]ctim.Threat, len(ind.Threats)),
+		Feeds:        make([]ctim.Feed, len(ind.Feeds)),
+	}
+	for i, rf := range ind.RiskFactors {
+		r.RiskFactors[i] = ctim.RiskFactor{Description: rf.Description}
+	}
+	for i, t := range ind.Threats {
+		r.Threats[i] = ctim.Threat{TID: t.TID, Name: t.Name, Category: t.Category, StampLinked: t.StampLinked}
+	}
+	for i, f := range ind.Feeds {
+		r.Feeds[i] = ctim.Feed{FID: f.FID, Name: f.Name, Category: f.Category, Organization: f.Organization, StampLinked: f.StampLinked}
+	}
+	return r
+}
+
+func dnsLinks(l *pulsedive.Links) []ctim.DNSLink {
+	out := make([]ctim.DNSLink, len(l.ActiveDNS))
+	for i, d := range l.ActiveDNS {
+		out[i] = ctim.DNSLink{Type: d.Type, Indicator: d.Indicator, StampLinked: d.StampLinked}
+	}
+	return out
+}

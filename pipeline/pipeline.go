@@ -1,0 +1,312 @@
+// Package pipeline runs the Pulsedive side of one relay request (spec
+// sections 4 to 6): it deduplicates the observables, fans them into a
+// bounded worker pool, fetches each document through the cache, in-flight
+// collapse and the Pulsedive client (which waits on the per-key limiter),
+// and folds the answers into CTIM in request order.
+//
+// Imports go one way, and TestImportRule holds it: ctim, cache, limiter,
+// metrics and pulsedive import no other package of the relay; pipeline
+// imports them; transport imports pipeline, ctim and pulsedive; only
+// cmd/relay imports everything.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/pulsedive-relay/relay/ctim"
+	"github.com/pulsedive-relay/relay/pulsedive"
+)
+
+// Fetcher gets Pulsedive's documents; *pulsedive.Client is one. Both
+// methods return pulsedive.ErrNotFound when Pulsedive has no data.
+type Fetcher interface {
+	Indicator(ctx context.Context, key pulsedive.APIKey, value string) (*pulsedive.Indicator, error)
+	Links(ctx context.Context, key pulsedive.APIKey, value string) (*pulsedive.Links, error)
+}
+
+// Pinger makes the health endpoint's cheap call; *pulsedive.Client is one.
+type Pinger interface {
+	Health(ctx context.Context, key pulsedive.APIKey) error
+}
+
+// Store keeps documents between requests; *cache.Cache[Document] is one.
+// It is an interface so that a shared store can take its place. Get's
+// fresh is false for an expired entry still kept for stale-if-error.
+type Store interface {
+	Get(key string) (doc Document, fresh, ok bool)
+	Set(key string, doc Document, cost int64, ttl, staleTTL time.Duration) bool
+}
+
+// Observer receives the pipeline's measurements; metrics.Metrics is one.
+type Observer interface {
+	CacheLookup(kind, result string)
+	Observable(typ string)
+	SharedCall(kind string)
+}
+
+// Config configures a Pipeline. Zero durations and counts take the
+// defaults of spec section 7.
+type Config struct {
+	Fetcher Fetcher // required
+	Pinger  Pinger  // required for Health
+	// Store caches documents; nil disables caching.
+	Store Store
+	// Workers bounds the documents one request fetches at once (32).
+	Workers int
+	// RequestTimeout bounds a whole request (25s); when it passes, the
+	// answer holds what is done and an error for the rest.
+	RequestTimeout time.Duration
+	// CacheTTL keeps documents Pulsedive knows (1h), NegativeTTL its "no
+	// data" answers (10m), StaleTTL expired entries for stale-if-error (24h).
+	CacheTTL, NegativeTTL, StaleTTL time.Duration
+	// Now is the clock of the mapping (the Active DNS window).
+	Now func() time.Time
+	// NewID returns random UUIDs for transient ids; ctim.RandomUUID by
+	// default.
+	NewID    func() string
+	Observer Observer
+	Logger   *slog.Logger
+}
+
+// Pipeline serves observe, deliberate, refer and health. It is safe for
+// concurrent use; concurrent requests share cache entries and in-flight
+// Pulsedive calls.
+type Pipeline struct {
+	cfg    Config
+	mapper ctim.Mapper
+	flight singleflight.Group
+	obs    Observer
+	log    *slog.Logger
+
+	// joined, when set by a test, is told each time a request has joined
+	// (or started) the call for a document, before it waits for it.
+	joined func(kind string)
+}
+
+// New checks cfg and returns a pipeline.
+func New(cfg Config) (*Pipeline, error) {
+	if cfg.Fetcher == nil {
+		return nil, errors.New("pipeline: Fetcher is required")
+	}
+	setDefault(&cfg.Workers, 32)
+	setDefault(&cfg.RequestTimeout, 25*time.Second)
+	setDefault(&cfg.CacheTTL, time.Hour)
+	setDefault(&cfg.NegativeTTL, 10*time.Minute)
+	setDefault(&cfg.StaleTTL, 24*time.Hour)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.NewID == nil {
+		cfg.NewID = ctim.RandomUUID
+	}
+	p := &Pipeline{
+		cfg:    cfg,
+		mapper: ctim.Mapper{Now: cfg.Now, NewID: cfg.NewID},
+		obs:    cfg.Observer,
+		log:    cfg.Logger,
+	}
+	if p.obs == nil {
+		p.obs = nopObserver{}
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	return p, nil
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// Request is one batch of observables for one API key. Observables hold
+// supported types only, lower case; duplicates are looked up once.
+type Request struct {
+	Key           pulsedive.APIKey
+	EntitiesLimit int
+	Observables   []ctim.Observable
+}
+
+// Result is an observe or deliberate answer: what was found, in request
+// order, and every failure (one per failed document, in request order;
+// the transport reports each distinct one once).
+type Result struct {
+	Bundle *ctim.Bundle
+	Errors []error
+}
+
+// ReferResult is a refer answer: pivots in request order and failures.
+type ReferResult struct {
+	References []ctim.Reference
+	Errors     []error
+}
+
+// Observe enriches the observables: verdicts, judgements, indicators,
+// sightings and relationships (spec section 4).
+func (p *Pipeline) Observe(ctx context.Context, req Request) Result {
+	outs := p.run(ctx, req, p.observeOne)
+	res := Result{Bundle: &ctim.Bundle{}}
+	for _, o := range outs {
+		if o.entities != nil {
+			res.Bundle.Add(*o.entities)
+		}
+		res.Errors = append(res.Errors, o.errs...)
+	}
+	return res
+}
+
+// Deliberate answers verdicts only, from the same documents as Observe.
+func (p *Pipeline) Deliberate(ctx context.Context, req Request) Result {
+	outs := p.run(ctx, req, p.deliberateOne)
+	res := Result{Bundle: &ctim.Bundle{}}
+	for _, o := range outs {
+		if o.verdict != nil {
+			res.Bundle.AddVerdict(*o.verdict)
+		}
+		res.Errors = append(res.Errors, o.errs...)
+	}
+	return res
+}
+
+// Refer answers a search pivot for every observable and a browse pivot for
+// each one Pulsedive knows (spec section 5). A failed lookup leaves the
+// search pivot in place and reports the failure.
+func (p *Pipeline) Refer(ctx context.Context, req Request) ReferResult {
+	outs := p.run(ctx, req, p.referOne)
+	var res ReferResult
+	for _, o := range outs {
+		res.References = append(res.References, o.refs...)
+		res.Errors = append(res.Errors, o.errs...)
+	}
+	return res
+}
+
+// Health makes one cheap Pulsedive call with the caller's key, bypassing
+// the cache, within the request timeout.
+func (p *Pipeline) Health(ctx context.Context, key pulsedive.APIKey) error {
+	if p.cfg.Pinger == nil {
+		return errors.New("pipeline: no Pinger configured")
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
+	defer cancel()
+	return p.cfg.Pinger.Health(ctx, key)
+}
+
+// outcome is what one observable produced.
+type outcome struct {
+	entities *ctim.Entities
+	verdict  *ctim.Verdict
+	refs     []ctim.Reference
+	errs     []error
+}
+
+// run deduplicates the observables and runs one task per observable on at
+// most Workers goroutines, under the request timeout. Every task runs to
+// its end (collecting its errors, never cancelling the others), and each
+// returns promptly once the deadline passes, so run never outlives the
+// request timeout by more than a task's bookkeeping.
+func (p *Pipeline) run(ctx context.Context, req Request, task func(context.Context, Request, ctim.Observable) outcome) []outcome {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
+	defer cancel()
+	obs := dedupe(req.Observables)
+	outs := make([]outcome, len(obs))
+	var g errgroup.Group
+	g.SetLimit(p.cfg.Workers)
+	for i, o := range obs {
+		p.obs.Observable(o.Type)
+		g.Go(func() error {
+			outs[i] = task(ctx, req, o)
+			return nil
+		})
+	}
+	_ = g.Wait() // tasks report through outs, never through the group
+	return outs
+}
+
+func dedupe(obs []ctim.Observable) []ctim.Observable {
+	seen := make(map[ctim.Observable]struct{}, len(obs))
+	out := make([]ctim.Observable, 0, len(obs))
+	for _, o := range obs {
+		if _, dup := seen[o]; dup {
+			continue
+		}
+		seen[o] = struct{}{}
+		out = append(out, o)
+	}
+	return out
+}
+
+func (p *Pipeline) observeOne(ctx context.Context, req Request, o ctim.Observable) outcome {
+	var out outcome
+	info, err := p.indicator(ctx, req.Key, o.Value)
+	if err != nil {
+		return failed(err)
+	}
+	if info == nil {
+		return out
+	}
+	r := report(info)
+	// Check the fields every entity needs before spending budget on links.
+	if _, err := p.mapper.Verdict(o, r); err != nil {
+		return failed(err)
+	}
+	var relations []ctim.Relation
+	links, err := p.links(ctx, req.Key, o.Value)
+	if err == nil && links != nil {
+		relations, err = p.mapper.Relations(o, dnsLinks(links))
+	}
+	if err != nil {
+		out.errs = append(out.errs, err)
+	}
+	e, err := p.mapper.Observe(o, r, relations, req.EntitiesLimit)
+	if err != nil {
+		return failed(err)
+	}
+	out.entities = &e
+	return out
+}
+
+func (p *Pipeline) deliberateOne(ctx context.Context, req Request, o ctim.Observable) outcome {
+	info, err := p.indicator(ctx, req.Key, o.Value)
+	if err != nil {
+		return failed(err)
+	}
+	if info == nil {
+		return outcome{}
+	}
+	v, err := p.mapper.Verdict(o, report(info))
+	if err != nil {
+		return failed(err)
+	}
+	return outcome{verdict: &v}
+}
+
+func (p *Pipeline) referOne(ctx context.Context, req Request, o ctim.Observable) outcome {
+	out := outcome{refs: []ctim.Reference{ctim.SearchReference(o)}}
+	info, err := p.indicator(ctx, req.Key, o.Value)
+	switch {
+	case err != nil:
+		out.errs = []error{err}
+	case info == nil:
+	case info.IID == "":
+		out.errs = []error{ctim.ErrBroken}
+	default:
+		out.refs = append(out.refs, ctim.BrowseReference(o, info.IID))
+	}
+	return out
+}
+
+func failed(err error) outcome { return outcome{errs: []error{err}} }
+
+type nopObserver struct{}
+
+func (nopObserver) CacheLookup(string, string) {}
+func (nopObserver) Observable(string)          {}
+func (nopObserver) SharedCall(string)          {}

@@ -1,0 +1,428 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/pulsedive-relay/relay/cache"
+	"github.com/pulsedive-relay/relay/ctim"
+	"github.com/pulsedive-relay/relay/pulsedive"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var fixedNow = time.Date(2020, 4, 15, 0, 0, 0, 0, time.UTC)
+
+// fakeFetcher answers from memory. Each call may be held by a gate the test
+// opens; calls are counted per document.
+type fakeFetcher struct {
+	mu    sync.Mutex
+	calls map[string]int
+	// gate, when set, is called at the start of each call and may block;
+	// it gets the call's context.
+	gate func(ctx context.Context, kind, value string)
+	// fail, when set, makes the call for value fail.
+	fail func(kind, value string) error
+}
+
+func (f *fakeFetcher) count(kind, value string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[kind+" "+value]
+}
+
+func (f *fakeFetcher) enter(ctx context.Context, kind, value string) error {
+	f.mu.Lock()
+	if f.calls == nil {
+		f.calls = map[string]int{}
+	}
+	f.calls[kind+" "+value]++
+	gate, fail := f.gate, f.fail
+	f.mu.Unlock()
+	if gate != nil {
+		gate(ctx, kind, value)
+	}
+	if fail != nil {
+		return fail(kind, value)
+	}
+	return nil
+}
+
+func (f *fakeFetcher) Indicator(ctx context.Context, _ pulsedive.APIKey, value string) (*pulsedive.Indicator, error) {
+	if err := f.enter(ctx, pulsedive.KindInfo, value); err != nil {
+		return nil, err
+	}
+	if value == "unknown.example" {
+		return nil, pulsedive.ErrNotFound
+	}
+	return &pulsedive.Indicator{IID: "iid-" + value, Risk: "high", StampSeen: "2020-04-10 08:30:00",
+		RiskFactors: []pulsedive.RiskFactor{{Description: "rf of " + value}}}, nil
+}
+
+func (f *fakeFetcher) Links(ctx context.Context, _ pulsedive.APIKey, value string) (*pulsedive.Links, error) {
+	if err := f.enter(ctx, pulsedive.KindLinks, value); err != nil {
+		return nil, err
+	}
+	return &pulsedive.Links{ActiveDNS: []pulsedive.Link{{Type: "ip", Indicator: "10.0.0.1", StampLinked: "2020-04-01 00:00:00"}}}, nil
+}
+
+func newPipeline(t *testing.T, f Fetcher, store Store, mutate ...func(*Config)) *Pipeline {
+	t.Helper()
+	cfg := Config{Fetcher: f, Store: store, Now: func() time.Time { return fixedNow }}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func domains(n int, prefix string) []ctim.Observable {
+	out := make([]ctim.Observable, n)
+	for i := range out {
+		out[i] = ctim.Observable{Type: "domain", Value: fmt.Sprintf("%s%03d.example", prefix, i)}
+	}
+	return out
+}
+
+func verdictValues(b *ctim.Bundle) []string {
+	var out []string
+	for _, v := range b.Verdicts {
+		out = append(out, v.Observable.Value)
+	}
+	return out
+}
+
+// TestOrderKeptUnderConcurrency releases the calls in reverse order: the
+// answer still follows the request.
+func TestOrderKeptUnderConcurrency(t *testing.T) {
+	obs := domains(16, "order")
+	arrived := make(chan string, 64)
+	release := map[string]chan struct{}{}
+	for _, o := range obs {
+		release[o.Value] = make(chan struct{})
+	}
+	f := &fakeFetcher{gate: func(_ context.Context, kind, value string) {
+		if kind != pulsedive.KindInfo {
+			return
+		}
+		arrived <- value
+		<-release[value]
+	}}
+	p := newPipeline(t, f, nil, func(c *Config) { c.Workers = len(obs) })
+	done := make(chan Result)
+	go func() { done <- p.Observe(context.Background(), Request{Observables: obs, EntitiesLimit: 100}) }()
+	for range obs {
+		<-arrived // every call is in flight at once
+	}
+	for i := len(obs) - 1; i >= 0; i-- {
+		close(release[obs[i].Value])
+	}
+	res := <-done
+	var want []string
+	for _, o := range obs {
+		want = append(want, o.Value)
+	}
+	if diff := cmp.Diff(want, verdictValues(res.Bundle)); diff != "" {
+		t.Errorf("verdict order (-want +got):\n%s", diff)
+	}
+	if len(res.Errors) != 0 {
+		t.Errorf("errors = %v", res.Errors)
+	}
+	for i, s := range res.Bundle.Sightings[:2] {
+		if want := "rf of " + obs[0].Value; i == 0 && s.Description != want {
+			t.Errorf("first sighting %q, want %q", s.Description, want)
+		}
+	}
+}
+
+func TestWorkersBoundConcurrency(t *testing.T) {
+	var inFlight, peak atomic.Int32
+	f := &fakeFetcher{gate: func(context.Context, string, string) {
+		n := inFlight.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		inFlight.Add(-1)
+	}}
+	p := newPipeline(t, f, nil, func(c *Config) { c.Workers = 3 })
+	p.Observe(context.Background(), Request{Observables: domains(40, "w"), EntitiesLimit: 100})
+	if got := peak.Load(); got > 3 {
+		t.Errorf("peak concurrent calls = %d, want at most Workers = 3", got)
+	}
+}
+
+// TestDeadlineKeepsFinishedWork: observables whose calls never answer get
+// an error when the request timeout passes; the others keep their data.
+func TestDeadlineKeepsFinishedWork(t *testing.T) {
+	f := &fakeFetcher{gate: func(ctx context.Context, _, value string) {
+		if value == "slow.example" {
+			<-ctx.Done() // answers only when the deadline ends the call
+		}
+	}, fail: func(_, value string) error {
+		if value == "slow.example" {
+			return &pulsedive.UnavailableError{Reason: "request deadline exceeded", Err: context.DeadlineExceeded}
+		}
+		return nil
+	}}
+	p := newPipeline(t, f, nil, func(c *Config) { c.RequestTimeout = 50 * time.Millisecond })
+	obs := []ctim.Observable{{Type: "domain", Value: "fast.example"}, {Type: "domain", Value: "slow.example"}, {Type: "ip", Value: "fast.example"}}
+	res := p.Observe(context.Background(), Request{Observables: obs, EntitiesLimit: 100})
+	if diff := cmp.Diff([]string{"fast.example", "fast.example"}, verdictValues(res.Bundle)); diff != "" {
+		t.Errorf("verdicts (-want +got):\n%s", diff)
+	}
+	if len(res.Errors) != 1 {
+		t.Fatalf("errors = %v, want one for slow.example", res.Errors)
+	}
+	var ue *pulsedive.UnavailableError
+	if !errors.As(res.Errors[0], &ue) && !errors.Is(res.Errors[0], context.DeadlineExceeded) {
+		t.Errorf("error = %v, want the deadline", res.Errors[0])
+	}
+}
+
+// TestCollapse: concurrent requests for the same documents share one call
+// each.
+func TestCollapse(t *testing.T) {
+	obs := domains(10, "collapse")
+	start := make(chan struct{})
+	f := &fakeFetcher{gate: func(context.Context, string, string) { <-start }}
+	p := newPipeline(t, f, nil)
+	const requests = 20
+	var joinedInfo sync.WaitGroup
+	joinedInfo.Add(requests * len(obs))
+	p.joined = func(kind string) {
+		if kind == pulsedive.KindInfo {
+			joinedInfo.Done()
+		}
+	}
+	var wg sync.WaitGroup
+	results := make([]Result, requests)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = p.Observe(context.Background(), Request{Observables: obs, EntitiesLimit: 100})
+		}()
+	}
+	joinedInfo.Wait() // every request waits on the held info calls
+	close(start)
+	wg.Wait()
+	info, links := 0, 0
+	for _, o := range obs {
+		info += f.count(pulsedive.KindInfo, o.Value)
+		links += f.count(pulsedive.KindLinks, o.Value)
+	}
+	if info != len(obs) {
+		t.Errorf("info calls = %d for %d identical requests, want %d", info, requests, len(obs))
+	}
+	// The links calls start when each request's info answer arrives; the
+	// requests join those too unless one finished before another began.
+	if links < len(obs) || links > requests*len(obs) {
+		t.Errorf("links calls = %d", links)
+	}
+	for i, r := range results {
+		if len(r.Bundle.Verdicts) != len(obs) {
+			t.Errorf("request %d got %d verdicts, want %d", i, len(r.Bundle.Verdicts), len(obs))
+		}
+	}
+}
+
+// TestCancelledCallerDoesNotCancelSharedCall: the request that started a
+// call goes away; the call goes on for the request that joined it.
+func TestCancelledCallerDoesNotCancelSharedCall(t *testing.T) {
+	arrived := make(chan struct{})
+	release := make(chan struct{})
+	var callCtxErr atomic.Value
+	f := &fakeFetcher{gate: func(ctx context.Context, kind, _ string) {
+		if kind != pulsedive.KindInfo {
+			return
+		}
+		close(arrived)
+		<-release
+		callCtxErr.Store(fmt.Sprint(ctx.Err()))
+	}}
+	p := newPipeline(t, f, nil)
+	obs := []ctim.Observable{{Type: "domain", Value: "shared.example"}}
+
+	leaderCtx, cancelLeader := context.WithCancel(context.Background())
+	leaderDone := make(chan Result)
+	go func() { leaderDone <- p.Observe(leaderCtx, Request{Observables: obs, EntitiesLimit: 100}) }()
+	<-arrived
+
+	followerDone := make(chan Result)
+	go func() { followerDone <- p.Observe(context.Background(), Request{Observables: obs, EntitiesLimit: 100}) }()
+	// The follower joins the in-flight call: the fetcher sees one call.
+	cancelLeader()
+	leader := <-leaderDone
+	if len(leader.Errors) != 1 || !errors.Is(leader.Errors[0], context.Canceled) {
+		t.Errorf("leader errors = %v, want its own cancellation", leader.Errors)
+	}
+	close(release)
+	follower := <-followerDone
+	if got := callCtxErr.Load(); got != "<nil>" {
+		t.Errorf("the shared call's context ended (%v) when its first caller left", got)
+	}
+	if len(follower.Errors) != 0 || len(follower.Bundle.Verdicts) != 1 {
+		t.Errorf("follower got %d verdicts and errors %v; want the shared answer", len(follower.Bundle.Verdicts), follower.Errors)
+	}
+	if n := f.count(pulsedive.KindInfo, "shared.example"); n > 2 {
+		t.Errorf("info calls = %d", n)
+	}
+}
+
+func TestStaleIfError(t *testing.T) {
+	now := fixedNow
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	store, err := cache.New[Document](cache.Config{MaxBytes: 1 << 20, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var failMu sync.Mutex
+	var failErr error
+	setFail := func(err error) { failMu.Lock(); failErr = err; failMu.Unlock() }
+	f := &fakeFetcher{fail: func(string, string) error {
+		failMu.Lock()
+		defer failMu.Unlock()
+		return failErr
+	}}
+	obs := &countingObserver{}
+	p := newPipeline(t, f, store, func(c *Config) { c.Observer = obs; c.CacheTTL = time.Hour; c.StaleTTL = 24 * time.Hour })
+	req := Request{Observables: []ctim.Observable{{Type: "domain", Value: "stale.example"}}, EntitiesLimit: 100}
+
+	if res := p.Observe(context.Background(), req); len(res.Bundle.Verdicts) != 1 {
+		t.Fatalf("first answer: %+v", res)
+	}
+	store.Wait()
+	if res := p.Observe(context.Background(), req); len(res.Bundle.Verdicts) != 1 || f.count(pulsedive.KindInfo, "stale.example") != 1 {
+		t.Fatalf("a fresh entry should answer without a call")
+	}
+
+	clockMu.Lock()
+	now = now.Add(2 * time.Hour) // expired, still kept
+	clockMu.Unlock()
+	tests := []struct {
+		name      string
+		err       error
+		wantStale bool
+	}{
+		{"503", &pulsedive.StatusError{StatusCode: 503}, true},
+		{"timeout", &pulsedive.UnavailableError{Reason: "timeout"}, true},
+		{"paused key", &pulsedive.RateLimitError{RetryAfter: time.Minute}, true},
+		{"breaker open", &pulsedive.UnavailableError{Reason: "circuit breaker open"}, true},
+		{"revoked key", &pulsedive.StatusError{StatusCode: 401}, false},
+		{"forbidden key", &pulsedive.StatusError{StatusCode: 403}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			setFail(tt.err)
+			res := p.Observe(context.Background(), req)
+			if tt.wantStale {
+				if len(res.Errors) != 0 || len(res.Bundle.Verdicts) != 1 {
+					t.Errorf("got %d verdicts, errors %v; want the stale answer", len(res.Bundle.Verdicts), res.Errors)
+				}
+			} else if len(res.Errors) != 1 || len(res.Bundle.Verdicts) != 0 {
+				t.Errorf("got %d verdicts, errors %v; want the error, no stale data", len(res.Bundle.Verdicts), res.Errors)
+			}
+		})
+	}
+	if obs.get("info stale") == 0 {
+		t.Error("stale answers were not counted")
+	}
+
+	clockMu.Lock()
+	now = now.Add(48 * time.Hour) // past the stale window
+	clockMu.Unlock()
+	setFail(&pulsedive.StatusError{StatusCode: 503})
+	if res := p.Observe(context.Background(), req); len(res.Errors) != 1 {
+		t.Errorf("past the stale window: errors %v, want the 503", res.Errors)
+	}
+}
+
+func TestNegativeCaching(t *testing.T) {
+	store, err := cache.New[Document](cache.Config{MaxBytes: 1 << 20, Now: func() time.Time { return fixedNow }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	f := &fakeFetcher{}
+	p := newPipeline(t, f, store)
+	req := Request{Observables: []ctim.Observable{{Type: "domain", Value: "unknown.example"}}}
+	for range 3 {
+		res := p.Observe(context.Background(), req)
+		if !res.Bundle.Empty() || len(res.Errors) != 0 {
+			t.Fatalf("unknown indicator: %+v", res)
+		}
+		store.Wait()
+	}
+	if n := f.count(pulsedive.KindInfo, "unknown.example"); n != 1 {
+		t.Errorf("info calls = %d, want 1: \"no data\" is cached", n)
+	}
+	if n := f.count(pulsedive.KindLinks, "unknown.example"); n != 0 {
+		t.Errorf("links calls = %d, want 0 for an unknown indicator", n)
+	}
+}
+
+func TestCacheKeyHoldsNoAPIKey(t *testing.T) {
+	key := pulsedive.APIKey("super-secret-key")
+	ck := cacheKey(key, pulsedive.KindInfo, "x")
+	if want := key.Fingerprint(); ck[:len(want)] != want {
+		t.Errorf("cache key %q does not start with the fingerprint", ck)
+	}
+	for _, s := range []string{"super", "secret"} {
+		if strings.Contains(ck, s) {
+			t.Errorf("cache key %q holds part of the API key", ck)
+		}
+	}
+	if cacheKey("other", pulsedive.KindInfo, "x") == ck {
+		t.Error("two keys share a cache entry")
+	}
+}
+
+func TestReferKeepsSearchPivotOnFailure(t *testing.T) {
+	f := &fakeFetcher{fail: func(string, string) error { return &pulsedive.StatusError{StatusCode: 500} }}
+	p := newPipeline(t, f, nil)
+	res := p.Refer(context.Background(), Request{Observables: []ctim.Observable{{Type: "ip", Value: "1.2.3.4"}}})
+	if len(res.References) != 1 || len(res.Errors) != 1 {
+		t.Errorf("refer = %d references, %v; want the search pivot and the error", len(res.References), res.Errors)
+	}
+}
+
+type countingObserver struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (o *countingObserver) add(k string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n == nil {
+		o.n = map[string]int{}
+	}
+	o.n[k]++
+}
+
+func (o *countingObserver) get(k string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n[k]
+}
+
+func (o *countingObserver) CacheLookup(kind, result string) { o.add(kind + " " + result) }
+func (o *countingObserver) Observable(typ string)           { o.add("type " + typ) }
+func (o *countingObserver) SharedCall(kind string)          { o.add("shared " + kind) }
