@@ -1,0 +1,137 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+
+	"github.com/pulsedive-relay/relay/ctim"
+	"github.com/pulsedive-relay/relay/pulsedive"
+	"github.com/pulsedive-relay/relay/transport/auth"
+)
+
+// apiError is one entry of the contract's error envelope (spec section 2).
+type apiError struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Messages of the contract that more than one error kind shares.
+const (
+	msgKeyError     = "The data structure of Pulsedive API has changed. The module is broken."
+	msgAPIError     = "The Pulsedive API error."
+	msgInvalidJSON  = "Pulsedive answered with invalid JSON"
+	msgUnexpected   = "Unexpected error."
+	msgUnavailable  = "Pulsedive is unavailable: "
+	msgTooLarge     = "Pulsedive answered with a document over the size limit"
+	msgLocalLimited = "Pulsedive rate limit for this API key reached; retry in %d s"
+)
+
+// envelopeOf is the one table from the relay's error kinds to the
+// contract's codes and messages. known is false for an error no row
+// matches (a bug), which the caller logs.
+func envelopeOf(err error) (e apiError, known bool) {
+	var (
+		authErr *auth.Error
+		bad     *badRequest
+		status  *pulsedive.StatusError
+		apiErr  *pulsedive.APIError
+		unavail *pulsedive.UnavailableError
+		tlsErr  *pulsedive.TLSError
+		limited *pulsedive.RateLimitError
+	)
+	known = true
+	switch {
+	case errors.As(err, &authErr):
+		e = apiError{Code: "authorization error", Message: authErr.Error()}
+	case errors.As(err, &bad):
+		e = apiError{Code: "invalid argument", Message: bad.Error()}
+	case errors.As(err, &status):
+		e = apiError{Code: reasonPhrase(status.StatusCode), Message: orDefault(status.Message, msgAPIError)}
+	case errors.As(err, &apiErr):
+		e = apiError{Code: "unknown", Message: orDefault(apiErr.Message, msgAPIError)}
+	case errors.Is(err, ctim.ErrBroken), errors.Is(err, pulsedive.ErrSchema):
+		e = apiError{Code: "key error", Message: msgKeyError}
+	case errors.Is(err, pulsedive.ErrInvalidJSON):
+		e = apiError{Code: "unknown", Message: msgInvalidJSON}
+	case errors.Is(err, pulsedive.ErrTooLarge):
+		e = apiError{Code: "unknown", Message: msgTooLarge}
+	case errors.As(err, &tlsErr):
+		e = apiError{Code: "unknown", Message: "Unable to verify SSL certificate: " + tlsErr.Reason}
+	case errors.As(err, &unavail):
+		e = apiError{Code: "service unavailable", Message: msgUnavailable + unavail.Reason}
+	case errors.Is(err, context.DeadlineExceeded):
+		e = apiError{Code: "service unavailable", Message: msgUnavailable + "request deadline exceeded"}
+	case errors.Is(err, context.Canceled):
+		e = apiError{Code: "service unavailable", Message: msgUnavailable + "request cancelled"}
+	case errors.As(err, &limited):
+		secs := max(1, int(math.Ceil(limited.RetryAfter.Seconds())))
+		e = apiError{Code: "too many requests", Message: fmt.Sprintf(msgLocalLimited, secs)}
+	default:
+		e, known = apiError{Code: "unknown", Message: msgUnexpected}, false
+	}
+	e.Type = "fatal"
+	return e, known
+}
+
+// reasonPhrase is the lower-case HTTP reason phrase of status ("too many
+// requests"), as the original relay reported Pulsedive's statuses.
+func reasonPhrase(status int) string {
+	if text := http.StatusText(status); text != "" {
+		return strings.ToLower(text)
+	}
+	return "unknown"
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// envelopeErrors maps errs and keeps each distinct (code, message) once, in
+// first-seen order. onUnknown is called for errors no row of the table
+// matches.
+func envelopeErrors(errs []error, onUnknown func(error)) []apiError {
+	out := make([]apiError, 0, len(errs))
+	seen := make(map[apiError]struct{}, len(errs))
+	for _, err := range errs {
+		e, known := envelopeOf(err)
+		if !known && onUnknown != nil {
+			onUnknown(err)
+		}
+		if _, dup := seen[e]; dup {
+			continue
+		}
+		seen[e] = struct{}{}
+		out = append(out, e)
+	}
+	return out
+}
+
+// writeJSON encodes v into a buffer first, so that an encoding failure can
+// still be answered cleanly, then writes it with the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		buf.Reset()
+		_ = json.NewEncoder(&buf).Encode(errorBody{Errors: []apiError{{Type: "fatal", Code: "unknown", Message: msgUnexpected}}})
+		status = http.StatusOK
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+type errorBody struct {
+	Errors []apiError `json:"errors"`
+}

@@ -1,0 +1,259 @@
+// Package transport is the relay's HTTP face (spec sections 1 to 3): the
+// routes, the configuration-token check, body decoding and the error
+// envelope, which every failure reaches through one table (envelopeOf).
+package transport
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/pulsedive-relay/relay/ctim"
+	"github.com/pulsedive-relay/relay/pipeline"
+	"github.com/pulsedive-relay/relay/pulsedive"
+	"github.com/pulsedive-relay/relay/transport/auth"
+)
+
+// Authenticator checks a request's configuration token; *auth.Authenticator
+// is one. Every failure is an *auth.Error.
+type Authenticator interface {
+	Authenticate(r *http.Request) (auth.Claims, error)
+}
+
+// Enricher answers the observable endpoints; *pipeline.Pipeline is one.
+// Handlers need nothing else from the pipeline.
+type Enricher interface {
+	Observe(ctx context.Context, req pipeline.Request) pipeline.Result
+	Deliberate(ctx context.Context, req pipeline.Request) pipeline.Result
+	Refer(ctx context.Context, req pipeline.Request) pipeline.ReferResult
+	Health(ctx context.Context, key pulsedive.APIKey) error
+}
+
+// Observer receives the transport's measurements; metrics.Metrics is one.
+type Observer interface {
+	HTTPRequest(route string, status int, d time.Duration)
+	PanicRecovered(route string)
+}
+
+// Config configures the handler.
+type Config struct {
+	Enricher Enricher      // required
+	Auth     Authenticator // required
+	// Version is what POST /version answers.
+	Version string
+	// MaxBodyBytes (1 MiB) and MaxObservables (1000) bound a request body.
+	MaxBodyBytes   int64
+	MaxObservables int
+	// Metrics serves GET /metrics; nil leaves the route out (the metrics
+	// are then on a listener of their own).
+	Metrics http.Handler
+	// Ready reports readiness for GET /readyz; nil means always ready.
+	Ready    func() bool
+	Observer Observer
+	Logger   *slog.Logger
+}
+
+type handler struct {
+	cfg    Config
+	limits bodyLimits
+	log    *slog.Logger
+	obs    Observer
+}
+
+// NewHandler returns the relay's http.Handler: the routes of spec section
+// 1 behind request ids, an access log, metrics and panic recovery.
+func NewHandler(cfg Config) (http.Handler, error) {
+	if cfg.Enricher == nil || cfg.Auth == nil {
+		return nil, errors.New("transport: Enricher and Auth are required")
+	}
+	h := &handler{
+		cfg:    cfg,
+		limits: bodyLimits{maxBytes: cfg.MaxBodyBytes, maxObservables: cfg.MaxObservables},
+		log:    cfg.Logger,
+		obs:    cfg.Observer,
+	}
+	if h.limits.maxBytes <= 0 {
+		h.limits.maxBytes = 1 << 20
+	}
+	if h.limits.maxObservables <= 0 {
+		h.limits.maxObservables = 1000
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.obs == nil {
+		h.obs = nopObserver{}
+	}
+	return h.instrument(h.routes()), nil
+}
+
+// dataBody is an answer of the observable endpoints: data, errors, or both
+// side by side (spec section 2).
+type dataBody struct {
+	Data   any        `json:"data,omitempty"`
+	Errors []apiError `json:"errors,omitempty"`
+}
+
+// enrich is the shared flow of observe, deliberate and refer, in the
+// contract's order: body, then supported types, then the token, then
+// Pulsedive. empty is the answer when no supported observable remains
+// (given without asking for a token, as the original did).
+func (h *handler) enrich(empty any, run func(context.Context, pipeline.Request) (data any, errs []error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		obs, err := readObservables(r, h.limits)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		info(r).observables = len(obs)
+		if len(obs) == 0 {
+			writeJSON(w, http.StatusOK, dataBody{Data: empty})
+			return
+		}
+		claims, err := h.cfg.Auth.Authenticate(r)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		data, errs := run(r.Context(), pipeline.Request{Key: claims.Key, EntitiesLimit: claims.EntitiesLimit, Observables: obs})
+		body := dataBody{Data: data}
+		if len(errs) > 0 {
+			body.Errors = h.envelope(r, errs)
+		}
+		if body.Data == nil && body.Errors == nil {
+			body.Data = empty
+		}
+		writeJSON(w, http.StatusOK, body)
+	})
+}
+
+func (h *handler) observe() http.Handler {
+	return h.enrich(struct{}{}, func(ctx context.Context, req pipeline.Request) (any, []error) {
+		res := h.cfg.Enricher.Observe(ctx, req)
+		return bundleData(res.Bundle, len(res.Errors) > 0), res.Errors
+	})
+}
+
+func (h *handler) deliberate() http.Handler {
+	return h.enrich(struct{}{}, func(ctx context.Context, req pipeline.Request) (any, []error) {
+		res := h.cfg.Enricher.Deliberate(ctx, req)
+		return bundleData(res.Bundle, len(res.Errors) > 0), res.Errors
+	})
+}
+
+func (h *handler) refer() http.Handler {
+	return h.enrich([]ctim.Reference{}, func(ctx context.Context, req pipeline.Request) (any, []error) {
+		res := h.cfg.Enricher.Refer(ctx, req)
+		if len(res.References) == 0 {
+			return nil, res.Errors
+		}
+		return res.References, res.Errors
+	})
+}
+
+// bundleData is the data of an observe or deliberate answer: the bundle,
+// or nothing when it is empty and errors stand alone.
+func bundleData(b *ctim.Bundle, withErrors bool) any {
+	if b == nil || (b.Empty() && withErrors) {
+		return nil
+	}
+	return b
+}
+
+func (h *handler) health() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		claims, err := h.cfg.Auth.Authenticate(r)
+		if err == nil {
+			err = h.cfg.Enricher.Health(r.Context(), claims.Key)
+		}
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, dataBody{Data: map[string]string{"status": "ok"}})
+	})
+}
+
+func (h *handler) version() http.Handler {
+	body := map[string]string{"version": h.cfg.Version}
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, body)
+	})
+}
+
+func (h *handler) watchdog() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		check := r.Header.Get("Health-Check")
+		if check == "" {
+			writeJSON(w, http.StatusOK, errorBody{Errors: []apiError{{Type: "fatal", Code: "health check failed", Message: "Invalid Health Check"}}})
+			return
+		}
+		writeJSON(w, http.StatusOK, dataBody{Data: check})
+	})
+}
+
+func (h *handler) healthz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}
+
+func (h *handler) readyz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if h.cfg.Ready != nil && !h.cfg.Ready() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+}
+
+// statusBody is the JSON body of a 404 or 405.
+type statusBody struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Reason  string `json:"reason"`
+}
+
+func notFound() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusNotFound, statusBody{
+			Code: http.StatusNotFound, Message: "Not Found",
+			Reason: "The requested URL was not found on the server.",
+		})
+	})
+}
+
+func methodNotAllowed() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, statusBody{
+			Code: http.StatusMethodNotAllowed, Message: "Method Not Allowed",
+			Reason: "The method is not allowed for the requested URL.",
+		})
+	})
+}
+
+// fail answers a single error in the envelope.
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	writeJSON(w, http.StatusOK, errorBody{Errors: h.envelope(r, []error{err})})
+}
+
+// envelope maps errs for the answer, notes their codes for the access
+// line, and logs errors no row of the table knows (bugs) once.
+func (h *handler) envelope(r *http.Request, errs []error) []apiError {
+	out := envelopeErrors(errs, func(err error) {
+		h.log.ErrorContext(r.Context(), "unmapped error", "error", err.Error(), "request_id", info(r).id)
+	})
+	ri := info(r)
+	for _, e := range out {
+		ri.errors = append(ri.errors, e.Code)
+	}
+	return out
+}
+
+type nopObserver struct{}
+
+func (nopObserver) HTTPRequest(string, int, time.Duration) {}
+func (nopObserver) PanicRecovered(string)                  {}

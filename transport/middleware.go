@@ -1,0 +1,151 @@
+package transport
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+)
+
+// unmatched is the route label of requests no route took (404, 405): raw
+// paths never become labels.
+const unmatched = "unmatched"
+
+// requestInfo is what the access line and the metrics learn about a
+// request while it is served.
+type requestInfo struct {
+	id          string
+	route       string
+	observables int
+	errors      []string // envelope codes answered
+}
+
+type infoKey struct{}
+
+// info returns the request's requestInfo; a request that did not pass
+// through instrument gets a throwaway one.
+func info(r *http.Request) *requestInfo {
+	if ri, ok := r.Context().Value(infoKey{}).(*requestInfo); ok {
+		return ri
+	}
+	return &requestInfo{route: unmatched}
+}
+
+// routeName records the matched route's template (mux middleware, so it
+// runs only for matched routes).
+func (h *handler) routeName(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if route := mux.CurrentRoute(r); route != nil {
+			if tmpl, err := route.GetPathTemplate(); err == nil {
+				info(r).route = tmpl
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// instrument wraps the router: a request id (X-Request-Id, taken or made,
+// and echoed), panic recovery into the error envelope, one access line and
+// the HTTP metrics per request.
+func (h *handler) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ri := &requestInfo{id: requestID(r.Header.Get("X-Request-Id")), route: unmatched}
+		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
+		w.Header().Set("X-Request-Id", ri.id)
+		sw := &statusWriter{ResponseWriter: w}
+
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				h.obs.PanicRecovered(ri.route)
+				h.log.ErrorContext(r.Context(), "panic recovered", "route", ri.route, "request_id", ri.id, "panic", panicText(p))
+				if !sw.wrote {
+					ri.errors = append(ri.errors, "unknown")
+					writeJSON(sw, http.StatusOK, errorBody{Errors: []apiError{{Type: "fatal", Code: "unknown", Message: msgUnexpected}}})
+				}
+			}
+			d := time.Since(start)
+			h.obs.HTTPRequest(ri.route, sw.code(), d)
+			attrs := []slog.Attr{
+				slog.String("method", r.Method),
+				slog.String("route", ri.route),
+				slog.Int("status", sw.code()),
+				slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+				slog.Int("observables", ri.observables),
+				slog.String("request_id", ri.id),
+			}
+			if len(ri.errors) > 0 {
+				attrs = append(attrs, slog.Any("errors", ri.errors))
+			}
+			h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// panicText describes a recovered panic without echoing arbitrary values
+// that might hold request data.
+func panicText(p any) string {
+	if err, ok := p.(error); ok {
+		return "error: " + err.Error()
+	}
+	if s, ok := p.(string); ok {
+		return s
+	}
+	return "non-error panic value"
+}
+
+// requestID keeps a caller's id when it is short and printable, else makes
+// a random one.
+func requestID(given string) string {
+	if n := len(given); n > 0 && n <= 128 {
+		ok := true
+		for i := 0; i < n && ok; i++ {
+			ok = given[i] > ' ' && given[i] < 0x7f
+		}
+		if ok {
+			return given
+		}
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// statusWriter remembers the status written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) code() int {
+	if !w.wrote {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
