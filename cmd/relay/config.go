@@ -1,0 +1,208 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the relay's configuration (spec section 7), read from the
+// environment once at start-up.
+type config struct {
+	Addr             string
+	MetricsAddr      string
+	PulsediveURL     string
+	RateLimit        float64
+	Burst            int
+	PulsediveTimeout time.Duration
+	RequestTimeout   time.Duration
+	Workers          int
+	MaxInflight      int
+	BreakerFailures  int
+	BreakerOpenFor   time.Duration
+	MaxObservables   int
+	MaxBodyBytes     int64
+	CacheMaxBytes    int64
+	CacheTTL         time.Duration
+	NegativeTTL      time.Duration
+	StaleTTL         time.Duration
+	JWKSHosts        []string
+	Audiences        []string
+	EntitiesLimit    int
+	DrainDelay       time.Duration
+	ShutdownTimeout  time.Duration
+	LogLevel         slog.Level
+	LogFormat        string
+}
+
+// setting is one environment variable: its name, its default (as text, the
+// way an operator would write it), what it means, and how to read it into
+// the config. secret settings are redacted when printed.
+type setting struct {
+	name    string
+	def     string
+	meaning string
+	parse   func(c *config, v string) error
+}
+
+// settings lists every variable; the README's table and check-config follow
+// this order.
+var settings = []setting{
+	{"RELAY_ADDR", ":9090", "listen address", func(c *config, v string) error { return hostPort(&c.Addr, v, false) }},
+	{"METRICS_ADDR", "", "separate listen address for /metrics; empty serves /metrics on RELAY_ADDR", func(c *config, v string) error { return hostPort(&c.MetricsAddr, v, true) }},
+	{"PULSEDIVE_API_URL", "https://pulsedive.com/api/", "Pulsedive API base URL", func(c *config, v string) error { return baseURL(&c.PulsediveURL, v) }},
+	{"PULSEDIVE_RATE_LIMIT", "30", "Pulsedive requests per minute per API key (0: no limit)", func(c *config, v string) error { return number(&c.RateLimit, v, 0) }},
+	{"PULSEDIVE_BURST", "5", "token-bucket burst per API key", func(c *config, v string) error { return integer(&c.Burst, v, 1, 1_000_000) }},
+	{"PULSEDIVE_TIMEOUT", "10s", "timeout of one Pulsedive call", func(c *config, v string) error { return duration(&c.PulsediveTimeout, v, time.Millisecond) }},
+	{"RELAY_REQUEST_TIMEOUT", "25s", "whole request deadline; partial results after it", func(c *config, v string) error { return duration(&c.RequestTimeout, v, time.Millisecond) }},
+	{"RELAY_WORKERS", "32", "concurrent Pulsedive documents per request", func(c *config, v string) error { return integer(&c.Workers, v, 1, 4096) }},
+	{"RELAY_MAX_INFLIGHT", "256", "concurrent Pulsedive calls for the whole process", func(c *config, v string) error { return integer(&c.MaxInflight, v, 1, 1_000_000) }},
+	{"BREAKER_FAILURES", "10", "consecutive Pulsedive outage failures (5xx, timeouts, refused) that open the circuit breaker (0: no breaker)", func(c *config, v string) error { return integer(&c.BreakerFailures, v, 0, 1_000_000) }},
+	{"BREAKER_OPEN_FOR", "30s", "how long the open breaker answers at once before probing Pulsedive again", func(c *config, v string) error { return duration(&c.BreakerOpenFor, v, time.Second) }},
+	{"RELAY_MAX_OBSERVABLES", "1000", "observables per request", func(c *config, v string) error { return integer(&c.MaxObservables, v, 1, 1_000_000) }},
+	{"RELAY_MAX_BODY_BYTES", "1048576", "request body size limit in bytes", func(c *config, v string) error { return integer(&c.MaxBodyBytes, v, 2, 1<<30) }},
+	{"CACHE_MAX_BYTES", "67108864", "in-memory cache budget in bytes (0: no cache)", func(c *config, v string) error { return integer(&c.CacheMaxBytes, v, 0, 1<<40) }},
+	{"CACHE_TTL", "1h", "how long a Pulsedive document is fresh", func(c *config, v string) error { return duration(&c.CacheTTL, v, time.Second) }},
+	{"CACHE_NEGATIVE_TTL", "10m", "how long a \"no data\" answer is fresh", func(c *config, v string) error { return duration(&c.NegativeTTL, v, time.Second) }},
+	{"CACHE_STALE_TTL", "24h", "how long an expired document is kept to answer when Pulsedive fails", func(c *config, v string) error { return duration(&c.StaleTTL, v, 0) }},
+	{"RELAY_JWKS_HOSTS", "visibility.amp.cisco.com,visibility.eu.amp.cisco.com,visibility.apjc.amp.cisco.com", "allow-list of jwks_host values (host[:port], comma-separated)", func(c *config, v string) error { return hostList(&c.JWKSHosts, v) }},
+	{"RELAY_AUDIENCE", "", "accepted token audiences, comma-separated; empty: the request's own root URL", func(c *config, v string) error { c.Audiences = list(v); return nil }},
+	{"CTR_ENTITIES_LIMIT", "100", "entities per observable when the token sets none", func(c *config, v string) error { return integer(&c.EntitiesLimit, v, 1, 1_000_000) }},
+	{"RELAY_DRAIN_DELAY", "5s", "on SIGTERM, how long /readyz answers 503 before the listener closes", func(c *config, v string) error { return duration(&c.DrainDelay, v, 0) }},
+	{"RELAY_SHUTDOWN_TIMEOUT", "20s", "how long in-flight requests may take to finish after that", func(c *config, v string) error { return duration(&c.ShutdownTimeout, v, 0) }},
+	{"LOG_LEVEL", "info", "debug, info, warn or error", func(c *config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
+	{"LOG_FORMAT", "json", "json or text", func(c *config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
+}
+
+// loadConfig reads every setting from getenv, defaults first. It reports
+// every bad value, each naming its variable, so an operator fixes them in
+// one round; the relay never starts half-configured.
+func loadConfig(getenv func(string) string) (config, error) {
+	var c config
+	var errs []error
+	for _, s := range settings {
+		v := strings.TrimSpace(getenv(s.name))
+		if v == "" {
+			v = s.def
+		}
+		if err := s.parse(&c, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", s.name, v, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return config{}, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return c, nil
+}
+
+// printConfig writes the effective configuration, one variable a line, as
+// check-config shows it. Nothing in the configuration is secret (API keys
+// arrive inside each request's token), so nothing needs redacting.
+func printConfig(w io.Writer, getenv func(string) string) {
+	for _, s := range settings {
+		v, origin := strings.TrimSpace(getenv(s.name)), "env"
+		if v == "" {
+			v, origin = s.def, "default"
+		}
+		fmt.Fprintf(w, "%s=%s\t(%s)\n", s.name, v, origin)
+	}
+}
+
+func duration(dst *time.Duration, v string, least time.Duration) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return errors.New("not a duration (use Go syntax: 250ms, 10s, 1h)")
+	}
+	if d < least {
+		return fmt.Errorf("must be at least %s", least)
+	}
+	*dst = d
+	return nil
+}
+
+func integer[T int | int64](dst *T, v string, least, most T) error {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return errors.New("not an integer")
+	}
+	if T(n) < least || T(n) > most || int64(T(n)) != n {
+		return fmt.Errorf("must be between %d and %d", least, most)
+	}
+	*dst = T(n)
+	return nil
+}
+
+func number(dst *float64, v string, least float64) error {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || f > 1e9 {
+		return errors.New("not a number")
+	}
+	if f < least {
+		return fmt.Errorf("must be at least %g", least)
+	}
+	*dst = f
+	return nil
+}
+
+func oneOf(dst *string, v string, allowed ...string) error {
+	for _, a := range allowed {
+		if strings.EqualFold(v, a) {
+			*dst = a
+			return nil
+		}
+	}
+	return fmt.Errorf("must be one of %s", strings.Join(allowed, ", "))
+}
+
+func hostPort(dst *string, v string, optional bool) error {
+	if v == "" && optional {
+		*dst = ""
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+		return errors.New("not a listen address (host:port or :port)")
+	}
+	*dst = v
+	return nil
+}
+
+func baseURL(dst *string, v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return errors.New("not an http(s) URL")
+	}
+	*dst = v
+	return nil
+}
+
+func hostList(dst *[]string, v string) error {
+	hosts := list(strings.ToLower(v))
+	if len(hosts) == 0 {
+		return errors.New("must name at least one host")
+	}
+	for _, h := range hosts {
+		u, err := url.Parse("https://" + h)
+		if err != nil || u.Host != h || u.User != nil || u.Path != "" || strings.ContainsAny(h, "@/?# ") {
+			return fmt.Errorf("%q is not a host or host:port", h)
+		}
+	}
+	*dst = hosts
+	return nil
+}
+
+func list(v string) []string {
+	var out []string
+	for _, part := range strings.Split(v, ",") {
+		if p := strings.TrimSpace(part); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

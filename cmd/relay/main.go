@@ -1,0 +1,161 @@
+// Command relay is the Pulsedive relay module for Cisco SecureX / XDR
+// Threat Response: it serves the relay contract (spec sections 1 to 8) and
+// is the only place where the relay's parts are wired together.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is the relay's semantic version, answered by POST /version and
+// `relay version`; release builds set it with -ldflags "-X main.version=…".
+var version = "1.0.0"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "relay:", err)
+		}
+		stop()
+		os.Exit(exitCode(err))
+	}
+}
+
+// usageError is a command line the relay does not understand.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func exitCode(err error) int {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// command is one subcommand of the relay binary.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, env environment) error
+}
+
+// environment is what a subcommand may touch of the outside world.
+type environment struct {
+	getenv func(string) string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "serve the relay (the default when no subcommand is given)", serveCommand},
+		{"check-config", "validate the environment as serve would and print the effective configuration", checkConfigCommand},
+		{"version", "print the relay's version", versionCommand},
+		{"demo", "DEMO MODE: the relay with a fake Pulsedive and a throwaway key, on loopback", demoCommand},
+		{"token", "mint a configuration token (RS256) for testing a relay end to end", tokenCommand},
+		{"jwks", "print the JWKS document of a key, to publish at https://HOST/.well-known/jwks", jwksCommand},
+	}
+}
+
+// run is the whole program: main only adds the process's signals,
+// arguments, environment and standard streams, so tests run it in-process.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	env := environment{getenv: getenv, stdout: stdout, stderr: stderr}
+	if len(args) == 0 {
+		return serveCommand(ctx, nil, env)
+	}
+	name, rest := args[0], args[1:]
+	switch name {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return nil
+	}
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(ctx, rest, env)
+		}
+	}
+	usage(stderr)
+	return usageError{fmt.Sprintf("unknown command %q", name)}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: relay [command] [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Commands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run 'relay <command> --help' for a command's flags. Configuration comes from")
+	fmt.Fprintln(w, "the environment; 'relay check-config' lists every variable.")
+}
+
+// newFlagSet gives a subcommand flags whose --help prints to stdout and
+// whose errors are usage errors.
+func newFlagSet(name, summary string, env environment) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: relay %s [flags]\n\n%s\n", name, summary)
+		var hasFlags bool
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprintln(fs.Output(), "\nFlags:")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+// parseFlags parses args; --help prints usage to stdout and ends the
+// command successfully.
+func parseFlags(fs *flag.FlagSet, args []string, env environment) (done bool, err error) {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(env.stdout)
+			fs.Usage()
+			return true, nil
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return true, usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return true, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	return false, nil
+}
+
+func versionCommand(_ context.Context, args []string, env environment) error {
+	fs := newFlagSet("version", "Print the relay's version.", env)
+	if done, err := parseFlags(fs, args, env); done {
+		return err
+	}
+	fmt.Fprintln(env.stdout, version)
+	return nil
+}
+
+func checkConfigCommand(_ context.Context, args []string, env environment) error {
+	fs := newFlagSet("check-config", "Load and validate the environment exactly as serve would, and print the\neffective configuration. Exits non-zero on a bad value.", env)
+	if done, err := parseFlags(fs, args, env); done {
+		return err
+	}
+	if _, err := loadConfig(env.getenv); err != nil {
+		return err
+	}
+	printConfig(env.stdout, env.getenv)
+	fmt.Fprintln(env.stdout, "configuration OK")
+	return nil
+}

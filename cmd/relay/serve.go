@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pulsedive-relay/relay/cache"
+	"github.com/pulsedive-relay/relay/limiter"
+	"github.com/pulsedive-relay/relay/metrics"
+	"github.com/pulsedive-relay/relay/pipeline"
+	"github.com/pulsedive-relay/relay/pulsedive"
+	"github.com/pulsedive-relay/relay/transport"
+	"github.com/pulsedive-relay/relay/transport/auth"
+)
+
+func serveCommand(ctx context.Context, args []string, env environment) error {
+	fs := newFlagSet("serve", "Serve the relay. Configuration comes from the environment (see check-config).", env)
+	if done, err := parseFlags(fs, args, env); done {
+		return err
+	}
+	cfg, err := loadConfig(env.getenv)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, deps{stderr: env.stderr})
+}
+
+// deps are what serve takes from its caller beyond the configuration: the
+// demo passes a trusting HTTP client for its loopback JWKS, tests a clock.
+type deps struct {
+	stderr io.Writer
+	// jwksClient fetches JWKS documents; nil uses auth's default.
+	jwksClient *http.Client
+	// now is the clock of the mapping; time.Now when nil.
+	now func() time.Time
+	// ready, when non-nil, receives the bound addresses once serving.
+	ready func(addr, metricsAddr string)
+}
+
+func newLogger(w io.Writer, cfg config) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// wiring is the wired application: its handlers and what must be closed.
+type wiring struct {
+	handler        http.Handler
+	metricsHandler http.Handler
+	close          func()
+}
+
+// wire builds every part from the configuration. ready reports readiness
+// for /readyz.
+func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, error) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, version)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	now := d.now
+	if now == nil {
+		now = time.Now
+	}
+
+	lim, err := limiter.New(limiter.Config{PerMinute: cfg.RateLimit, Burst: cfg.Burst})
+	if err != nil {
+		return nil, fmt.Errorf("limiter: %w", err)
+	}
+	client, err := pulsedive.New(pulsedive.Config{
+		BaseURL:     cfg.PulsediveURL,
+		HTTPClient:  &http.Client{Transport: pulsediveTransport(cfg)},
+		Timeout:     cfg.PulsediveTimeout,
+		UserAgent:   "pulsedive-relay/" + version + " (+https://github.com/pulsedive-relay/relay)",
+		Limiter:     lim,
+		Observer:    m,
+		MaxInFlight: cfg.MaxInflight,
+		Breaker: pulsedive.BreakerConfig{
+			Failures:      cfg.BreakerFailures,
+			OpenFor:       cfg.BreakerOpenFor,
+			OnStateChange: m.BreakerState,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	var store pipeline.Store
+	closeCache := func() {}
+	if cfg.CacheMaxBytes > 0 {
+		c, err := cache.New[pipeline.Document](cache.Config{MaxBytes: cfg.CacheMaxBytes})
+		if err != nil {
+			return nil, fmt.Errorf("cache: %w", err)
+		}
+		store, closeCache = c, c.Close
+	}
+
+	pipe, err := pipeline.New(pipeline.Config{
+		Fetcher:        client,
+		Pinger:         client,
+		Store:          store,
+		Workers:        cfg.Workers,
+		RequestTimeout: cfg.RequestTimeout,
+		CacheTTL:       cfg.CacheTTL,
+		NegativeTTL:    cfg.NegativeTTL,
+		StaleTTL:       cfg.StaleTTL,
+		Now:            now,
+		Observer:       m,
+		Logger:         log,
+	})
+	if err != nil {
+		closeCache()
+		return nil, err
+	}
+
+	authn, err := auth.New(auth.Config{
+		JWKSHosts:            cfg.JWKSHosts,
+		Audiences:            cfg.Audiences,
+		HTTPClient:           d.jwksClient,
+		DefaultEntitiesLimit: cfg.EntitiesLimit,
+		Observer:             m,
+	})
+	if err != nil {
+		closeCache()
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	tcfg := transport.Config{
+		Enricher:       pipe,
+		Auth:           authn,
+		Version:        version,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		MaxObservables: cfg.MaxObservables,
+		Ready:          ready,
+		Observer:       m,
+		Logger:         log,
+	}
+	if cfg.MetricsAddr == "" {
+		tcfg.Metrics = metricsHandler
+	}
+	h, err := transport.NewHandler(tcfg)
+	if err != nil {
+		closeCache()
+		return nil, err
+	}
+	return &wiring{handler: h, metricsHandler: metricsHandler, close: closeCache}, nil
+}
+
+// pulsediveTransport keeps enough idle connections to Pulsedive for a full
+// worker pool and bounds every phase of a connection.
+func pulsediveTransport(cfg config) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = max(100, cfg.Workers*4)
+	t.MaxIdleConnsPerHost = max(cfg.Workers*2, runtime.GOMAXPROCS(0))
+	t.TLSHandshakeTimeout = min(cfg.PulsediveTimeout, 10*time.Second)
+	t.ResponseHeaderTimeout = cfg.PulsediveTimeout
+	return t
+}
+
+// serve runs the relay until ctx ends, then drains as spec section 1 says:
+// /readyz turns 503 at once, requests are still served for DrainDelay,
+// then the listeners close and in-flight requests get ShutdownTimeout to
+// finish. It returns nil after a clean shutdown.
+func serve(ctx context.Context, cfg config, d deps) error {
+	log := newLogger(d.stderr, cfg)
+	var ready atomic.Bool
+	app, err := wire(cfg, d, log, ready.Load)
+	if err != nil {
+		return err
+	}
+	defer app.close()
+
+	servers := []*http.Server{newServer(cfg, app.handler, log)}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on RELAY_ADDR %s: %w", cfg.Addr, err)
+	}
+	listeners := []net.Listener{ln}
+	metricsAddr := ""
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on METRICS_ADDR %s: %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", app.metricsHandler)
+		servers = append(servers, newServer(cfg, mux, log))
+		listeners = append(listeners, mln)
+		metricsAddr = mln.Addr().String()
+	}
+
+	errc := make(chan error, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	ready.Store(true)
+	log.Info("relay listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "version", version)
+	if d.ready != nil {
+		d.ready(ln.Addr().String(), metricsAddr)
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		log.Error("server failed", "error", serveErr.Error())
+	}
+
+	ready.Store(false)
+	if serveErr == nil {
+		log.Info("shutting down: draining", "drain_delay", cfg.DrainDelay.String())
+		drain := time.NewTimer(cfg.DrainDelay)
+		select {
+		case <-drain.C:
+		case serveErr = <-errc:
+			drain.Stop()
+		}
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	for _, srv := range servers {
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			log.Warn("shutdown incomplete: closing remaining connections", "error", err.Error())
+			srv.Close()
+		}
+	}
+	wg.Wait()
+	log.Info("relay stopped")
+	return serveErr
+}
+
+// newServer bounds every phase of a client connection.
+func newServer(cfg config, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      cfg.RequestTimeout + 15*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
