@@ -45,27 +45,36 @@ func (b *Bundle) Empty() bool {
 	return len(b.Verdicts)+len(b.Judgements)+len(b.Indicators)+len(b.Sightings)+len(b.Relationships) == 0
 }
 
-// docs is the {count, docs} wrapper of each entity list.
-type docs[T any] struct {
+// Docs is the {count, docs} wrapper of each entity list.
+type Docs[T any] struct {
 	Count int `json:"count"`
 	Docs  []T `json:"docs"`
 }
 
-func wrap[T any](items []T) *docs[T] {
+func wrap[T any](items []T) *Docs[T] {
 	if len(items) == 0 {
 		return nil
 	}
-	return &docs[T]{Count: len(items), Docs: items}
+	return &Docs[T]{Count: len(items), Docs: items}
 }
 
-// MarshalJSON writes the bundle as the observe answer's data object: a key
-// per non-empty list, each {"count": n, "docs": [...]}; {} when empty.
+// Data is the bundle as the observe answer's data object: a key per
+// non-empty list; {} when the bundle is empty.
+type Data struct {
+	Verdicts      *Docs[Verdict]      `json:"verdicts,omitempty"`
+	Judgements    *Docs[Judgement]    `json:"judgements,omitempty"`
+	Indicators    *Docs[Indicator]    `json:"indicators,omitempty"`
+	Sightings     *Docs[Sighting]     `json:"sightings,omitempty"`
+	Relationships *Docs[Relationship] `json:"relationships,omitempty"`
+}
+
+// Data returns the bundle's wire form. Encoding it directly spares the
+// re-scan encoding/json gives the output of a MarshalJSON method.
+func (b *Bundle) Data() Data {
+	return Data{wrap(b.Verdicts), wrap(b.Judgements), wrap(b.Indicators), wrap(b.Sightings), wrap(b.Relationships)}
+}
+
+// MarshalJSON writes the bundle as its Data.
 func (b *Bundle) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Verdicts      *docs[Verdict]      `json:"verdicts,omitempty"`
-		Judgements    *docs[Judgement]    `json:"judgements,omitempty"`
-		Indicators    *docs[Indicator]    `json:"indicators,omitempty"`
-		Sightings     *docs[Sighting]     `json:"sightings,omitempty"`
-		Relationships *docs[Relationship] `json:"relationships,omitempty"`
-	}{wrap(b.Verdicts), wrap(b.Judgements), wrap(b.Indicators), wrap(b.Sightings), wrap(b.Relationships)})
+	return json.Marshal(b.Data())
 }

@@ -65,14 +65,22 @@ type Entities struct {
 	Relationships []Relationship
 }
 
-// Mapper maps Pulsedive reports to CTIM. Its zero value is not usable: Now
-// and NewID must be set.
+// Mapper maps Pulsedive reports to CTIM. Now must be set.
 type Mapper struct {
 	// Now decides which Active DNS links are recent (90 days).
 	Now func() time.Time
-	// NewID returns a fresh random UUID (version 4) in text form, for
-	// judgements, sightings and relationships.
+	// NewID returns a fresh UUID in text form for judgements, sightings
+	// and relationships; nil means random (version 4) UUIDs. Tests set it
+	// to get predictable ids.
 	NewID func() string
+}
+
+// id returns a transient id: prefix and a fresh UUID.
+func (m Mapper) id(prefix string) string {
+	if m.NewID == nil {
+		return prefixedRandomUUID(prefix)
+	}
+	return prefix + m.NewID()
 }
 
 // Timing constants of spec section 4.
@@ -237,7 +245,7 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 	e := Entities{
 		Verdict: verdict(obs, a),
 		Judgement: Judgement{
-			ID:              "transient:judgement-" + m.NewID(),
+			ID:              m.id("transient:judgement-"),
 			Type:            "judgement",
 			Observable:      obs,
 			Disposition:     a.row.disposition,
@@ -261,11 +269,11 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 		if len(e.Sightings) >= limit {
 			return
 		}
-		s.ID = "transient:sighting-" + m.NewID()
+		s.ID = m.id("transient:sighting-")
 		e.Indicators = append(e.Indicators, ind)
 		e.Sightings = append(e.Sightings, s)
 		e.Relationships = append(e.Relationships, Relationship{
-			ID:               "transient:relationship-" + m.NewID(),
+			ID:               m.id("transient:relationship-"),
 			Type:             "relationship",
 			RelationshipType: relType,
 			SourceRef:        s.ID,
@@ -312,7 +320,7 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 	}
 	if len(relations) > 0 && len(e.Sightings) < limit {
 		s := a.sighting(obs, "Active DNS", a.seen, "", a.pageURI)
-		s.ID = "transient:sighting-" + m.NewID()
+		s.ID = m.id("transient:sighting-")
 		s.Relations = relations
 		e.Sightings = append(e.Sightings, s)
 	}
@@ -353,7 +361,7 @@ func newIndicator(name, title, producer string) Indicator {
 // "transient:indicator-" and the UUID version 5 of name in the X.500
 // namespace.
 func IndicatorID(name string) string {
-	return "transient:indicator-" + UUID5(namespaceX500, name)
+	return prefixedUUID5("transient:indicator-", namespaceX500, name)
 }
 
 // sortedByLink returns a copy of items sorted by their stamp_linked, newest

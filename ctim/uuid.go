@@ -14,36 +14,47 @@ var namespaceX500 = [16]byte{0x6b, 0xa7, 0xb8, 0x14, 0x9d, 0xad, 0x11, 0xd1, 0x8
 // UUID5 returns the name-based (SHA-1, version 5) UUID of name in the given
 // name space, in its 36-character text form.
 func UUID5(namespace [16]byte, name string) string {
-	h := sha1.New()
-	h.Write(namespace[:])
-	h.Write([]byte(name))
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0f | 0x50
-	u[8] = u[8]&0x3f | 0x80
-	return format(u)
+	return prefixedUUID5("", namespace, name)
 }
 
-// RandomUUID returns a random (version 4) UUID in text form. It is the
-// production Mapper.NewID.
-func RandomUUID() string {
+// RandomUUID returns a random (version 4) UUID in text form.
+func RandomUUID() string { return prefixedRandomUUID("") }
+
+// prefixedUUID5 is prefix followed by UUID5(namespace, name), built in one
+// allocation: the hot path makes several per observable.
+func prefixedUUID5(prefix string, namespace [16]byte, name string) string {
+	var buf [256]byte
+	in := append(append(buf[:0], namespace[:]...), name...)
+	sum := sha1.Sum(in)
+	var u [16]byte
+	copy(u[:], sum[:16])
+	u[6] = u[6]&0x0f | 0x50
+	u[8] = u[8]&0x3f | 0x80
+	return format(prefix, u)
+}
+
+// prefixedRandomUUID is prefix followed by a random (version 4) UUID.
+func prefixedRandomUUID(prefix string) string {
 	var u [16]byte
 	_, _ = rand.Read(u[:]) // crypto/rand.Read never fails (Go 1.24+)
 	u[6] = u[6]&0x0f | 0x40
 	u[8] = u[8]&0x3f | 0x80
-	return format(u)
+	return format(prefix, u)
 }
 
-func format(u [16]byte) string {
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:36], u[10:16])
-	return string(b[:])
+func format(prefix string, u [16]byte) string {
+	var buf [64]byte
+	b := append(buf[:0], prefix...)
+	n := len(b)
+	b = append(b, make([]byte, 36)...)
+	hex.Encode(b[n:n+8], u[0:4])
+	b[n+8] = '-'
+	hex.Encode(b[n+9:n+13], u[4:6])
+	b[n+13] = '-'
+	hex.Encode(b[n+14:n+18], u[6:8])
+	b[n+18] = '-'
+	hex.Encode(b[n+19:n+23], u[8:10])
+	b[n+23] = '-'
+	hex.Encode(b[n+24:n+36], u[10:16])
+	return string(b)
 }

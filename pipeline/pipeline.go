@@ -67,8 +67,7 @@ type Config struct {
 	CacheTTL, NegativeTTL, StaleTTL time.Duration
 	// Now is the clock of the mapping (the Active DNS window).
 	Now func() time.Time
-	// NewID returns random UUIDs for transient ids; ctim.RandomUUID by
-	// default.
+	// NewID returns the UUIDs of transient ids; nil means random ones.
 	NewID    func() string
 	Observer Observer
 	Logger   *slog.Logger
@@ -101,9 +100,6 @@ func New(cfg Config) (*Pipeline, error) {
 	setDefault(&cfg.StaleTTL, 24*time.Hour)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.NewID == nil {
-		cfg.NewID = ctim.RandomUUID
 	}
 	p := &Pipeline{
 		cfg:    cfg,

@@ -159,7 +159,7 @@ func bundleData(b *ctim.Bundle, withErrors bool) any {
 	if b == nil || (b.Empty() && withErrors) {
 		return nil
 	}
-	return b
+	return b.Data()
 }
 
 func (h *handler) health() http.Handler {

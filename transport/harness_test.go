@@ -36,12 +36,19 @@ type options struct {
 	baseURL   string // overrides the fake's URL
 	client    *http.Client
 	audiences []string
+
+	// Knobs of the fault tests; their zero values keep the defaults above.
+	clock       func() time.Time // the cache's clock (fixedNow when nil) and the client's (breaker, pauses; time.Now when nil)
+	breaker     pulsedive.BreakerConfig
+	maxInFlight int               // pulsedive.Config.MaxInFlight
+	maxDoc      int64             // pulsedive.Config.MaxBodyBytes
+	pipeObs     pipeline.Observer // the pipeline's measurements (cache lookups)
 }
 
 // harness is the whole relay over HTTP: the fake Pulsedive, a JWKS server
 // on loopback TLS, the pipeline at the fixtures' clock, and the handler.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	fake  *pulsedivetest.Server
 	jwks  *authtest.JWKSServer
 	key   *authtest.Key
@@ -50,7 +57,7 @@ type harness struct {
 	ids   atomic.Int64
 }
 
-func newHarness(t *testing.T, o options) *harness {
+func newHarness(t testing.TB, o options) *harness {
 	t.Helper()
 	h := &harness{t: t}
 	fake, err := pulsedivetest.NewServer(o.fake)
@@ -77,6 +84,11 @@ func newHarness(t *testing.T, o options) *harness {
 		HTTPClient: fake.Client(),
 		Backoff:    func(int) time.Duration { return 0 },
 		Timeout:    o.callLimit,
+		Now:        o.clock, // time.Now when nil
+		Breaker:    o.breaker,
+
+		MaxInFlight:  o.maxInFlight,
+		MaxBodyBytes: o.maxDoc,
 	}
 	if o.baseURL != "" {
 		pcfg.BaseURL = o.baseURL
@@ -97,7 +109,11 @@ func newHarness(t *testing.T, o options) *harness {
 	}
 	var store pipeline.Store
 	if o.cache {
-		h.cache, err = cache.New[pipeline.Document](cache.Config{MaxBytes: 8 << 20, Now: func() time.Time { return fixedNow }})
+		clock := o.clock
+		if clock == nil {
+			clock = func() time.Time { return fixedNow }
+		}
+		h.cache, err = cache.New[pipeline.Document](cache.Config{MaxBytes: 8 << 20, Now: clock})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,6 +126,7 @@ func newHarness(t *testing.T, o options) *harness {
 		Store:          store,
 		RequestTimeout: o.timeout,
 		Now:            func() time.Time { return fixedNow },
+		Observer:       o.pipeObs,
 	})
 	if err != nil {
 		t.Fatal(err)

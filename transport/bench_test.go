@@ -1,0 +1,37 @@
+package transport_test
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+// BenchmarkObserveCached is the relay's hot path: one observable whose
+// documents are cached, a token already verified, answered by the handler
+// without a network in between. allocs/op is the figure to watch.
+func BenchmarkObserveCached(b *testing.B) {
+	h := newHarness(b, options{cache: true})
+	handler := h.relay.Config.Handler
+	body := []byte(`[{"type":"ip","value":"185.141.25.242"}]`)
+	authz := bearer(h.token("bench-key", nil))
+	serve := func() *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, h.relay.URL+"/observe/observables", bytes.NewReader(body))
+		req.Header.Set("Authorization", authz)
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := serve(); rec.Code != http.StatusOK || !bytes.Contains(rec.Body.Bytes(), []byte(`"verdicts"`)) {
+		b.Fatalf("warm-up answer: %d %s", rec.Code, rec.Body)
+	}
+	h.cache.Wait()
+	before := h.fake.Calls()
+	b.ReportAllocs()
+	for b.Loop() {
+		serve()
+	}
+	if calls := h.fake.Calls() - before; calls != 0 {
+		b.Errorf("the cached path called Pulsedive %d times", calls)
+	}
+}
