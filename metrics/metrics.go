@@ -106,7 +106,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		pulsediveRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "pulsedive_requests_total",
-			Help:      "Pulsedive API calls, by document kind and outcome; refused counts calls the relay's own rate limiter did not make.",
+			Help:      "Pulsedive API calls, by document kind and outcome; refused counts calls the relay's own rate limiter did not make, breaker_open those an open circuit breaker did not make.",
 		}, []string{"kind", "outcome"}),
 		pulsediveDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace,
@@ -153,7 +153,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace,
 			Name:      "breaker_state",
-			Help:      "State of the circuit breaker to Pulsedive: 0 closed, 1 half-open, 2 open.",
+			Help:      "Worst state of the per-API-key circuit breakers to Pulsedive: 0 all closed, 1 some half-open, 2 some open.",
 		}),
 		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace,
@@ -221,8 +221,9 @@ func (m *Metrics) HTTPRequest(route string, status int, d time.Duration) {
 
 // PulsediveCall counts one Pulsedive API call and observes its latency.
 // kind is info, links or health; outcome is ok, not_found, rate_limited,
-// client_error, server_error, timeout, unavailable, bad_answer or refused
-// (the pulsedive package's Outcome constants). Other values are counted as
+// client_error, server_error, timeout, unavailable, bad_answer, refused
+// (the relay's rate limiter said no) or breaker_open (the key's circuit
+// breaker said no): the pulsedive package's Outcome constants. Other values are counted as
 // "other". Negative durations count as zero.
 func (m *Metrics) PulsediveCall(kind, outcome string, d time.Duration) {
 	if m == nil {
@@ -300,9 +301,8 @@ func (m *Metrics) PanicRecovered(route string) {
 	m.panics.WithLabelValues(routeLabel(route)).Inc()
 }
 
-// BreakerState sets the state of the circuit breaker to Pulsedive: 0
-// closed, 1 half-open, 2 open (gobreaker.State's values, converted with
-// int). Any other value is stored as is, so a dashboard shows the breaker's
+// BreakerState sets the worst state of the per-key circuit breakers to
+// Pulsedive: 0 all closed, 1 one half-open, 2 one open. Any other value is stored as is, so a dashboard shows the breaker's
 // own number rather than a guess.
 func (m *Metrics) BreakerState(state int) {
 	if m == nil {
@@ -361,14 +361,14 @@ func kindLabel(kind string) string {
 func outcomes() []string {
 	return []string{
 		"ok", "not_found", "rate_limited", "client_error", "server_error",
-		"timeout", "unavailable", "bad_answer", "refused",
+		"timeout", "unavailable", "bad_answer", "refused", "breaker_open",
 	}
 }
 
 func outcomeLabel(outcome string) string {
 	switch outcome {
 	case "ok", "not_found", "rate_limited", "client_error", "server_error",
-		"timeout", "unavailable", "bad_answer", "refused":
+		"timeout", "unavailable", "bad_answer", "refused", "breaker_open":
 		return outcome
 	}
 	return other

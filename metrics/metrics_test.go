@@ -200,7 +200,7 @@ func TestPreinitialised(t *testing.T) {
 	}
 	var pulsedive []string
 	for _, kind := range []string{"info", "links", "health"} {
-		for _, outcome := range []string{"ok", "not_found", "rate_limited", "client_error", "server_error", "timeout", "unavailable", "bad_answer", "refused"} {
+		for _, outcome := range []string{"ok", "not_found", "rate_limited", "client_error", "server_error", "timeout", "unavailable", "bad_answer", "refused", "breaker_open"} {
 			pulsedive = append(pulsedive, "kind="+kind+",outcome="+outcome)
 		}
 	}
@@ -637,7 +637,7 @@ func allowedLabelValues(name, value string) bool {
 			"/version", "/watchdog", "/metrics", "/healthz", "/readyz", "unmatched", "other"},
 		"kind": {"info", "links", "health", "other"},
 		"outcome": {"ok", "not_found", "rate_limited", "client_error", "server_error", "timeout",
-			"unavailable", "bad_answer", "refused", "error", "other"},
+			"unavailable", "bad_answer", "refused", "breaker_open", "error", "other"},
 		"result": {"hit", "miss", "stale", "other"},
 		"type":   {"ip", "ipv6", "domain", "url", "other"},
 	}

@@ -45,9 +45,10 @@ const (
 	OutcomeClientError = "client_error" // other 4xx
 	OutcomeServerError = "server_error" // 5xx
 	OutcomeTimeout     = "timeout"
-	OutcomeUnavailable = "unavailable" // refused, reset, DNS, TLS
-	OutcomeBadAnswer   = "bad_answer"  // invalid JSON, oversized, API error text
-	OutcomeRefused     = "refused"     // the relay's own limiter said no
+	OutcomeUnavailable = "unavailable"  // refused, reset, DNS, TLS
+	OutcomeBadAnswer   = "bad_answer"   // invalid JSON, oversized, API error text
+	OutcomeRefused     = "refused"      // the relay's own limiter said no
+	OutcomeBreakerOpen = "breaker_open" // the key's circuit breaker said no
 )
 
 // Document kinds, as used in metrics and cache keys.
@@ -87,7 +88,8 @@ type Config struct {
 	// MaxInFlight bounds the calls in flight across every request of the
 	// process; excess calls wait within their deadline. 0 means no bound.
 	MaxInFlight int
-	// Breaker guards Pulsedive as a whole; its zero value disables it.
+	// Breaker configures the per-key circuit breakers; its zero value
+	// disables them.
 	Breaker BreakerConfig
 }
 
@@ -103,7 +105,7 @@ type Client struct {
 	limiter    Limiter
 	obs        Observer
 	now        func() time.Time
-	breaker    *breaker
+	breakers   *breakers
 	inflight   chan struct{} // a semaphore; nil when unbounded
 }
 
@@ -157,7 +159,7 @@ func New(cfg Config) (*Client, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
-	c.breaker = newBreaker(cfg.Breaker, c.now)
+	c.breakers = newBreakers(cfg.Breaker, c.now)
 	if cfg.MaxInFlight > 0 {
 		c.inflight = make(chan struct{}, cfg.MaxInFlight)
 	}
@@ -232,9 +234,9 @@ func (c *Client) try(ctx context.Context, fp, kind, target string, decode func([
 	if err := ctx.Err(); err != nil {
 		return false, contextError(err)
 	}
-	done, err := c.breaker.allow()
+	done, err := c.breakers.allow(fp)
 	if err != nil {
-		c.obs.PulsediveCall(kind, OutcomeRefused, 0)
+		c.obs.PulsediveCall(kind, OutcomeBreakerOpen, 0)
 		return false, err
 	}
 	defer func() { done(err) }()

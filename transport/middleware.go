@@ -84,10 +84,20 @@ func (h *handler) instrument(next http.Handler) http.Handler {
 			if len(ri.errors) > 0 {
 				attrs = append(attrs, slog.Any("errors", ri.errors))
 			}
-			h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+			h.log.LogAttrs(r.Context(), accessLevel(ri.route), "request", attrs...)
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// accessLevel keeps the lines of probes and scrapes, which come every few
+// seconds, at debug level; every other request is logged at info.
+func accessLevel(route string) slog.Level {
+	switch route {
+	case "/healthz", "/readyz", "/metrics":
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
 }
 
 // panicText describes a recovered panic without echoing arbitrary values

@@ -90,9 +90,12 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		Observer:    m,
 		MaxInFlight: cfg.MaxInflight,
 		Breaker: pulsedive.BreakerConfig{
-			Failures:      cfg.BreakerFailures,
-			OpenFor:       cfg.BreakerOpenFor,
-			OnStateChange: m.BreakerState,
+			Failures: cfg.BreakerFailures,
+			OpenFor:  cfg.BreakerOpenFor,
+			OnStateChange: func(state int) {
+				m.BreakerState(state)
+				log.Warn("pulsedive circuit breakers changed", "worst_state", breakerStateName(state))
+			},
 		},
 	})
 	if err != nil {
@@ -159,6 +162,16 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		return nil, err
 	}
 	return &wiring{handler: h, metricsHandler: metricsHandler, close: closeCache}, nil
+}
+
+func breakerStateName(state int) string {
+	switch state {
+	case pulsedive.BreakerOpen:
+		return "open"
+	case pulsedive.BreakerHalfOpen:
+		return "half-open"
+	}
+	return "closed"
 }
 
 // pulsediveTransport keeps enough idle connections to Pulsedive for a full

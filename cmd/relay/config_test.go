@@ -1,0 +1,97 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestDefaultsLoad(t *testing.T) {
+	cfg, err := loadConfig(func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("defaults do not load: %v", err)
+	}
+	// Spot-check the spec's configuration table (section 7).
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"RELAY_ADDR", cfg.Addr, ":9090"},
+		{"PULSEDIVE_API_URL", cfg.PulsediveURL, "https://pulsedive.com/api/"},
+		{"PULSEDIVE_RATE_LIMIT", cfg.RateLimit, 30.0},
+		{"PULSEDIVE_BURST", cfg.Burst, 5},
+		{"PULSEDIVE_TIMEOUT", cfg.PulsediveTimeout, 10 * time.Second},
+		{"RELAY_REQUEST_TIMEOUT", cfg.RequestTimeout, 25 * time.Second},
+		{"RELAY_WORKERS", cfg.Workers, 32},
+		{"RELAY_MAX_OBSERVABLES", cfg.MaxObservables, 1000},
+		{"RELAY_MAX_BODY_BYTES", cfg.MaxBodyBytes, int64(1048576)},
+		{"CACHE_MAX_BYTES", cfg.CacheMaxBytes, int64(67108864)},
+		{"CACHE_TTL", cfg.CacheTTL, time.Hour},
+		{"CACHE_NEGATIVE_TTL", cfg.NegativeTTL, 10 * time.Minute},
+		{"CACHE_STALE_TTL", cfg.StaleTTL, 24 * time.Hour},
+		{"RELAY_JWKS_HOSTS", cfg.JWKSHosts, []string{"visibility.amp.cisco.com", "visibility.eu.amp.cisco.com", "visibility.apjc.amp.cisco.com"}},
+		{"RELAY_AUDIENCE", len(cfg.Audiences), 0},
+		{"CTR_ENTITIES_LIMIT", cfg.EntitiesLimit, 100},
+		{"RELAY_DRAIN_DELAY", cfg.DrainDelay, 5 * time.Second},
+		{"RELAY_SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout, 20 * time.Second},
+		{"LOG_FORMAT", cfg.LogFormat, "json"},
+	}
+	for _, c := range checks {
+		if diff := cmp.Diff(c.want, c.got); diff != "" {
+			t.Errorf("%s default (-want +got):\n%s", c.name, diff)
+		}
+	}
+}
+
+func TestLoadConfigReportsEveryBadValue(t *testing.T) {
+	env := map[string]string{"RELAY_WORKERS": "many", "CACHE_TTL": "1 hour", "RELAY_AUDIENCE": "https://Relay.Example.com"}
+	_, err := loadConfig(func(k string) string { return env[k] })
+	if err == nil {
+		t.Fatal("bad values were accepted")
+	}
+	for _, name := range []string{"RELAY_WORKERS", "CACHE_TTL"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s: %v", name, err)
+		}
+	}
+	delete(env, "RELAY_WORKERS")
+	delete(env, "CACHE_TTL")
+	cfg, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"https://Relay.Example.com"}, cfg.Audiences); diff != "" {
+		t.Errorf("audiences must keep their case (-want +got):\n%s", diff)
+	}
+}
+
+// TestREADMEConfigTable keeps the README's configuration table equal to
+// the settings the relay reads.
+func TestREADMEConfigTable(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	begin := strings.Index(text, "<!-- CONFIG-TABLE:BEGIN")
+	end := strings.Index(text, "<!-- CONFIG-TABLE:END -->")
+	if begin < 0 || end < begin {
+		t.Fatal("README lacks the CONFIG-TABLE markers")
+	}
+	var got []string
+	for _, line := range strings.Split(text[begin:end], "\n")[1:] {
+		if strings.HasPrefix(line, "| ") && !strings.HasPrefix(line, "| variable") {
+			got = append(got, line)
+		}
+	}
+	var want []string
+	for _, s := range settings {
+		want = append(want, "| "+s.name+" | "+s.def+" | "+s.meaning+" |")
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("README configuration table differs from cmd/relay/config.go (-want +got):\n%s", diff)
+	}
+}
