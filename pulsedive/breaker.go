@@ -54,10 +54,11 @@ type breakers struct {
 	cfg BreakerConfig
 	now func() time.Time
 
-	mu     sync.Mutex
-	keys   map[string]*breakerState
-	counts [3]int // keys per state, closed entries included
-	worst  int
+	mu        sync.Mutex
+	keys      map[string]*breakerState
+	counts    [3]int // keys per state, closed entries included
+	worst     int
+	nextSweep time.Time
 }
 
 type breakerState struct {
@@ -65,6 +66,7 @@ type breakerState struct {
 	failures int       // consecutive, while closed
 	until    time.Time // end of the open period
 	probes   int       // in flight, while half-open
+	last     time.Time // the key's last call
 }
 
 func newBreakers(cfg BreakerConfig, now func() time.Time) *breakers {
@@ -89,9 +91,14 @@ func (b *breakers) allow(key string) (done func(err error), _ error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	now := b.now()
+	b.sweep(now)
 	k := b.keys[key]
+	if k != nil {
+		k.last = now
+	}
 	if k != nil && k.state == BreakerOpen {
-		if b.now().Before(k.until) {
+		if now.Before(k.until) {
 			return nil, &UnavailableError{Reason: "circuit breaker open", Err: errBreakerOpen}
 		}
 		b.set(k, BreakerHalfOpen)
@@ -116,7 +123,7 @@ func (b *breakers) record(key string, probe bool, err error) {
 		if !failed {
 			return
 		}
-		k = &breakerState{}
+		k = &breakerState{last: b.now()}
 		b.keys[key] = k
 		b.counts[BreakerClosed]++
 	}
@@ -138,9 +145,30 @@ func (b *breakers) record(key string, probe bool, err error) {
 		}
 	}
 	if k.state == BreakerClosed && k.failures == 0 && k.probes == 0 {
-		delete(b.keys, key)
-		b.counts[BreakerClosed]--
+		b.forget(key, k)
 	}
+}
+
+// sweep forgets keys that have made no call for two open periods: a key
+// that failed and went quiet would otherwise hold the worst state at open
+// for good. A forgotten key starts afresh, closed. It runs at most once per
+// open period, from allow, so no goroutine is needed.
+func (b *breakers) sweep(now time.Time) {
+	if now.Before(b.nextSweep) {
+		return
+	}
+	b.nextSweep = now.Add(b.cfg.OpenFor)
+	for key, k := range b.keys {
+		if k.probes == 0 && now.Sub(k.last) >= 2*b.cfg.OpenFor {
+			b.set(k, BreakerClosed)
+			b.forget(key, k)
+		}
+	}
+}
+
+func (b *breakers) forget(key string, k *breakerState) {
+	delete(b.keys, key)
+	b.counts[k.state]--
 }
 
 func (b *breakers) open(k *breakerState) {
@@ -198,7 +226,8 @@ func newsOf(err error) int {
 		}
 		return newsUp
 	case errors.As(err, &ue):
-		if ue.Reason == "request deadline exceeded" || ue.Reason == "request cancelled" {
+		switch ue.Reason {
+		case "request deadline exceeded", "request cancelled", "rate limiter failed":
 			return newsNone
 		}
 		return newsOutage

@@ -1,0 +1,263 @@
+package pulsedive_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pulsedive-relay/relay/pulsedive"
+	"github.com/pulsedive-relay/relay/pulsedive/pulsedivetest"
+)
+
+// gate tells the test when the fake receives chosen calls and, when it
+// holds them, keeps them at the fake until the test lets them go: the
+// test then knows exactly which calls are in flight, without sleeping.
+type gate struct {
+	match   func(pulsedivetest.Request) bool
+	hold    bool
+	arrived chan string // the value of each matching call, as it arrives
+	release chan struct{}
+	once    sync.Once
+}
+
+// newGate returns a gate for the calls match selects; hold keeps them at
+// the fake until release.
+func newGate(match func(pulsedivetest.Request) bool, hold bool) *gate {
+	return &gate{match: match, hold: hold, arrived: make(chan string, 256), release: make(chan struct{})}
+}
+
+// onCall is the fake's Config.OnCall.
+func (g *gate) onCall(r pulsedivetest.Request) {
+	if !g.match(r) {
+		return
+	}
+	g.arrived <- r.Value
+	if g.hold {
+		<-g.release
+	}
+}
+
+// start lets every held call go when the test ends, before the fake's
+// server is closed (which waits for its calls): call it after the fake is
+// made.
+func (g *gate) start(t *testing.T) {
+	t.Helper()
+	t.Cleanup(g.openAll)
+}
+
+// releaseOne lets one held call go.
+func (g *gate) releaseOne() { g.release <- struct{}{} }
+
+// openAll lets every held call go, now and later.
+func (g *gate) openAll() { g.once.Do(func() { close(g.release) }) }
+
+// tinyEntries are indicators with one-line documents: a held call's
+// answer then leaves the fake only when its handler has returned, so the
+// fake's in-flight count is exact.
+func tinyEntries(values []string) map[string]pulsedivetest.Entry {
+	m := make(map[string]pulsedivetest.Entry, len(values))
+	for _, v := range values {
+		m[v] = pulsedivetest.Entry{Info: pulsedivetest.Answer{Body: json.RawMessage(`{"iid":1}`)}}
+	}
+	return m
+}
+
+// TestMaxInFlight holds Pulsedive's calls at the fake and lets them go one
+// at a time while many callers, on two keys, wait: the fake never serves
+// more than MaxInFlight at once, and every caller is served in the end.
+func TestMaxInFlight(t *testing.T) {
+	tests := []struct{ max, callers int }{
+		{max: 1, callers: 6},
+		{max: 3, callers: 12},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("max %d, %d callers", tt.max, tt.callers), func(t *testing.T) {
+			values := make([]string, tt.callers)
+			for i := range values {
+				values[i] = fmt.Sprintf("v%d.example", i)
+			}
+			g := newGate(func(r pulsedivetest.Request) bool { return r.Kind == pulsedivetest.KindInfo }, true)
+			srv := newFake(t, pulsedivetest.Config{Indicators: tinyEntries(values), OnCall: g.onCall})
+			g.start(t)
+			obs := &recObserver{}
+			c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) {
+				cfg.MaxInFlight = tt.max
+				cfg.Observer = obs
+			})
+
+			errs := make(chan error, tt.callers)
+			for i, v := range values {
+				key := testKey
+				if i%2 == 1 {
+					key = pulsedive.APIKey("another key")
+				}
+				go func() {
+					_, err := c.Indicator(context.Background(), key, v)
+					errs <- err
+				}()
+			}
+			// Keep the fake full: each call let go frees one slot, which
+			// exactly one waiting caller takes.
+			for range tt.max {
+				<-g.arrived
+			}
+			for i := range tt.callers {
+				g.releaseOne()
+				if i+tt.max < tt.callers {
+					<-g.arrived
+				}
+			}
+			for range tt.callers {
+				if err := <-errs; err != nil {
+					t.Errorf("Indicator: %v", err)
+				}
+			}
+			if got := srv.MaxInFlight(); got != tt.max {
+				t.Errorf("most calls at the fake at once = %d, want %d", got, tt.max)
+			}
+			if got := srv.Calls(); got != tt.callers {
+				t.Errorf("calls = %d, want %d", got, tt.callers)
+			}
+			obs.mu.Lock()
+			defer obs.mu.Unlock()
+			if obs.maxIn > tt.max || obs.inFlight != 0 {
+				t.Errorf("observed in flight: max %d, now %d; want at most %d, now 0", obs.maxIn, obs.inFlight, tt.max)
+			}
+		})
+	}
+}
+
+// TestMaxInFlightDeadline: a call that waits for a slot until its
+// request's deadline passes fails as the deadline, never reaches
+// Pulsedive, and is no outage to the breaker.
+func TestMaxInFlightDeadline(t *testing.T) {
+	const held, excess = "held.example", "excess.example"
+	g := newGate(func(r pulsedivetest.Request) bool { return r.Value == held }, true)
+	srv := newFake(t, pulsedivetest.Config{Indicators: tinyEntries([]string{held, excess}), OnCall: g.onCall})
+	g.start(t)
+	states := &stateLog{}
+	c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) {
+		cfg.MaxInFlight = 1
+		cfg.Breaker = pulsedive.BreakerConfig{Failures: 1, OnStateChange: states.record}
+	})
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Indicator(context.Background(), testKey, held)
+		done <- err
+	}()
+	<-g.arrived // the only slot is taken
+
+	for _, name := range []string{"first", "second"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		_, err := c.Indicator(ctx, testKey, excess)
+		cancel()
+		checkErr(t, err, &pulsedive.UnavailableError{Reason: "request deadline exceeded"})
+		if n := srv.CallsFor(pulsedivetest.KindInfo, excess); n != 0 {
+			t.Errorf("%s excess call reached Pulsedive (%d calls)", name, n)
+		}
+	}
+	checkStates(t, states)
+
+	g.openAll()
+	if err := <-done; err != nil {
+		t.Errorf("held call: %v", err)
+	}
+	// The slot came back.
+	if _, err := c.Indicator(context.Background(), testKey, excess); err != nil {
+		t.Errorf("after the held call: %v", err)
+	}
+}
+
+// TestMaxInFlightSlotsComeBack ends calls in every way a call can end and
+// then fills every slot: none was kept by a call that failed.
+func TestMaxInFlightSlotsComeBack(t *testing.T) {
+	const slots = 2
+	lim := &recLimiter{}
+	g := newGate(func(r pulsedivetest.Request) bool { return r.Value == "parkingcrew.net" || r.Value == "185.141.25.242" }, true)
+	srv := newFake(t, pulsedivetest.Config{OnCall: g.onCall})
+	g.start(t)
+	c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) {
+		cfg.MaxInFlight = slots
+		cfg.Limiter = lim
+		cfg.MaxBodyBytes = 16 << 10
+	})
+	ctx := context.Background()
+	ends := []struct {
+		name  string
+		fault *pulsedivetest.Fault
+		ctx   func() (context.Context, context.CancelFunc)
+		limit error
+		want  error
+	}{
+		{name: "503 and its retries", fault: &pulsedivetest.Fault{Status: 503}, want: &pulsedive.StatusError{StatusCode: 503}},
+		{name: "request deadline", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHang}, ctx: func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(ctx, 30*time.Millisecond)
+		}, want: &pulsedive.UnavailableError{Reason: "request deadline exceeded"}},
+		{name: "reset", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeReset}, want: &pulsedive.UnavailableError{Reason: "connection reset"}},
+		{name: "huge", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHuge, Size: 64 << 10}, want: pulsedive.ErrTooLarge},
+		{name: "not JSON", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeNotJSON}, want: pulsedive.ErrInvalidJSON},
+		{name: "not found", want: pulsedive.ErrNotFound},
+		{name: "local rate limit", limit: retryAfterError{time.Second}, want: &pulsedive.RateLimitError{RetryAfter: time.Second}},
+		{name: "cancelled", ctx: func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(ctx)
+			cancel()
+			return ctx, cancel
+		}, want: &pulsedive.UnavailableError{Reason: "request cancelled"}},
+	}
+	for _, e := range ends {
+		t.Run(e.name, func(t *testing.T) {
+			srv.ClearFaults()
+			if e.fault != nil {
+				srv.SetFault(pulsedivetest.AnyValue, *e.fault)
+			}
+			lim.setRefuse(e.limit)
+			defer lim.setRefuse(nil)
+			callCtx, cancel := ctx, context.CancelFunc(func() {})
+			if e.ctx != nil {
+				callCtx, cancel = e.ctx()
+			}
+			defer cancel()
+			var wg sync.WaitGroup
+			for i := range 2 * slots {
+				wg.Go(func() {
+					_, err := c.Indicator(callCtx, testKey, fmt.Sprintf("end-%d.example", i))
+					checkErr(t, err, e.want)
+				})
+			}
+			wg.Wait()
+		})
+	}
+	srv.ClearFaults()
+
+	// Every slot is free: as many calls as slots reach the fake together.
+	// (Were one kept, the last call would wait for it until its generous
+	// deadline and fail, instead of hanging the test.)
+	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	errs := make(chan error, slots)
+	for _, v := range []string{"parkingcrew.net", "185.141.25.242"}[:slots] {
+		go func() {
+			_, err := c.Indicator(waitCtx, testKey, v)
+			errs <- err
+		}()
+	}
+	arrived := 0
+	for arrived < slots {
+		select {
+		case <-g.arrived:
+			arrived++
+		case err := <-errs:
+			t.Fatalf("a call ended before every slot was taken (a slot was kept): %v", err)
+		}
+	}
+	g.openAll()
+	for range slots {
+		if err := <-errs; err != nil {
+			t.Errorf("Indicator: %v", err)
+		}
+	}
+}
