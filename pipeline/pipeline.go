@@ -147,23 +147,23 @@ type ReferResult struct {
 // Observe enriches the observables: verdicts, judgements, indicators,
 // sightings and relationships (spec section 4).
 func (p *Pipeline) Observe(ctx context.Context, req Request) Result {
-	outs := p.run(ctx, req, p.observeOne)
-	res := Result{Bundle: &ctim.Bundle{}}
-	for _, o := range outs {
-		if o.entities != nil {
-			res.Bundle.Add(*o.entities)
-		}
-		res.Errors = append(res.Errors, o.errs...)
-	}
-	return res
+	return fold(p.run(ctx, req, p.observeOne))
 }
 
 // Deliberate answers verdicts only, from the same documents as Observe.
 func (p *Pipeline) Deliberate(ctx context.Context, req Request) Result {
-	outs := p.run(ctx, req, p.deliberateOne)
+	return fold(p.run(ctx, req, p.deliberateOne))
+}
+
+// fold gathers the outcomes of observe or deliberate, in request order,
+// into one answer.
+func fold(outs []outcome) Result {
 	res := Result{Bundle: &ctim.Bundle{}}
 	for _, o := range outs {
-		if o.verdict != nil {
+		switch {
+		case o.entities != nil:
+			res.Bundle.Add(*o.entities)
+		case o.verdict != nil:
 			res.Bundle.AddVerdict(*o.verdict)
 		}
 		res.Errors = append(res.Errors, o.errs...)
