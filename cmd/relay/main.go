@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -23,6 +24,7 @@ func main() {
 	defer stop()
 	// Once the first signal starts the drain, a second one kills at once.
 	context.AfterFunc(ctx, stop)
+	setMemoryLimit(os.Getenv)
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "relay:", err)
@@ -30,6 +32,29 @@ func main() {
 		stop()
 		os.Exit(exitCode(err))
 	}
+}
+
+// setMemoryLimit gives the Go runtime a soft memory limit when the operator
+// set no GOMEMLIMIT: the cache budget plus room for the requests in
+// flight. Cached documents are charged at their encoded size and take a
+// little more in memory, and the collector would otherwise let the heap
+// grow to twice what is live; the limit makes it collect sooner instead,
+// keeping resident memory near the budget (see the README's figures).
+// It is set in main only, never in tests that run the relay in-process.
+func setMemoryLimit(getenv func(string) string) {
+	if getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return // run reports the configuration error
+	}
+	debug.SetMemoryLimit(memoryLimit(cfg.CacheMaxBytes))
+}
+
+// memoryLimit is the default soft memory limit for a cache budget.
+func memoryLimit(cacheBytes int64) int64 {
+	return cacheBytes + max(64<<20, cacheBytes/2)
 }
 
 // usageError is a command line the relay does not understand.

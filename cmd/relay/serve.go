@@ -77,7 +77,10 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		now = time.Now
 	}
 
-	lim, err := limiter.New(limiter.Config{PerMinute: cfg.RateLimit, Burst: cfg.Burst})
+	// PULSEDIVE_RATE_LIMIT is the key's budget per minute; the bucket that
+	// never spends more than that in any minute refills a little slower.
+	refill, burst := limiter.Budget(cfg.RateLimit, cfg.Burst)
+	lim, err := limiter.New(limiter.Config{PerMinute: refill, Burst: burst})
 	if err != nil {
 		return nil, fmt.Errorf("limiter: %w", err)
 	}
