@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// request is one call the load generator makes: a POST of Body to Path
+// with a bearer token (none when Token is empty).
+type request struct {
+	Kind  string // what it is, for the report: observe, deliberate, refer, health
+	Path  string
+	Body  []byte
+	Token string
+}
+
+// answer is what came back: the status and the whole body, and the time
+// from sending to the last body byte.
+type answer struct {
+	Status  int
+	Body    []byte
+	Latency time.Duration
+}
+
+// loadClient sends requests to one base URL over keep-alive connections,
+// enough idle ones for every client, so that a run measures the server and
+// not connection set-up.
+type loadClient struct {
+	base      string
+	transport *http.Transport
+	client    *http.Client
+}
+
+// newLoadClient returns a client for base with room for clients keep-alive
+// connections; timeout bounds each request, body included.
+func newLoadClient(base string, clients int, timeout time.Duration) *loadClient {
+	t := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        clients * 2,
+		MaxIdleConnsPerHost: clients,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return &loadClient{base: base, transport: t, client: &http.Client{Transport: t, Timeout: timeout}}
+}
+
+// closeIdle closes the idle keep-alive connections, ending the server's
+// goroutines that serve them.
+func (lc *loadClient) closeIdle() { lc.transport.CloseIdleConnections() }
+
+// do sends one request and reads the whole answer.
+func (lc *loadClient) do(ctx context.Context, r request) (answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, lc.base+r.Path, bytes.NewReader(r.Body))
+	if err != nil {
+		return answer{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if r.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+r.Token)
+	}
+	start := time.Now()
+	resp, err := lc.client.Do(req)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return answer{}, fmt.Errorf("read body: %w", err)
+	}
+	return answer{Status: resp.StatusCode, Body: body, Latency: time.Since(start)}, nil
+}
+
+// loadConfig is one run of the load generator.
+type loadConfig struct {
+	// Clients is the number of concurrent clients, each sending its next
+	// request when the previous one is answered.
+	Clients int
+	// PerClient, when positive, is the number of requests each client
+	// sends; otherwise clients start requests until Duration has passed.
+	PerClient int
+	Duration  time.Duration
+	// Next returns the request of a client; seq counts that client's
+	// requests from 0. It is called from the client's goroutine.
+	Next func(client, seq int) (request, error)
+	// OnAnswer, when set, sees every answer, from the clients' goroutines
+	// at once.
+	OnAnswer func(request, answer)
+}
+
+// loadResult is what a run measured. A request is lost when no complete
+// answer came back: a transport error, a timeout, a cut body.
+type loadResult struct {
+	Sent, Answered int
+	Lost           map[string]int  // by cause
+	Status         map[int]int     // answers by HTTP status
+	Latencies      []time.Duration // of answers, sorted
+	Elapsed        time.Duration   // from the first start to the last answer
+}
+
+func (r *loadResult) lost() int { return r.Sent - r.Answered }
+
+// rate is answers per second.
+func (r *loadResult) rate() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Answered) / r.Elapsed.Seconds()
+}
+
+// percentile returns the latency at or below which a fraction p of the
+// answers were (nearest rank); zero without answers.
+func (r *loadResult) percentile(p float64) time.Duration {
+	return percentile(r.Latencies, p)
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p+0.999999) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// fiveXX counts answers with a 5xx status.
+func (r *loadResult) fiveXX() int {
+	n := 0
+	for s, c := range r.Status {
+		if s >= 500 {
+			n += c
+		}
+	}
+	return n
+}
+
+// run drives the clients and waits for every request to end. A Next error
+// stops that client and is returned (the first one) after the others end;
+// ctx ending stops every client (requests in flight count as lost).
+func (lc *loadClient) run(ctx context.Context, cfg loadConfig) (*loadResult, error) {
+	type clientResult struct {
+		sent, answered int
+		lost           map[string]int
+		status         map[int]int
+		latencies      []time.Duration
+		err            error
+	}
+	results := make([]clientResult, cfg.Clients)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	var began time.Time
+	var end time.Time
+	for c := range cfg.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := &results[c]
+			res.lost, res.status = map[string]int{}, map[int]int{}
+			<-start
+			for seq := 0; ; seq++ {
+				if cfg.PerClient > 0 && seq >= cfg.PerClient {
+					return
+				}
+				if cfg.PerClient <= 0 && !time.Now().Before(end) {
+					return
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				req, err := cfg.Next(c, seq)
+				if err != nil {
+					res.err = err
+					return
+				}
+				res.sent++
+				a, err := lc.do(ctx, req)
+				if err != nil {
+					res.lost[lossCause(err)]++
+					continue
+				}
+				res.answered++
+				res.status[a.Status]++
+				res.latencies = append(res.latencies, a.Latency)
+				if cfg.OnAnswer != nil {
+					cfg.OnAnswer(req, a)
+				}
+			}
+		}()
+	}
+	began = time.Now()
+	end = began.Add(cfg.Duration)
+	close(start)
+	wg.Wait()
+
+	out := &loadResult{Elapsed: time.Since(began), Lost: map[string]int{}, Status: map[int]int{}}
+	var firstErr error
+	for _, r := range results {
+		out.Sent += r.sent
+		out.Answered += r.answered
+		for k, v := range r.lost {
+			out.Lost[k] += v
+		}
+		for k, v := range r.status {
+			out.Status[k] += v
+		}
+		out.Latencies = append(out.Latencies, r.latencies...)
+		if firstErr == nil {
+			firstErr = r.err
+		}
+	}
+	slices.Sort(out.Latencies)
+	return out, firstErr
+}
+
+// lossCause names why a request got no answer, in a few words.
+func lossCause(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "client timeout"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "connection closed early"
+	}
+	return truncate(err.Error(), 80)
+}

@@ -1,0 +1,390 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// output is what run prints under -json.
+type output struct {
+	Reports []*report `json:"reports"`
+	Passed  bool      `json:"passed"`
+}
+
+// buildRelay builds the relay binary into a temporary directory.
+func buildRelay(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "relay")
+	out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, relayPackage).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build %s: %v\n%s", relayPackage, err, out)
+	}
+	return bin
+}
+
+// runJSON runs relaybench with -json -q and decodes its one report.
+func runJSON(t *testing.T, args ...string) *report {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), append(args, "-json", "-q"), &stdout, &stderr)
+	if err != nil {
+		t.Errorf("run %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	var got output
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("run %s: output is not JSON: %v\n%s", strings.Join(args, " "), err, stdout.String())
+	}
+	if len(got.Reports) != 1 {
+		t.Fatalf("run %s: %d reports, want 1", strings.Join(args, " "), len(got.Reports))
+	}
+	return got.Reports[0]
+}
+
+// figures returns the report's figures by key.
+func figures(r *report) map[string]float64 {
+	m := make(map[string]float64, len(r.Figures))
+	for _, f := range r.Figures {
+		m[f.Key] = f.Value
+	}
+	return m
+}
+
+// wantFigures checks that each key is present with the wanted value.
+func wantFigures(t *testing.T, r *report, want map[string]float64) {
+	t.Helper()
+	all := figures(r)
+	got := make(map[string]float64, len(want))
+	for k := range want {
+		if v, ok := all[k]; ok {
+			got[k] = v
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("%s figures (-want +got):\n%s", r.Scenario, diff)
+	}
+}
+
+// TestScenarios runs a tiny soak and the cold/warm batch against the real
+// relay binary and checks the invariants of their reports.
+func TestScenarios(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and launches the relay")
+	}
+	bin := buildRelay(t)
+
+	t.Run("soak", func(t *testing.T) {
+		r := runJSON(t, "soak", "-relay-bin", bin, "-duration", "3s", "-clients", "8", "-keys", "2")
+		wantFigures(t, r, map[string]float64{"soak_lost": 0, "soak_5xx": 0, "soak_malformed": 0, "relay_exit_code": 0})
+		got := figures(r)
+		if got["soak_sent"] == 0 || got["soak_answered"] != got["soak_sent"] {
+			t.Errorf("sent %v, answered %v: want some requests, every one answered", got["soak_sent"], got["soak_answered"])
+		}
+		for _, k := range []string{"goroutines_before", "goroutines_after", "rss_peak_mib"} {
+			if _, ok := got[k]; !ok {
+				t.Errorf("figure %s missing", k)
+			}
+		}
+		if !r.Passed {
+			t.Errorf("soak failed: %v", r.Failed)
+		}
+	})
+
+	t.Run("cold", func(t *testing.T) {
+		r := runJSON(t, "cold", "-relay-bin", bin, "-observables", "40", "-unknown", "4", "-latency", "50ms")
+		wantFigures(t, r, map[string]float64{
+			"cold_calls":    76, // 40 info + 36 links: none for the unknown
+			"cold_unknown":  4,
+			"cold_verdicts": 36,
+			"cold_errors":   0,
+			"warm_calls":    0,
+			"warm_verdicts": 36,
+		})
+		if !r.Passed {
+			t.Errorf("cold failed: %v", r.Failed)
+		}
+	})
+}
+
+func TestRunUsage(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		code int // 0: no error
+	}{
+		{"help", []string{"help"}, 0},
+		{"scenario help", []string{"soak", "-help"}, 0},
+		{"no scenario", nil, 2},
+		{"unknown scenario", []string{"bogus"}, 2},
+		{"unknown flag", []string{"cold", "-bogus"}, 2},
+		{"stray argument", []string{"cold", "extra"}, 2},
+		{"pid without url", []string{"cold", "-relay-pid", "1"}, 2},
+		{"bad relay env", []string{"cold", "-relay-env", "NOEQUALS"}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(t.Context(), tt.args, &stdout, &stderr)
+			got := 0
+			if err != nil {
+				got = exitCode(err)
+			}
+			if got != tt.code {
+				t.Errorf("exit code %d (err %v), want %d", got, err, tt.code)
+			}
+		})
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	tests := []struct {
+		name          string
+		in            string
+		rss, hwm      int64
+		wantErrSubstr string
+	}{
+		{"both", "Name:\trelay\nVmHWM:\t   2048 kB\nVmRSS:\t   1024 kB\nThreads:\t9\n", 1 << 20, 2 << 20, ""},
+		{"no hwm", "VmRSS:\t1 kB\n", 0, 0, "missing"},
+		{"not kB", "VmRSS:\t1 MB\nVmHWM:\t1 kB\n", 0, 0, "not in kB"},
+		{"not a number", "VmRSS:\tx kB\nVmHWM:\t1 kB\n", 0, 0, "VmRSS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rss, hwm, err := parseStatus([]byte(tt.in))
+			if tt.wantErrSubstr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErrSubstr) {
+					t.Fatalf("err %v, want one containing %q", err, tt.wantErrSubstr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rss != tt.rss || hwm != tt.hwm {
+				t.Errorf("got rss %d hwm %d, want %d %d", rss, hwm, tt.rss, tt.hwm)
+			}
+		})
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ms := func(ns ...int) []time.Duration {
+		out := make([]time.Duration, len(ns))
+		for i, n := range ns {
+			out[i] = time.Duration(n) * time.Millisecond
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{"empty", nil, 0.5, 0},
+		{"one", ms(7), 0.99, 7 * time.Millisecond},
+		{"median of four", ms(1, 2, 3, 4), 0.5, 2 * time.Millisecond},
+		{"p99 of hundred", ms(seq(100)...), 0.99, 99 * time.Millisecond},
+		{"max", ms(1, 2, 3), 1, 3 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := percentile(tt.sorted, tt.p); got != tt.want {
+				t.Errorf("percentile(%v) = %s, want %s", tt.p, got, tt.want)
+			}
+		})
+	}
+}
+
+func seq(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i + 1
+	}
+	return out
+}
+
+func TestFinalize(t *testing.T) {
+	type verdict struct {
+		Passed         bool
+		Failed, Missed []string
+	}
+	tests := []struct {
+		name   string
+		strict bool
+		extra  func(*report)
+		want   verdict
+	}{
+		{"timing miss is not decisive", false, nil, verdict{Passed: true, Missed: []string{"ratio"}}},
+		{"strict makes it decisive", true, nil, verdict{Failed: []string{"ratio"}}},
+		{"invariant fails", false, func(r *report) { r.add("lost", "lost", 1, unitCount).want(opEqual, 0) },
+			verdict{Failed: []string{"lost"}, Missed: []string{"ratio"}}},
+		{"below is strict", false, func(r *report) { r.add("rss", "rss", 150, unitMiB).want(opBelow, 150) },
+			verdict{Failed: []string{"rss"}, Missed: []string{"ratio"}}},
+		{"at most holds at the limit", false, func(r *report) { r.add("g", "g", 25, unitCount).want(opAtMost, 25) },
+			verdict{Passed: true, Missed: []string{"ratio"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newReport("x", "x")
+			r.add("calls", "calls", 20, unitCount).want(opEqual, 20)
+			r.add("ratio", "ratio", 1.7, unitRatio).aim(opAtMost, 1.5)
+			if tt.extra != nil {
+				tt.extra(r)
+			}
+			r.finalize(tt.strict)
+			got := verdict{Passed: r.Passed, Failed: r.Failed, Missed: r.Missed}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("verdict (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestValueSource checks that generated values are new, of the type they
+// claim, and that the types take turns.
+func TestValueSource(t *testing.T) {
+	s := newValueSource("abcd1234")
+	seen := map[observable]bool{}
+	types := map[string]int{}
+	for _, o := range s.batch(400) {
+		if seen[o] {
+			t.Fatalf("value %v repeated", o)
+		}
+		seen[o] = true
+		types[o.Type]++
+		switch o.Type {
+		case "ip", "ipv6":
+			a, err := netip.ParseAddr(o.Value)
+			if err != nil || a.Is4() != (o.Type == "ip") {
+				t.Errorf("%v: not an address of its type (%v)", o, err)
+			}
+		case "domain":
+			if !strings.HasSuffix(o.Value, ".abcd1234.relaybench.example") {
+				t.Errorf("%v: not under the run's domain", o)
+			}
+		case "url":
+			if !strings.HasPrefix(o.Value, "http://") {
+				t.Errorf("%v: not a URL", o)
+			}
+		default:
+			t.Errorf("%v: unexpected type", o)
+		}
+	}
+	if diff := cmp.Diff(map[string]int{"ip": 100, "ipv6": 100, "domain": 100, "url": 100}, types); diff != "" {
+		t.Errorf("types (-want +got):\n%s", diff)
+	}
+}
+
+func TestLogTail(t *testing.T) {
+	l := newLogTail(2)
+	lines := `{"level":"WARN","msg":"pulsedive call failed"}
+{"level":"WARN","msg":"pulsedive call failed"}
+{"level":"ERROR","msg":"unmapped error"}
+panic: boom
+`
+	// Written in two pieces, split inside a line.
+	_, _ = l.Write([]byte(lines[:30]))
+	_, _ = l.Write([]byte(lines[30:]))
+	levels, top := l.summary(2)
+	if diff := cmp.Diff(map[string]int{"warn": 2, "error": 1, "other": 1}, levels); diff != "" {
+		t.Errorf("levels (-want +got):\n%s", diff)
+	}
+	wantTop := []countEntry{{"warn: pulsedive call failed", 2}, {"error: unmapped error", 1}}
+	if diff := cmp.Diff(wantTop, top); diff != "" {
+		t.Errorf("top (-want +got):\n%s", diff)
+	}
+	if got, want := l.tail(), "{\"level\":\"ERROR\",\"msg\":\"unmapped error\"}\npanic: boom"; got != want {
+		t.Errorf("tail = %q, want %q", got, want)
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	if got := exitCode(errTargetsMissed); got != 1 {
+		t.Errorf("exitCode(targets missed) = %d, want 1", got)
+	}
+	if got := exitCode(errors.Join(usageError{"x"})); got != 2 {
+		t.Errorf("exitCode(usage) = %d, want 2", got)
+	}
+}
+
+func TestTallyStacks(t *testing.T) {
+	dump := `SIGQUIT: quit
+PC=0x47a2e1 m=0 sigcode=0
+
+goroutine 0 gp=0x9 m=0 mp=0x1 [idle]:
+runtime.futex(0x1, 0x80)
+	/usr/local/go/src/runtime/sys_linux_amd64.s:557 +0x21
+
+goroutine 1 gp=0xc000002380 m=nil [IO wait, 2 minutes]:
+internal/poll.runtime_pollWait(0x7f, 0x72)
+	/usr/local/go/src/runtime/netpoll.go:351 +0x85
+main.serve(0xc0000b4000)
+	/work/main/cmd/relay/serve.go:200 +0x1
+created by main.main in goroutine 1
+	/work/main/cmd/relay/main.go:20 +0x1
+
+goroutine 7 gp=0xc000003 m=nil [select]:
+github.com/pulsedive-relay/relay/pipeline.(*Pipeline).fetch(0xc000)
+	/work/main/pipeline/fetch.go:50 +0x1
+
+goroutine 8 gp=0xc000004 m=nil [select, 1 minutes]:
+github.com/pulsedive-relay/relay/pipeline.(*Pipeline).fetch(0xc000)
+	/work/main/pipeline/fetch.go:50 +0x1
+
+goroutine 12 gp=0xc000006 m=nil [select]:
+runtime.gopark(0x1?, 0x2?)
+	/usr/local/go/src/runtime/proc.go:460 +0xce
+runtime.selectgo(0xc000, 0xc000, 0x0?)
+	/usr/local/go/src/runtime/select.go:351 +0x837
+github.com/dgraph-io/ristretto/v2.(*Cache[...]).processItems(0xc000)
+	/root/go/pkg/mod/github.com/dgraph-io/ristretto/v2@v2.4.2/cache.go:480 +0xc5
+
+goroutine 9 gp=0xc000005 m=nil [chan receive]:
+net/http.(*persistConn).readLoop(0xc000)
+	/usr/local/go/src/net/http/transport.go:2000 +0x1
+created by net/http.(*Transport).dialConn in goroutine 8
+	/usr/local/go/src/net/http/transport.go:1800 +0x1
+`
+	want := map[string]int{
+		"[idle] runtime.futex": 1,
+		"[IO wait] main.serve": 1,
+		"[select] github.com/pulsedive-relay/relay/pipeline.(*Pipeline).fetch":  2,
+		"[chan receive] net/http.(*persistConn).readLoop":                       1,
+		"[select] github.com/dgraph-io/ristretto/v2.(*Cache[...]).processItems": 1,
+	}
+	if diff := cmp.Diff(want, tallyStacks(dump)); diff != "" {
+		t.Errorf("tallyStacks (-want +got):\n%s", diff)
+	}
+}
+
+func TestRelayEnv(t *testing.T) {
+	t.Setenv("PULSEDIVE_RATE_LIMIT", "999") // the caller's own setting must not leak in
+	t.Setenv("RELAYBENCH_TEST_KEEP", "yes")
+	env := relayEnv(
+		map[string]string{"LOG_LEVEL": "warn", "RELAY_AUDIENCE": "a"},
+		map[string]string{"PULSEDIVE_RATE_LIMIT": "0"},
+		[]string{"LOG_LEVEL=debug"},
+	)
+	var got []string
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "PULSEDIVE_") || strings.HasPrefix(kv, "LOG_") || strings.HasPrefix(kv, "RELAY") {
+			got = append(got, kv)
+		}
+	}
+	want := []string{"RELAYBENCH_TEST_KEEP=yes", "LOG_LEVEL=warn", "RELAY_AUDIENCE=a", "PULSEDIVE_RATE_LIMIT=0", "LOG_LEVEL=debug"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("relay environment (-want +got):\n%s", diff)
+	}
+}
