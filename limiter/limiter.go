@@ -77,6 +77,9 @@ type bucket struct {
 	seen time.Time
 	// pausedUntil: no token is granted before this time.
 	pausedUntil time.Time
+	// paused is closed when the pause is extended, waking the calls that
+	// wait on this bucket; made by the first waiter, nil when none waits.
+	paused chan struct{}
 }
 
 // New checks cfg, applies the defaults, and returns a Limiter with no
@@ -142,10 +145,11 @@ func (e *WaitError) RetryAfter() time.Duration { return e.Delay }
 // reservation is one token taken from a bucket, to be used at act or
 // cancelled before then.
 type reservation struct {
-	b    *bucket
-	r    *rate.Reservation
-	wait time.Duration
-	act  time.Time
+	b      *bucket
+	r      *rate.Reservation
+	wait   time.Duration
+	act    time.Time
+	paused <-chan struct{} // closed if the key is paused before act
 }
 
 // Reserve takes one token for key at now unless the caller would have to
@@ -206,7 +210,14 @@ func (l *Limiter) reserve(key string, now time.Time, maxWait time.Duration) (res
 		r.CancelAt(at)
 		return reservation{}, &WaitError{Delay: wait}
 	}
-	return reservation{b: b, r: r, wait: wait, act: now.Add(wait)}, nil
+	res := reservation{b: b, r: r, wait: wait, act: now.Add(wait)}
+	if wait > 0 {
+		if b.paused == nil {
+			b.paused = make(chan struct{})
+		}
+		res.paused = b.paused
+	}
+	return res, nil
 }
 
 // cancel gives back res's token, at now, as far as later reservations allow.
@@ -227,8 +238,9 @@ func (l *Limiter) cancel(res reservation, now time.Time) {
 // *WaitError, taking nothing, when the token (or the end of a pause) comes
 // after the deadline: it does not sleep until the deadline to find out. If
 // ctx ends while waiting, the token is given back and ctx.Err() returned.
-// If the key is paused while waiting (another call met a 429), the token
-// is spent and Wait starts over, so it waits out the pause or fails fast.
+// If the key is paused while waiting (another call met a 429), Wait wakes
+// at once, gives the token back and starts over, so it waits out the pause
+// or fails fast without sleeping to its token's time first.
 func (l *Limiter) Wait(ctx context.Context, key string) error {
 	for {
 		if err := ctx.Err(); err != nil {
@@ -247,6 +259,12 @@ func (l *Limiter) Wait(ctx context.Context, key string) error {
 			fired, stop := l.newTimer(res.wait)
 			select {
 			case <-fired:
+			case <-res.paused:
+				// Another call met a 429: give the token back and start
+				// over, to wait out the pause or fail fast at once.
+				stop()
+				l.cancel(res, l.now())
+				continue
 			case <-ctx.Done():
 				stop()
 				l.cancel(res, l.now())
@@ -283,6 +301,10 @@ func (l *Limiter) PauseUntil(key string, until time.Time) {
 	}
 	if until.After(b.pausedUntil) {
 		b.pausedUntil = until
+		if b.paused != nil {
+			close(b.paused)
+			b.paused = nil
+		}
 	}
 }
 

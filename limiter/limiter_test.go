@@ -759,3 +759,30 @@ func BenchmarkReserve(b *testing.B) {
 		})
 	})
 }
+
+// TestWaitWakesWhenPaused: a call waiting for its token learns of a pause
+// at once, without its timer firing, and fails fast when the pause outlasts
+// its deadline; the token it held goes back to the bucket.
+func TestWaitWakesWhenPaused(t *testing.T) {
+	now, start := fixedClock()
+	ts := newTimers()
+	l := newLimiter(t, Config{PerMinute: 60, Burst: 1, Now: now, NewTimer: ts.NewTimer})
+	l.Reserve("k", start, 0)
+	ctx, cancel := context.WithDeadline(context.Background(), start.Add(10*time.Second))
+	defer cancel()
+	done := waitAsync(ctx, l, "k")
+	tm := <-ts.started // waiting one second for its token; that timer never fires
+	if tm.d != time.Second {
+		t.Fatalf("timer of %v, want 1s", tm.d)
+	}
+	l.PauseUntil("k", start.Add(30*time.Second))
+	err := <-done
+	if diff := cmp.Diff(error(&WaitError{Delay: 30 * time.Second}), err, cmp.Comparer(sameError)); diff != "" {
+		t.Errorf("Wait error mismatch (-want +got):\n%s", diff)
+	}
+	ts.noTimer(t)
+	// The token came back: after the pause the key has its full burst.
+	if wait, err := l.Reserve("k", start.Add(30*time.Second), 0); err != nil || wait != 0 {
+		t.Errorf("after the pause: wait %v, err %v; want a free token", wait, err)
+	}
+}
