@@ -17,7 +17,8 @@ type Bundle struct {
 }
 
 // Add appends one observable's entities. An indicator whose id is already in
-// the bundle is left out; relationships still point at it by id.
+// the bundle is left out; relationships still point at it by id. The bundle
+// may keep e's slices: e must not be used after.
 func (b *Bundle) Add(e Entities) {
 	b.Verdicts = append(b.Verdicts, e.Verdict)
 	b.Judgements = append(b.Judgements, e.Judgement)
@@ -31,8 +32,17 @@ func (b *Bundle) Add(e Entities) {
 		b.indicatorIDs[ind.ID] = struct{}{}
 		b.Indicators = append(b.Indicators, ind)
 	}
-	b.Sightings = append(b.Sightings, e.Sightings...)
-	b.Relationships = append(b.Relationships, e.Relationships...)
+	b.Sightings = appendOrTake(b.Sightings, e.Sightings)
+	b.Relationships = appendOrTake(b.Relationships, e.Relationships)
+}
+
+// appendOrTake appends more to list, or takes more itself when list is
+// empty, sparing the copy of the first observable's entities.
+func appendOrTake[T any](list, more []T) []T {
+	if len(list) == 0 {
+		return more
+	}
+	return append(list, more...)
 }
 
 // AddVerdict appends a verdict alone, as deliberate answers.

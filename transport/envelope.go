@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/pulsedive-relay/relay/ctim"
 	"github.com/pulsedive-relay/relay/pulsedive"
@@ -117,19 +118,62 @@ func envelopeErrors(errs []error, onUnknown func(error)) []apiError {
 }
 
 // writeJSON encodes v into a buffer first, so that an encoding failure can
-// still be answered cleanly, then writes it with the given status.
+// still be answered cleanly, then writes it with the given status. An
+// observe or deliberate answer takes ctim's own encoder, which writes the
+// same bytes as encoding/json several times faster.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		buf.Reset()
-		_ = json.NewEncoder(&buf).Encode(errorBody{Errors: []apiError{{Type: "fatal", Code: "unknown", Message: msgUnexpected}}})
-		status = http.StatusOK
+	bp := buffers.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() {
+		if cap(buf) <= maxPooledBuffer { // a rare huge answer is not kept
+			*bp = buf
+			buffers.Put(bp)
+		}
+	}()
+	if body, ok := v.(dataBody); ok {
+		if data, ok := body.Data.(ctim.Data); ok {
+			buf = appendDataBody(buf, data, body.Errors)
+			v = nil
+		}
+	}
+	if v != nil {
+		var err error
+		if buf, err = appendJSON(buf, v); err != nil {
+			buf, _ = appendJSON(buf[:0], errorBody{Errors: []apiError{{Type: "fatal", Code: "unknown", Message: msgUnexpected}}})
+			status = http.StatusOK
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(buf)
+}
+
+// buffers recycles answer buffers; an observe answer is often tens of KiB.
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+const maxPooledBuffer = 1 << 20
+
+// appendDataBody appends {"data":...,"errors":[...]} for an observe or
+// deliberate answer, in the order and form encoding/json gives dataBody.
+func appendDataBody(b []byte, data ctim.Data, errs []apiError) []byte {
+	b = append(b, `{"data":`...)
+	b = data.AppendJSON(b)
+	if len(errs) > 0 {
+		b = append(b, `,"errors":`...)
+		b, _ = appendJSON(b, errs) // []apiError always encodes
+		b = b[:len(b)-1]           // its newline
+	}
+	return append(b, "}\n"...)
+}
+
+// appendJSON appends v as encoding/json writes it, HTML escaping off,
+// followed by a newline.
+func appendJSON(b []byte, v any) ([]byte, error) {
+	buf := bytes.NewBuffer(b)
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(v)
+	return buf.Bytes(), err
 }
 
 type errorBody struct {

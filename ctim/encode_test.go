@@ -1,0 +1,94 @@
+package ctim
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// stdJSON is what encoding/json writes for v with HTML escaping off, the
+// way the transport used to encode answers.
+func stdJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	m := Mapper{Now: func() time.Time { return fixedNow }}
+	hostile := Observable{Type: "url", Value: "http://x/\"<&>\\\n\t\u2028\x01é\xff"}
+	r := benchReport()
+	r.RiskFactors = append(r.RiskFactors, RiskFactor{Description: "quote \" and \u2029 and \x7f"})
+	r.Feeds[0].Category = ""
+	var b Bundle
+	for _, obs := range []Observable{{Type: "ip", Value: "185.141.25.242"}, hostile, {Type: "domain", Value: "a.example"}} {
+		rels, err := m.Relations(obs, benchLinks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := m.Observe(obs, r, rels, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Add(e)
+	}
+	b.AddVerdict(Verdict{Type: "verdict"}) // zero fields, as deliberate would never send
+	b.Indicators = append(b.Indicators, Indicator{ID: "i", Tags: []string{}})
+	b.Sightings = append(b.Sightings, Sighting{ID: "s"})
+
+	tests := map[string]Data{
+		"full":  b.Data(),
+		"empty": (&Bundle{}).Data(),
+		"verdicts only": func() Data {
+			var v Bundle
+			v.AddVerdict(b.Verdicts[0])
+			return v.Data()
+		}(),
+	}
+	for name, d := range tests {
+		t.Run(name, func(t *testing.T) {
+			want := stdJSON(t, d)
+			got := d.AppendJSON(nil)
+			if !bytes.Equal(got, want) {
+				t.Errorf("AppendJSON differs from encoding/json:\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "plain", `"\`, "\x00\x1f\b\f\n\r\t", "<&>", "é€𝄞", "\xff\xfe", "\u2028\u2029", "a\xc3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := stdJSON(t, s)
+		if got := appendString(nil, s); !bytes.Equal(got, want) {
+			t.Errorf("appendString(%q) = %s, want %s", s, got, want)
+		}
+	})
+}
+
+func BenchmarkAppendJSON(b *testing.B) {
+	m := Mapper{Now: func() time.Time { return fixedNow }}
+	obs := Observable{Type: "ip", Value: "185.141.25.242"}
+	rels, _ := m.Relations(obs, benchLinks)
+	e, err := m.Observe(obs, benchReport(), rels, 100)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var bundle Bundle
+	bundle.Add(e)
+	d := bundle.Data()
+	buf := make([]byte, 0, 16<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = d.AppendJSON(buf[:0])
+		b.SetBytes(int64(len(buf)))
+	}
+}
