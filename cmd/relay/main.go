@@ -160,6 +160,7 @@ func parseFlags(fs *flag.FlagSet, args []string, env environment) (done bool, er
 		return true, usageError{err.Error()}
 	}
 	if fs.NArg() > 0 {
+		fs.Usage()
 		return true, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	return false, nil

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// badValues holds, for every variable that can be wrong, values check-config
+// must refuse (spec section 7). TestCheckConfigCoversEverySetting keeps it
+// complete as settings grow.
+var badValues = map[string][]string{
+	"RELAY_ADDR":             {"9090", "localhost", "http://127.0.0.1:9090"},
+	"METRICS_ADDR":           {"9091", "metrics"},
+	"PULSEDIVE_API_URL":      {"pulsedive.com/api/", "ftp://pulsedive.com/api/", "https://user:secret@pulsedive.com/api/", "https://"},
+	"PULSEDIVE_RATE_LIMIT":   {"-1", "fast", "NaN", "1e12"},
+	"PULSEDIVE_BURST":        {"0", "many", "1.5"},
+	"PULSEDIVE_TIMEOUT":      {"10", "0s", "soon"},
+	"RELAY_REQUEST_TIMEOUT":  {"25", "-1s"},
+	"RELAY_WORKERS":          {"0", "4097", "lots"},
+	"RELAY_MAX_INFLIGHT":     {"0", "x"},
+	"RELAY_MAX_OBSERVABLES":  {"0", "1e3"},
+	"RELAY_MAX_BODY_BYTES":   {"1", "1MiB"},
+	"CACHE_MAX_BYTES":        {"-1", "64MB"},
+	"CACHE_TTL":              {"500ms", "1hour"},
+	"CACHE_NEGATIVE_TTL":     {"0s", "10"},
+	"CACHE_STALE_TTL":        {"-1s", "a day"},
+	"RELAY_JWKS_HOSTS":       {",", "https://visibility.amp.cisco.com/", "visibility.amp.cisco.com/keys", "user@visibility.amp.cisco.com", "bad host"},
+	"CTR_ENTITIES_LIMIT":     {"0", "-5", "all"},
+	"BREAKER_FAILURES":       {"-1", "ten"},
+	"BREAKER_OPEN_FOR":       {"500ms", "30"},
+	"RELAY_DRAIN_DELAY":      {"-1s", "5"},
+	"RELAY_SHUTDOWN_TIMEOUT": {"-1s", "forever"},
+	"LOG_LEVEL":              {"verbose", "trace"},
+	"LOG_FORMAT":             {"xml", "logfmt"},
+}
+
+// neverBad are the settings every value is acceptable for.
+var neverBad = map[string]bool{"RELAY_AUDIENCE": true}
+
+func TestCheckConfigCoversEverySetting(t *testing.T) {
+	known := map[string]bool{}
+	for _, s := range settings {
+		known[s.name] = true
+		if len(badValues[s.name]) == 0 && !neverBad[s.name] {
+			t.Errorf("setting %s has no bad value in badValues (or list it in neverBad)", s.name)
+		}
+	}
+	for name := range badValues {
+		if !known[name] {
+			t.Errorf("badValues names %s, which is no setting", name)
+		}
+	}
+}
+
+func TestCheckConfigRejects(t *testing.T) {
+	for _, s := range settings {
+		for _, bad := range badValues[s.name] {
+			t.Run(s.name+"="+bad, func(t *testing.T) {
+				stdout, _, err := runCLI(t, map[string]string{s.name: bad}, "check-config")
+				if err == nil {
+					t.Fatalf("check-config accepted %s=%q\n%s", s.name, bad, stdout)
+				}
+				if !strings.Contains(err.Error(), s.name+"=") {
+					t.Errorf("error %q does not name %s", err, s.name)
+				}
+				for _, other := range settings {
+					if other.name != s.name && strings.Contains(err.Error(), other.name+"=") {
+						t.Errorf("error %q blames %s too", err, other.name)
+					}
+				}
+				if got := exitCode(err); got == 0 {
+					t.Errorf("exit code %d, want non-zero", got)
+				}
+				if strings.Contains(stdout, "configuration OK") {
+					t.Errorf("check-config printed OK for a bad value:\n%s", stdout)
+				}
+			})
+		}
+	}
+}
+
+// TestCheckConfigReportsAll checks one run names every bad variable, so an
+// operator fixes them in one round.
+func TestCheckConfigReportsAll(t *testing.T) {
+	env := map[string]string{"CACHE_TTL": "x", "LOG_LEVEL": "loud", "RELAY_ADDR": "nowhere"}
+	_, _, err := runCLI(t, env, "check-config")
+	if err == nil {
+		t.Fatal("check-config accepted three bad values")
+	}
+	for name := range env {
+		if !strings.Contains(err.Error(), name+"=") {
+			t.Errorf("error %q does not name %s", err, name)
+		}
+	}
+}
+
+func TestCheckConfigPrints(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string // lines that must be printed
+	}{
+		{"defaults", nil, []string{
+			"RELAY_ADDR=:9090\t(default)",
+			"PULSEDIVE_API_URL=https://pulsedive.com/api/\t(default)",
+			"CACHE_TTL=1h\t(default)",
+			"LOG_FORMAT=json\t(default)",
+		}},
+		{"from the environment", map[string]string{
+			"RELAY_ADDR":           "127.0.0.1:8080",
+			"PULSEDIVE_RATE_LIMIT": "120",
+			"RELAY_JWKS_HOSTS":     "jwks.example.com:8443",
+			"RELAY_AUDIENCE":       "https://relay.example.com",
+			"LOG_LEVEL":            "debug",
+		}, []string{
+			"RELAY_ADDR=127.0.0.1:8080\t(env)",
+			"PULSEDIVE_RATE_LIMIT=120\t(env)",
+			"RELAY_JWKS_HOSTS=jwks.example.com:8443\t(env)",
+			"RELAY_AUDIENCE=https://relay.example.com\t(env)",
+			"LOG_LEVEL=debug\t(env)",
+			"CACHE_TTL=1h\t(default)",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, err := runCLI(t, tt.env, "check-config")
+			if err != nil {
+				t.Fatalf("check-config: %v\n%s", err, stderr)
+			}
+			lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+			printed := map[string]bool{}
+			for _, l := range lines {
+				name, _, _ := strings.Cut(l, "=")
+				printed[name] = true
+			}
+			for _, s := range settings {
+				if !printed[s.name] {
+					t.Errorf("check-config did not print %s:\n%s", s.name, stdout)
+				}
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(stdout, want+"\n") {
+					t.Errorf("check-config lacks the line %q:\n%s", want, stdout)
+				}
+			}
+			if got := lines[len(lines)-1]; got != "configuration OK" {
+				t.Errorf("last line %q, want configuration OK", got)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	stdout, _, err := runCLI(t, nil, "version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := version + "\n"; stdout != want {
+		t.Errorf("version printed %q, want %q", stdout, want)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"--help", "-help", "-h", "help"} {
+		t.Run("relay "+arg, func(t *testing.T) {
+			stdout, stderr, err := runCLI(t, nil, arg)
+			if err != nil {
+				t.Fatalf("relay %s: %v", arg, err)
+			}
+			if !strings.HasPrefix(stdout, "Usage: relay") {
+				t.Errorf("relay %s printed %q, want usage", arg, stdout)
+			}
+			for _, c := range commands() {
+				if !strings.Contains(stdout, "\n  "+c.name+" ") {
+					t.Errorf("usage does not list %s:\n%s", c.name, stdout)
+				}
+			}
+			if stderr != "" {
+				t.Errorf("relay %s wrote to stderr: %q", arg, stderr)
+			}
+		})
+	}
+	for _, c := range commands() {
+		for _, arg := range []string{"--help", "-h"} {
+			t.Run(c.name+" "+arg, func(t *testing.T) {
+				stdout, stderr, err := runCLI(t, nil, c.name, arg)
+				if err != nil {
+					t.Fatalf("relay %s %s: %v", c.name, arg, err)
+				}
+				if want := "Usage: relay " + c.name + " "; !strings.HasPrefix(stdout, want) {
+					t.Errorf("relay %s %s printed %q, want it to start %q", c.name, arg, stdout, want)
+				}
+				if stderr != "" {
+					t.Errorf("relay %s %s wrote to stderr: %q", c.name, arg, stderr)
+				}
+			})
+		}
+	}
+}
+
+// TestDemoHelpNamesOverrides checks demo --help says what it overrides.
+func TestDemoHelpNamesOverrides(t *testing.T) {
+	stdout, _, err := runCLI(t, nil, "demo", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"NEVER FOR PRODUCTION", "RELAY_ADDR", "METRICS_ADDR", "PULSEDIVE_API_URL", "PULSEDIVE_RATE_LIMIT", "RELAY_JWKS_HOSTS", "RELAY_AUDIENCE", "RELAY_DRAIN_DELAY", "LOG_FORMAT", "-addr", "-token-ttl"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("demo --help does not mention %s:\n%s", want, stdout)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		usage bool // usage is printed to stderr
+	}{
+		{"unknown command", []string{"launch"}, true},
+		{"unknown flag of serve", []string{"serve", "-port", "80"}, true},
+		{"argument to serve", []string{"serve", "now"}, false},
+		{"unknown flag of check-config", []string{"check-config", "-v"}, true},
+		{"argument to version", []string{"version", "2"}, false},
+		{"unknown flag of demo", []string{"demo", "-prod"}, true},
+		{"unknown flag of token", []string{"token", "-alg", "HS256"}, true},
+		{"unknown flag of jwks", []string{"jwks", "-pub"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, err := runCLI(t, nil, tt.args...)
+			if got := exitCode(err); err == nil || got != 2 {
+				t.Fatalf("relay %v: error %v, exit code %d; want a usage error, exit 2", tt.args, err, got)
+			}
+			if stdout != "" {
+				t.Errorf("printed %q to stdout", stdout)
+			}
+			if tt.usage && !strings.Contains(stderr, "Usage: relay") {
+				t.Errorf("stderr lacks usage: %q", stderr)
+			}
+		})
+	}
+}
+
+// TestExitStatus checks the statuses main gives the shell, through the
+// built binary.
+func TestExitStatus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the relay binary")
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		env    []string
+		status int
+		stdout string // a prefix of stdout
+	}{
+		{"help", []string{"--help"}, nil, 0, "Usage: relay"},
+		{"command help", []string{"token", "--help"}, nil, 0, "Usage: relay token"},
+		{"version", []string{"version"}, nil, 0, version + "\n"},
+		{"good configuration", []string{"check-config"}, nil, 0, "RELAY_ADDR=:9090"},
+		{"bad configuration", []string{"check-config"}, []string{"RELAY_WORKERS=0"}, 1, ""},
+		{"bad configuration stops serve", nil, []string{"PULSEDIVE_TIMEOUT=10"}, 1, ""},
+		{"unknown command", []string{"launch"}, nil, 2, ""},
+		{"bad flag", []string{"demo", "-addr"}, nil, 2, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(relayBinary(t), tt.args...)
+			cmd.Env = append([]string{}, tt.env...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			status := 0
+			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+				status = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if status != tt.status {
+				t.Errorf("exit status %d, want %d\nstderr:\n%s", status, tt.status, stderr.String())
+			}
+			if !strings.HasPrefix(stdout.String(), tt.stdout) {
+				t.Errorf("stdout %q, want it to start %q", stdout.String(), tt.stdout)
+			}
+			if tt.status != 0 && !strings.Contains(stderr.String(), "relay:") {
+				t.Errorf("stderr %q, want the error after \"relay:\"", stderr.String())
+			}
+		})
+	}
+}

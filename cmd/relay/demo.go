@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/pulsedive-relay/relay/pulsedive/pulsedivetest"
+	"github.com/pulsedive-relay/relay/transport/authtest"
+)
+
+// The demo's fixed parts: what its token carries and where it listens
+// unless told otherwise.
+const (
+	demoAudience     = "pulsedive-relay-demo"
+	demoPulsediveKey = "demo-pulsedive-key"
+	demoKeyID        = "pulsedive-relay-demo"
+	demoDefaultAddr  = "127.0.0.1:9090"
+)
+
+// demoClock is the day the shared fixtures were recorded: the mapping runs
+// at it so that their Active DNS links (and the synthetic ones) are within
+// the 90-day window and show up. Tokens still use the real clock.
+var demoClock = time.Date(2020, time.April, 15, 0, 0, 0, 0, time.UTC)
+
+// demoObservables are fixture observables of every supported type, the body
+// of the printed observe, deliberate and refer commands.
+const demoObservables = `[{"type":"ip","value":"185.141.25.242"},` +
+	`{"type":"domain","value":"parkingcrew.net"},` +
+	`{"type":"ipv6","value":"2001:420:1101:1::185"},` +
+	`{"type":"url","value":"http://51jianli.cn/images"}]`
+
+const demoSummary = `Run the relay against a FAKE Pulsedive, with a throwaway signing key, on
+loopback, and print ready-to-paste curl commands with a valid token.
+NEVER FOR PRODUCTION: only this subcommand enables demo mode; no environment
+variable does.
+
+In-process it starts the fake Pulsedive (shared fixtures, plus made-up
+synthetic data for any other value; no rate limit, any API key), an
+ephemeral RSA key and a TLS JWKS server on a free loopback port. The relay
+trusts that JWKS server for this process only.
+
+The environment configures the relay as for serve (LOG_LEVEL, CACHE_*,
+RELAY_WORKERS, ...), except what the demo overrides:
+  RELAY_ADDR            -addr, else RELAY_ADDR, else 127.0.0.1:9090; it must
+                        be a loopback address
+  METRICS_ADDR          empty: /metrics is served on the demo's address
+  PULSEDIVE_API_URL     the fake Pulsedive
+  PULSEDIVE_RATE_LIMIT  6000 a minute, PULSEDIVE_BURST 1000
+  RELAY_JWKS_HOSTS      the demo's JWKS server only
+  RELAY_AUDIENCE        ` + demoAudience + `
+and two defaults that differ from serve when the variable is unset:
+  RELAY_DRAIN_DELAY     0s (Ctrl-C stops at once)
+  LOG_FORMAT            text
+The CTIM mapping's clock is fixed at 2020-04-15, when the fixtures were
+recorded, so their Active DNS links count as recent. Ctrl-C stops it all.`
+
+// demoCommand runs the relay in demo mode until ctx ends (see demoSummary),
+// then closes the fake Pulsedive and the JWKS server. Demo mode exists only
+// here: nothing in the environment reaches this code path.
+func demoCommand(ctx context.Context, args []string, env environment) error {
+	fs := newFlagSet("demo", demoSummary, env)
+	addr := fs.String("addr", "", "listen address, loopback only (default RELAY_ADDR, else "+demoDefaultAddr+")")
+	ttl := fs.Duration("token-ttl", 24*time.Hour, "lifetime of the printed token")
+	if done, err := parseFlags(fs, args, env); done {
+		return err
+	}
+	if *ttl <= 0 {
+		return usageError{fmt.Sprintf("-token-ttl %s: must be positive", *ttl)}
+	}
+	listen := *addr
+	if listen == "" {
+		listen = strings.TrimSpace(env.getenv("RELAY_ADDR"))
+	}
+	if listen == "" {
+		listen = demoDefaultAddr
+	}
+	if err := checkLoopback(listen); err != nil {
+		return usageError{err.Error()}
+	}
+
+	fake, err := pulsedivetest.NewServer(pulsedivetest.Config{Synthetic: true})
+	if err != nil {
+		return fmt.Errorf("demo: fake Pulsedive: %w", err)
+	}
+	defer fake.Close()
+	issuer, err := authtest.NewIssuer(demoKeyID)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer issuer.Close()
+
+	cfg, err := loadConfig(demoGetenv(env.getenv, map[string]string{
+		"RELAY_ADDR":           listen,
+		"METRICS_ADDR":         "",
+		"PULSEDIVE_API_URL":    fake.URL(),
+		"PULSEDIVE_RATE_LIMIT": "6000",
+		"PULSEDIVE_BURST":      "1000",
+		"RELAY_JWKS_HOSTS":     issuer.Server.Host(),
+		"RELAY_AUDIENCE":       demoAudience,
+	}, map[string]string{
+		"RELAY_DRAIN_DELAY": "0s",
+		"LOG_FORMAT":        "text",
+	}))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	token, err := issuer.Token(demoAudience, demoPulsediveKey, now, *ttl)
+	if err != nil {
+		return fmt.Errorf("demo: token: %w", err)
+	}
+
+	log := newLogger(env.stderr, cfg)
+	jwksClient := issuer.Server.Client()
+	jwksClient.Timeout = 10 * time.Second
+	return serve(ctx, cfg, deps{
+		stderr:     env.stderr,
+		jwksClient: jwksClient,
+		now:        func() time.Time { return demoClock },
+		ready: func(bound, _ string) {
+			log.Warn("DEMO MODE: fake Pulsedive and a throwaway signing key; never use this for production",
+				"addr", bound, "pulsedive_url", fake.URL(), "jwks_host", issuer.Server.Host())
+			printDemo(env.stdout, demoInfo{
+				base:      "http://" + bound,
+				token:     token,
+				expires:   now.Add(*ttl),
+				pulsedive: fake.URL(),
+				jwks:      issuer.Server.URL(),
+			})
+		},
+	})
+}
+
+// demoGetenv is getenv with overrides, which win over the environment, and
+// defaults, which apply only when the variable is unset or blank.
+func demoGetenv(getenv func(string) string, overrides, defaults map[string]string) func(string) string {
+	return func(name string) string {
+		if v, ok := overrides[name]; ok {
+			return v
+		}
+		if v := getenv(name); strings.TrimSpace(v) != "" {
+			return v
+		}
+		return defaults[name]
+	}
+}
+
+// checkLoopback accepts only listen addresses on a loopback interface:
+// the demo accepts tokens anyone can mint from its output.
+func checkLoopback(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return fmt.Errorf("demo address %q is not host:port", addr)
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("demo listens on loopback only; %q is not a loopback address (use -addr 127.0.0.1:PORT)", addr)
+}
+
+// demoInfo is what the demo prints once the relay is ready.
+type demoInfo struct {
+	base      string // the relay's root URL, http://host:port
+	token     string
+	expires   time.Time
+	pulsedive string // the fake's API base
+	jwks      string // the JWKS document's URL
+}
+
+func printDemo(w io.Writer, d demoInfo) {
+	bar := strings.Repeat("=", 78)
+	fmt.Fprintf(w, `%[1]s
+  DEMO MODE - NOT FOR PRODUCTION
+  Pulsedive is a FAKE serving test fixtures and made-up data: %[2]s
+  Tokens are signed by a THROWAWAY key made at start-up and trusted by this
+  process only (JWKS %[3]s).
+  Never point Threat Response or real users at this relay.
+%[1]s
+
+Relay: %[4]s (Ctrl-C stops the demo)
+Token, audience %[5]q, Pulsedive key %[6]q, valid until %[7]s:
+%[8]s
+
+`, bar, d.pulsedive, d.jwks, d.base, demoAudience, demoPulsediveKey, d.expires.UTC().Format(time.RFC3339), d.token)
+
+	auth := "Authorization: Bearer " + d.token
+	cmds := []struct{ comment, path, body string }{
+		{"Observe: verdicts, judgements, indicators, sightings and relationships (CTIM)", "/observe/observables", demoObservables},
+		{"Deliberate: verdicts only", "/deliberate/observables", demoObservables},
+		{"Refer: search and browse pivots to pulsedive.com", "/refer/observables", demoObservables},
+		{"Health: checks the token and makes one Pulsedive call", "/health", ""},
+	}
+	for _, c := range cmds {
+		fmt.Fprintf(w, "# %s\n", c.comment)
+		fmt.Fprintf(w, "curl -sS -X POST %s \\\n  -H %s", shellQuote(d.base+c.path), shellQuote(auth))
+		if c.body != "" {
+			fmt.Fprintf(w, " \\\n  -H %s \\\n  -d %s", shellQuote("Content-Type: application/json"), shellQuote(c.body))
+		}
+		fmt.Fprint(w, "\n\n")
+	}
+	fmt.Fprintf(w, "# Any other ip, ipv6, domain or url gets made-up synthetic data; pipe to jq . to read.\n")
+	fmt.Fprintf(w, "# Also: curl -sS %s   and   curl -sS %s\n\n", shellQuote(d.base+"/metrics"), shellQuote(d.base+"/readyz"))
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
