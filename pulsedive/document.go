@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Indicator is Pulsedive's answer to info.php?indicator=V, reduced to the
@@ -205,6 +206,14 @@ func (s *flexString) UnmarshalJSON(b []byte) error {
 	case len(b) == 0:
 		return nil
 	case b[0] == '"':
+		// Most strings hold no escape: take them as they are (the decoder
+		// has already checked the JSON), and leave the rest to encoding/json.
+		if len(b) >= 2 && b[len(b)-1] == '"' {
+			if inner := b[1 : len(b)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+				*s = flexString(inner)
+				return nil
+			}
+		}
 		var v string
 		if err := json.Unmarshal(b, &v); err != nil {
 			return err
