@@ -95,3 +95,16 @@ func TestREADMEConfigTable(t *testing.T) {
 		t.Errorf("README configuration table differs from cmd/relay/config.go (-want +got):\n%s", diff)
 	}
 }
+
+func TestMemoryLimit(t *testing.T) {
+	const mib = 1 << 20
+	for _, tt := range []struct{ cache, want int64 }{
+		{64 * mib, 128 * mib}, // the default budget: 64 MiB of room
+		{0, 64 * mib},         // no cache
+		{1024 * mib, 1536 * mib},
+	} {
+		if got := memoryLimit(tt.cache); got != tt.want {
+			t.Errorf("memoryLimit(%d MiB) = %d MiB, want %d MiB", tt.cache/mib, got/mib, tt.want/mib)
+		}
+	}
+}
