@@ -38,15 +38,15 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(out, "DEMO MODE - NOT FOR PRODUCTION") {
 		t.Errorf("stdout lacks the demo banner:\n%s", out)
 	}
-	warned := false
-	for _, line := range strings.Split(p.stderr.String(), "\n") {
-		if strings.Contains(line, "level=WARN") && strings.Contains(line, "DEMO MODE") {
-			warned = true
+	// stderr is read by its own goroutine and may trail stdout: poll it.
+	eventually(t, 10*time.Second, "a WARN line about DEMO MODE on stderr", func() (bool, error) {
+		for _, line := range strings.Split(p.stderr.String(), "\n") {
+			if strings.Contains(line, "level=WARN") && strings.Contains(line, "DEMO MODE") {
+				return true, nil
+			}
 		}
-	}
-	if !warned {
-		t.Errorf("stderr lacks a WARN line about DEMO MODE:\n%s", p.stderr)
-	}
+		return false, fmt.Errorf("stderr so far:\n%s", p.stderr)
+	})
 
 	cmds, err := curlCommands(out)
 	if err != nil {
