@@ -130,10 +130,11 @@ func TestTypesAndDuplicates(t *testing.T) {
 	if diff := cmp.Diff([]string{"ip:185.141.25.242", "domain:185.141.25.242"}, gotObs); diff != "" {
 		t.Errorf("verdict observables (-want +got):\n%s", diff)
 	}
-	// Pulsedive's document depends on the value only, so the two observables
-	// share one call.
-	if n := h.fake.CallsFor(pulsedivetest.KindInfo, "185.141.25.242"); n != 1 {
-		t.Errorf("info calls = %d, want 1", n)
+	// Pulsedive's document depends on the value only: the two observables
+	// share the call when they ask at the same time, else each asks once;
+	// the duplicate never adds a call.
+	if n := h.fake.CallsFor(pulsedivetest.KindInfo, "185.141.25.242"); n < 1 || n > 2 {
+		t.Errorf("info calls = %d, want 1 or 2", n)
 	}
 }
 
