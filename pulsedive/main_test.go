@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.uber.org/goleak"
 
 	"github.com/pulsedive-relay/relay/pulsedive"
@@ -149,43 +150,32 @@ func checkErr(t *testing.T, got, want error) {
 			t.Errorf("error = %v, want none", got)
 		}
 	case *pulsedive.StatusError:
-		var g *pulsedive.StatusError
-		if !errors.As(got, &g) {
-			t.Errorf("error = %v (%T), want %v", got, got, want)
-		} else if diff := cmp.Diff(w, g); diff != "" {
-			t.Errorf("StatusError (-want +got):\n%s", diff)
-		}
+		checkAs(t, got, w)
 	case *pulsedive.APIError:
-		var g *pulsedive.APIError
-		if !errors.As(got, &g) {
-			t.Errorf("error = %v (%T), want %v", got, got, want)
-		} else if diff := cmp.Diff(w, g); diff != "" {
-			t.Errorf("APIError (-want +got):\n%s", diff)
-		}
+		checkAs(t, got, w)
 	case *pulsedive.RateLimitError:
-		var g *pulsedive.RateLimitError
-		if !errors.As(got, &g) {
-			t.Errorf("error = %v (%T), want %v", got, got, want)
-		} else if diff := cmp.Diff(w, g); diff != "" {
-			t.Errorf("RateLimitError (-want +got):\n%s", diff)
-		}
+		checkAs(t, got, w)
 	case *pulsedive.UnavailableError:
-		var g *pulsedive.UnavailableError
-		if !errors.As(got, &g) {
-			t.Errorf("error = %v (%T), want %v", got, got, want)
-		} else if g.Reason != w.Reason {
-			t.Errorf("UnavailableError.Reason = %q, want %q (cause %v)", g.Reason, w.Reason, g.Err)
-		}
+		checkAs(t, got, w, cmpopts.IgnoreFields(pulsedive.UnavailableError{}, "Err"))
 	case *pulsedive.TLSError:
-		var g *pulsedive.TLSError
-		if !errors.As(got, &g) {
-			t.Errorf("error = %v (%T), want %v", got, got, want)
-		} else if g.Reason != w.Reason {
-			t.Errorf("TLSError.Reason = %q, want %q", g.Reason, w.Reason)
-		}
+		checkAs(t, got, w, cmpopts.IgnoreFields(pulsedive.TLSError{}, "Err"))
 	default:
 		if !errors.Is(got, want) {
 			t.Errorf("error = %v (%T), want %v", got, got, want)
 		}
+	}
+}
+
+// checkAs fails the test unless got holds an error of want's type equal to
+// want under opts.
+func checkAs[E error](t *testing.T, got error, want E, opts ...cmp.Option) {
+	t.Helper()
+	var g E
+	if !errors.As(got, &g) {
+		t.Errorf("error = %v (%T), want %v", got, got, want)
+		return
+	}
+	if diff := cmp.Diff(want, g, opts...); diff != "" {
+		t.Errorf("%T (-want +got):\n%s", want, diff)
 	}
 }

@@ -601,11 +601,10 @@ func shellWords(s string) ([]string, error) {
 // child is the relay binary running as a child process with only the
 // environment the test gives it, its stdout and stderr captured.
 type child struct {
+	*watched
 	cmd    *exec.Cmd
 	out    *lineBuffer
 	stderr *lineBuffer
-	exited chan struct{} // closed once the process has exited and err is set
-	err    error
 }
 
 // startChild runs the relay binary with args and env (KEY=VALUE) and
@@ -618,23 +617,9 @@ func startChild(t *testing.T, env []string, args ...string) *child {
 	if cmd.Env == nil {
 		cmd.Env = []string{}
 	}
-	c := &child{cmd: cmd, out: newLineBuffer(), stderr: newLineBuffer(), exited: make(chan struct{})}
+	c := &child{cmd: cmd, out: newLineBuffer(), stderr: newLineBuffer()}
 	cmd.Stdout, cmd.Stderr = c.out, c.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		c.err = cmd.Wait()
-		close(c.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-c.exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-c.exited
-		}
-	})
+	c.watched = startWatched(t, cmd)
 	return c
 }
 

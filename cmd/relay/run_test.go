@@ -230,9 +230,37 @@ func startRelay(t *testing.T, env map[string]string) *relay {
 // process is the relay binary running as a child process.
 type process struct {
 	*relay
-	cmd    *exec.Cmd
+	*watched
+	cmd *exec.Cmd
+}
+
+// watched is a started child process whose exit is recorded.
+type watched struct {
 	exited chan struct{} // closed once the process has exited and err is set
 	err    error         // cmd.Wait's result
+}
+
+// startWatched starts cmd and records its exit. The process is killed when
+// the test ends if it still runs.
+func startWatched(t *testing.T, cmd *exec.Cmd) *watched {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := &watched{exited: make(chan struct{})}
+	go func() {
+		w.err = cmd.Wait()
+		close(w.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-w.exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-w.exited
+		}
+	})
+	return w
 }
 
 // startProcess runs the built relay binary with env (see relayEnv) and
@@ -250,22 +278,7 @@ func startProcess(t *testing.T, env map[string]string) *process {
 	}
 	cmd.Stdout = io.Discard
 	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &process{relay: &relay{logs: logs}, cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.exited
-		}
-	})
+	p := &process{relay: &relay{logs: logs}, watched: startWatched(t, cmd), cmd: cmd}
 
 	select {
 	case <-logs.listening:
