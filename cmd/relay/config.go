@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pulsedive-relay/relay/transport/auth"
 )
 
 // config is the relay's configuration (spec section 7), read from the
@@ -72,7 +74,7 @@ var settings = []setting{
 	{"CACHE_TTL", "1h", "how long a Pulsedive document is fresh", func(c *config, v string) error { return duration(&c.CacheTTL, v, time.Second) }},
 	{"CACHE_NEGATIVE_TTL", "10m", "how long a \"no data\" answer is fresh", func(c *config, v string) error { return duration(&c.NegativeTTL, v, time.Second) }},
 	{"CACHE_STALE_TTL", "24h", "how long an expired document is kept to answer when Pulsedive fails", func(c *config, v string) error { return duration(&c.StaleTTL, v, 0) }},
-	{"RELAY_JWKS_HOSTS", "visibility.amp.cisco.com,visibility.eu.amp.cisco.com,visibility.apjc.amp.cisco.com", "allow-list of jwks_host values (host[:port], comma-separated)", func(c *config, v string) error { return hostList(&c.JWKSHosts, v) }},
+	{"RELAY_JWKS_HOSTS", strings.Join(auth.DefaultJWKSHosts(), ","), "allow-list of jwks_host values (host[:port], comma-separated)", func(c *config, v string) error { return hostList(&c.JWKSHosts, v) }},
 	{"RELAY_AUDIENCE", "", "accepted token audiences, comma-separated; empty: the request's own root URL", func(c *config, v string) error { c.Audiences = list(v); return nil }},
 	{"CTR_ENTITIES_LIMIT", "100", "entities per observable when the token sets none", func(c *config, v string) error { return integer(&c.EntitiesLimit, v, 1, 1_000_000) }},
 	{"RELAY_DRAIN_DELAY", "5s", "on SIGTERM, how long /readyz answers 503 before the listener closes", func(c *config, v string) error { return duration(&c.DrainDelay, v, 0) }},
@@ -188,8 +190,7 @@ func hostList(dst *[]string, v string) error {
 		return errors.New("must name at least one host")
 	}
 	for _, h := range hosts {
-		u, err := url.Parse("https://" + h)
-		if err != nil || u.Host != h || u.User != nil || u.Path != "" || strings.ContainsAny(h, "@/?# ") {
+		if !auth.ValidJWKSHost(h) {
 			return fmt.Errorf("%q is not a host or host:port", h)
 		}
 	}

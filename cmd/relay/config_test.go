@@ -108,3 +108,20 @@ func TestMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestJWKSHostsAgreeWithAuth: every allow-list the configuration accepts,
+// the authenticator accepts too, so a bad entry is reported naming
+// RELAY_JWKS_HOSTS at start-up rather than failing later without it.
+func TestJWKSHostsAgreeWithAuth(t *testing.T) {
+	for _, v := range []string{"a.example:99999", "a.example:0", "user@a.example", "a.example/x", "[::1", "-a.example"} {
+		_, err := loadConfig(func(k string) string {
+			if k == "RELAY_JWKS_HOSTS" {
+				return v
+			}
+			return ""
+		})
+		if err == nil || !strings.Contains(err.Error(), "RELAY_JWKS_HOSTS") {
+			t.Errorf("RELAY_JWKS_HOSTS=%q: error %v, want one naming the variable", v, err)
+		}
+	}
+}

@@ -63,6 +63,15 @@ func fail(reason string) *Error { return &Error{Reason: reason} }
 
 func failBecause(reason string, cause error) *Error { return &Error{Reason: reason, cause: cause} }
 
+// ValidJWKSHost reports whether h is a bare host or host:port (no scheme,
+// path, userinfo or bad port), the form Config.JWKSHosts entries and a
+// token's jwks_host must have. Callers validating configuration use it so
+// that what they accept, New accepts.
+func ValidJWKSHost(h string) bool {
+	_, ok := normalizeHost(h)
+	return ok
+}
+
 // DefaultJWKSHosts are the Threat Response regions, the allow-list when
 // Config.JWKSHosts is empty.
 func DefaultJWKSHosts() []string {
