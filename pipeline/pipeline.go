@@ -213,15 +213,16 @@ func (p *Pipeline) run(ctx context.Context, req Request, task func(context.Conte
 	defer cancel()
 	obs := dedupe(req.Observables)
 	outs := make([]outcome, len(obs))
+	for _, o := range obs {
+		p.obs.Observable(o.Type)
+	}
 	if len(obs) == 1 { // the common single lookup needs no goroutine
-		p.obs.Observable(obs[0].Type)
 		outs[0] = task(ctx, req, obs[0])
 		return outs
 	}
 	var g errgroup.Group
 	g.SetLimit(p.cfg.Workers)
 	for i, o := range obs {
-		p.obs.Observable(o.Type)
 		g.Go(func() error {
 			outs[i] = task(ctx, req, o)
 			return nil
