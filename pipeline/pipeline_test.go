@@ -147,9 +147,18 @@ func TestOrderKeptUnderConcurrency(t *testing.T) {
 	}
 }
 
+// TestWorkersBoundConcurrency holds every call until as many are in
+// flight as the bound allows (or as remain), then lets the oldest go: a
+// pool without the bound would pile up far more calls at once.
 func TestWorkersBoundConcurrency(t *testing.T) {
+	const workers, observables = 3, 40
+	type held struct {
+		kind    string
+		release chan struct{}
+	}
+	arrived := make(chan held)
 	var inFlight, peak atomic.Int32
-	f := &fakeFetcher{gate: func(context.Context, string, string) {
+	f := &fakeFetcher{gate: func(_ context.Context, kind, _ string) {
 		n := inFlight.Add(1)
 		for {
 			p := peak.Load()
@@ -157,12 +166,37 @@ func TestWorkersBoundConcurrency(t *testing.T) {
 				break
 			}
 		}
+		h := held{kind: kind, release: make(chan struct{})}
+		arrived <- h
+		<-h.release
 		inFlight.Add(-1)
 	}}
-	p := newPipeline(t, f, nil, func(c *Config) { c.Workers = 3 })
-	p.Observe(context.Background(), Request{Observables: domains(40, "w"), EntitiesLimit: 100})
-	if got := peak.Load(); got > 3 {
-		t.Errorf("peak concurrent calls = %d, want at most Workers = 3", got)
+	p := newPipeline(t, f, nil, func(c *Config) { c.Workers = workers })
+	done := make(chan Result)
+	go func() { done <- p.Observe(context.Background(), Request{Observables: domains(observables, "w"), EntitiesLimit: 100}) }()
+
+	// Each observable makes an info call, then a links call; it is finished
+	// when its links call is released.
+	var queue []held
+	for finished := 0; finished < observables; {
+		queue = append(queue, <-arrived)
+		for len(queue) > 0 && len(queue) >= min(workers, observables-finished) {
+			h := queue[0]
+			queue = queue[1:]
+			if h.kind == pulsedive.KindLinks {
+				finished++
+			}
+			close(h.release)
+		}
+	}
+	if res := <-done; len(res.Bundle.Verdicts) != observables {
+		t.Errorf("%d verdicts, want %d", len(res.Bundle.Verdicts), observables)
+	}
+	if got := peak.Load(); got > workers {
+		t.Errorf("peak concurrent calls = %d, want at most Workers = %d", got, workers)
+	}
+	if got := peak.Load(); got < workers {
+		t.Errorf("peak concurrent calls = %d: the test never filled the pool", got)
 	}
 }
 

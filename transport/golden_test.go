@@ -259,7 +259,9 @@ func concatenate(t *testing.T, endpoint string, singles []map[string]any) map[st
 	return out
 }
 
-func TestGoldenFilesAreJSONWithData(t *testing.T) {
+// TestExpectedFilesPresent guards the copy of the expected answers against
+// a file going missing, which would silently shrink the golden tests.
+func TestExpectedFilesPresent(t *testing.T) {
 	entries, err := os.ReadDir(expectedDir)
 	if err != nil {
 		t.Fatal(err)
