@@ -173,7 +173,9 @@ func TestWorkersBoundConcurrency(t *testing.T) {
 	}}
 	p := newPipeline(t, f, nil, func(c *Config) { c.Workers = workers })
 	done := make(chan Result)
-	go func() { done <- p.Observe(context.Background(), Request{Observables: domains(observables, "w"), EntitiesLimit: 100}) }()
+	go func() {
+		done <- p.Observe(context.Background(), Request{Observables: domains(observables, "w"), EntitiesLimit: 100})
+	}()
 
 	// Each observable makes an info call, then a links call; it is finished
 	// when its links call is released.
