@@ -1,5 +1,5 @@
 # Build a static relay binary, then ship it alone in a minimal, non-root image.
-FROM golang:1.26-bookworm AS build
+FROM golang:1.27.3-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -2,6 +2,8 @@ module github.com/pulsedive-relay/relay
 
 go 1.26.0
 
+toolchain go1.27.3
+
 require (
 	github.com/dgraph-io/ristretto/v2 v2.4.2
 	github.com/golang-jwt/jwt/v5 v5.3.1
