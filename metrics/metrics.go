@@ -69,6 +69,7 @@ type Metrics struct {
 	panics            *prometheus.CounterVec
 	breakerState      prometheus.Gauge
 	buildInfo         *prometheus.GaugeVec
+	authFailures      *prometheus.CounterVec // see AuthFailure
 }
 
 // New creates the relay's metric families and registers them, with the Go
@@ -92,6 +93,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		version = "unknown"
 	}
 	m := &Metrics{
+		authFailures: newAuthFailures(),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "http_requests_total",
@@ -169,6 +171,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		m.pulsediveRequests, m.pulsediveDuration, m.pulsediveInFlight,
 		m.cacheRequests, m.limiterWait, m.observables, m.jwksFetches,
 		m.sharedCalls, m.panics, m.breakerState, m.buildInfo,
+		m.authFailures,
 	}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
@@ -201,6 +204,9 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	}
 	for _, outcome := range jwksOutcomes() {
 		m.jwksFetches.WithLabelValues(outcome)
+	}
+	for _, reason := range authFailureReasons() {
+		m.authFailures.WithLabelValues(reason)
 	}
 	return m, nil
 }
@@ -400,6 +406,47 @@ func jwksOutcomeLabel(outcome string) string {
 	switch outcome {
 	case "ok", "error":
 		return outcome
+	}
+	return other
+}
+
+// Refused configuration tokens (transport/auth), by kind of refusal. Kept
+// in one block: the family, its method and its label set.
+
+func newAuthFailures() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "auth_failures_total",
+		Help:      "Configuration tokens refused, by reason; jwks_unavailable is an allow-listed JWKS host whose keys could not be had (a login outage), jwks_host_not_allowed a host outside the allow-list.",
+	}, []string{"reason"})
+}
+
+// AuthFailure counts one refused configuration token. reason is one of
+// auth.FailureKinds (missing_header, wrong_type, wrong_structure,
+// missing_jwks_host, jwks_host_not_allowed, jwks_unavailable, wrong_key,
+// kid_not_found, expired, not_yet_valid, wrong_audience, wrong_payload);
+// other values are counted as "other".
+func (m *Metrics) AuthFailure(reason string) {
+	if m == nil {
+		return
+	}
+	m.authFailures.WithLabelValues(authFailureReasonLabel(reason)).Inc()
+}
+
+func authFailureReasons() []string {
+	return []string{
+		"missing_header", "wrong_type", "wrong_structure", "missing_jwks_host",
+		"jwks_host_not_allowed", "jwks_unavailable", "wrong_key", "kid_not_found",
+		"expired", "not_yet_valid", "wrong_audience", "wrong_payload",
+	}
+}
+
+func authFailureReasonLabel(reason string) string {
+	switch reason {
+	case "missing_header", "wrong_type", "wrong_structure", "missing_jwks_host",
+		"jwks_host_not_allowed", "jwks_unavailable", "wrong_key", "kid_not_found",
+		"expired", "not_yet_valid", "wrong_audience", "wrong_payload":
+		return reason
 	}
 	return other
 }

@@ -43,7 +43,8 @@ var (
 		SharedCall(kind string)
 		BreakerState(state int)
 	} = (*metrics.Metrics)(nil)
-	_ interface{ JWKSFetch(outcome string) } = (*metrics.Metrics)(nil)
+	_ interface{ JWKSFetch(outcome string) }  = (*metrics.Metrics)(nil)
+	_ interface{ AuthFailure(reason string) } = (*metrics.Metrics)(nil)
 )
 
 // newMetrics returns Metrics registered on a fresh pedantic registry, which
@@ -142,6 +143,7 @@ func TestFamilies(t *testing.T) {
 		"pulsedive_relay_limiter_wait_seconds":               "HISTOGRAM",
 		"pulsedive_relay_observables_total":                  "COUNTER",
 		"pulsedive_relay_jwks_fetches_total":                 "COUNTER",
+		"pulsedive_relay_auth_failures_total":                "COUNTER",
 		"pulsedive_relay_shared_calls_total":                 "COUNTER",
 		"pulsedive_relay_panics_total":                       "COUNTER",
 		"pulsedive_relay_breaker_state":                      "GAUGE",
@@ -172,6 +174,7 @@ func TestLint(t *testing.T) {
 	m.CacheLookup("info", "hit")
 	m.Observable("ip")
 	m.JWKSFetch("ok")
+	m.AuthFailure("wrong_audience")
 	m.SharedCall("info")
 	m.PanicRecovered("/observe/observables")
 	m.BreakerState(1)
@@ -225,6 +228,7 @@ func TestPreinitialised(t *testing.T) {
 		{"pulsedive_relay_shared_calls_total", zeros("kind=info", "kind=links")},
 		{"pulsedive_relay_observables_total", zeros("type=ip", "type=ipv6", "type=domain", "type=url")},
 		{"pulsedive_relay_jwks_fetches_total", zeros("outcome=ok", "outcome=error")},
+		{"pulsedive_relay_auth_failures_total", zeros(authReasonKeys...)},
 		{"pulsedive_relay_panics_total", zeros(routeKeys...)},
 		{"pulsedive_relay_http_request_duration_seconds", zeros(routeKeys...)},
 		{"pulsedive_relay_http_requests_total", zeros()},
@@ -422,6 +426,17 @@ func TestRecording(t *testing.T) {
 			want:   map[string]float64{"outcome=ok": 1, "outcome=error": 2, "outcome=other": 1},
 		},
 		{
+			name: "auth failures",
+			record: func(m *metrics.Metrics) {
+				m.AuthFailure("jwks_unavailable")
+				m.AuthFailure("jwks_unavailable")
+				m.AuthFailure("wrong_audience")
+				m.AuthFailure("Wrong configuration-token-audience")
+			},
+			family: "pulsedive_relay_auth_failures_total",
+			want:   map[string]float64{"reason=jwks_unavailable": 2, "reason=wrong_audience": 1, "reason=other": 1},
+		},
+		{
 			name: "shared calls",
 			record: func(m *metrics.Metrics) {
 				m.SharedCall("info")
@@ -594,6 +609,7 @@ func TestNilMetricsDiscards(t *testing.T) {
 	m.CacheLookup("info", "hit")
 	m.Observable("ip")
 	m.JWKSFetch("ok")
+	m.AuthFailure("expired")
 	m.SharedCall("info")
 	m.PanicRecovered("/version")
 	m.BreakerState(2)
@@ -640,6 +656,7 @@ func allowedLabelValues(name, value string) bool {
 			"unavailable", "bad_answer", "refused", "breaker_open", "error", "other"},
 		"result": {"hit", "miss", "stale", "other"},
 		"type":   {"ip", "ipv6", "domain", "url", "other"},
+		"reason": append(authReasons(), "other"),
 	}
 	if name == "code" {
 		n, err := strconv.Atoi(value)
@@ -672,6 +689,7 @@ func FuzzLabelsStayBounded(f *testing.F) {
 		m.CacheLookup(s, s)
 		m.Observable(s)
 		m.JWKSFetch(s)
+		m.AuthFailure(s)
 		m.SharedCall(s)
 		m.PanicRecovered(s)
 
@@ -693,3 +711,21 @@ func FuzzLabelsStayBounded(f *testing.F) {
 		}
 	})
 }
+
+// authReasons are the kinds of refused token (auth.FailureKinds; the auth
+// package's tests hold the two lists equal).
+func authReasons() []string {
+	return []string{
+		"missing_header", "wrong_type", "wrong_structure", "missing_jwks_host",
+		"jwks_host_not_allowed", "jwks_unavailable", "wrong_key", "kid_not_found",
+		"expired", "not_yet_valid", "wrong_audience", "wrong_payload",
+	}
+}
+
+var authReasonKeys = func() []string {
+	var out []string
+	for _, r := range authReasons() {
+		out = append(out, "reason="+r)
+	}
+	return out
+}()

@@ -260,7 +260,8 @@ func TestNoDemoFromEnvironment(t *testing.T) {
 
 		// A token from a loopback JWKS server, the demo's kind of issuer,
 		// is refused without a fetch: the allow-list is production's.
-		issuer, err := authtest.NewIssuer("not-demo")
+		// (Its kid is logged with the refusal: it must not say "demo".)
+		issuer, err := authtest.NewIssuer("loopback-issuer")
 		if err != nil {
 			t.Fatal(err)
 		}

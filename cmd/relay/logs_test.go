@@ -24,6 +24,10 @@ const logsKey = "LKs3cr3tLK/+&key=v?q#f%2F d=é\"'"
 // TestLogsHoldNoSecrets runs a whole session at LOG_LEVEL=debug, auth
 // successes and failures and every kind of Pulsedive failure, and looks for
 // the API key and the tokens in everything the relay wrote and answered.
+// Each refused token must have a line naming its cause: the expected
+// audience for a wrong one, the TLS failure for a JWKS host whose CA the
+// relay does not trust (the built binary, as deployed without its private
+// CA in SSL_CERT_FILE).
 func TestLogsHoldNoSecrets(t *testing.T) {
 	fake := startFake(t, pulsedivetest.Config{})
 	fake.SetFault("server-error.example", pulsedivetest.Fault{Status: http.StatusInternalServerError, Message: "Internal error."})
@@ -41,6 +45,21 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	// A second relay whose Pulsedive refuses connections: the error that
 	// carries the request URL, key included, in net/http.
 	dead := startRelay(t, relayEnv("http://"+freePort(t)+"/api/", map[string]string{"LOG_LEVEL": "debug"}))
+	// A JWKS host with a self-signed certificate no CA of the relay's
+	// signed.
+	doc, err := shared.key.JWKS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	untrustedJWKS, err := authtest.NewJWKSServer(authtest.ServerConfig{JWKS: doc, OwnCertificate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(untrustedJWKS.Close)
+	untrusted := startProcess(t, relayEnv(fake.URL(), map[string]string{
+		"LOG_LEVEL":        "debug",
+		"RELAY_JWKS_HOSTS": untrustedJWKS.Host(),
+	}))
 
 	c := newClient(t)
 	tok := r.token(t, logsKey)
@@ -64,6 +83,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		"expired":        mint(shared.key, authtest.Claims(shared.jwks.Host(), r.URL(), logsKey, now.Add(-2*time.Hour), time.Hour)),
 		"wrong audience": mint(shared.key, authtest.Claims(shared.jwks.Host(), "https://elsewhere.example", logsKey, now, time.Hour)),
 		"dead relay":     dead.token(t, logsKey),
+		"untrusted JWKS": mint(shared.key, authtest.Claims(untrustedJWKS.Host(), untrusted.URL(), logsKey, now, time.Hour)),
 	}
 
 	type step struct {
@@ -96,6 +116,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		{"paused key", r, request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + tok, body: obs("domain", "many-factors.example")}, "too many requests"},
 		{"connection refused", dead, request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + tokens["dead relay"], body: obs("domain", "parkingcrew.net")}, "service unavailable"},
 		{"health, connection refused", dead, request{method: http.MethodPost, path: "/health", auth: "Bearer " + tokens["dead relay"]}, "service unavailable"},
+		{"untrusted JWKS CA", untrusted.relay, request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + tokens["untrusted JWKS"], body: obs("domain", "parkingcrew.net")}, "authorization error"},
 	}
 
 	var secrets []secret
@@ -122,7 +143,46 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		t.Fatal("the fake saw no call: the session exercised nothing")
 	}
 
-	for name, rl := range map[string]*relay{"relay": r, "relay with dead Pulsedive": dead} {
+	// Every refusal has its line, naming the cause. The child's stderr
+	// arrives through a pipe: wait for the lines.
+	refusals := []struct {
+		name   string
+		rl     *relay
+		fields map[string]string // each value is a substring of the field
+	}{
+		{"no token", r, map[string]string{"msg": "token refused", "reason": "missing_header"}},
+		{"wrong scheme", r, map[string]string{"msg": "token refused", "reason": "wrong_type", "detail": "not Bearer"}},
+		{"tampered", r, map[string]string{"msg": "token refused", "reason": "wrong_key", "detail": "signature"}},
+		{"unknown kid", r, map[string]string{"msg": "token refused", "reason": "kid_not_found", "kid": "not-in-the-jwks", "known_kids": shared.key.ID}},
+		{"expired", r, map[string]string{"msg": "token refused", "reason": "expired", "exp": now.Add(-time.Hour).UTC().Format("2006-01-02T15:04")}},
+		{"wrong audience", r, map[string]string{
+			"msg": "token refused", "level": "WARN", "reason": "wrong_audience",
+			"message": "Authorization failed: Wrong configuration-token-audience",
+			"aud":     "https://elsewhere.example", "expected_audiences": `["` + r.URL() + `"]`}},
+		{"untrusted JWKS CA", untrusted.relay, map[string]string{
+			"msg": "token refused", "level": "WARN", "reason": "jwks_unavailable",
+			"message":   "Authorization failed: Wrong jwks_host in JWT payload",
+			"jwks_host": untrustedJWKS.Host(), "fetch_error": "tls_unknown_authority",
+			"cause": "x509: certificate signed by unknown authority"}},
+		{"untrusted JWKS CA, the fetch", untrusted.relay, map[string]string{
+			"msg": "JWKS fetch failed", "level": "WARN", "jwks_host": untrustedJWKS.Host(),
+			"fetch_error": "tls_unknown_authority", "cause": "x509: certificate signed by unknown authority"}},
+	}
+	for _, want := range refusals {
+		eventually(t, 5*time.Second, want.name+" log line", func() (bool, error) {
+			return slices.ContainsFunc(want.rl.logs.lines(), func(line string) bool {
+				f := logFields(line)
+				for k, v := range want.fields {
+					if !strings.Contains(f[k], v) {
+						return false
+					}
+				}
+				return true
+			}), nil
+		})
+	}
+
+	for name, rl := range map[string]*relay{"relay": r, "relay with dead Pulsedive": dead, "relay with untrusted JWKS": untrusted.relay} {
 		logs := rl.logs.String()
 		if !strings.Contains(logs, `"msg":"request"`) {
 			t.Errorf("%s: no access line in the logs:\n%s", name, logs)
@@ -140,7 +200,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		}
 	}
 	if t.Failed() {
-		t.Logf("relay logs:\n%s\nrelay with dead Pulsedive, logs:\n%s", r.logs, dead.logs)
+		t.Logf("relay logs:\n%s\nrelay with dead Pulsedive, logs:\n%s\nrelay with untrusted JWKS, logs:\n%s", r.logs, dead.logs, untrusted.logs)
 	}
 }
 

@@ -48,6 +48,7 @@ var relayFamilies = map[string]dto.MetricType{
 	"pulsedive_relay_limiter_wait_seconds":               dto.MetricType_HISTOGRAM,
 	"pulsedive_relay_observables_total":                  dto.MetricType_COUNTER,
 	"pulsedive_relay_jwks_fetches_total":                 dto.MetricType_COUNTER,
+	"pulsedive_relay_auth_failures_total":                dto.MetricType_COUNTER,
 	"pulsedive_relay_shared_calls_total":                 dto.MetricType_COUNTER,
 	"pulsedive_relay_panics_total":                       dto.MetricType_COUNTER,
 	"pulsedive_relay_breaker_state":                      dto.MetricType_GAUGE,
@@ -189,6 +190,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 			`pulsedive_relay_pulsedive_request_duration_seconds_count{kind="health"}`:                     1,
 			`pulsedive_relay_limiter_wait_seconds_count`:                                                  infoCalls + linksCalls + 1,
 			`pulsedive_relay_jwks_fetches_total{outcome="ok"}`:                                            1,
+			`pulsedive_relay_auth_failures_total{reason="missing_header"}`:                                1,
 			`pulsedive_relay_build_info{goversion="` + runtime.Version() + `",version="` + version + `"}`: 1,
 		}
 		if diff := cmp.Diff(want, got); diff != "" {

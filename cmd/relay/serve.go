@@ -139,6 +139,7 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		HTTPClient:           d.jwksClient,
 		DefaultEntitiesLimit: cfg.EntitiesLimit,
 		Observer:             m,
+		Logger:               log,
 	})
 	if err != nil {
 		closeCache()

@@ -1,12 +1,15 @@
 // Package auth verifies Threat Response configuration tokens (spec section 3
 // and the authorization rows of section 2): an RS256 JWT whose keys are
 // fetched from an allow-listed jwks_host, cached, and whose verified payload
-// carries the caller's Pulsedive key.
+// carries the caller's Pulsedive key. Every refusal is logged with its real
+// cause and counted by a bounded reason; the caller reads only the
+// contract's message.
 package auth
 
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -49,9 +52,19 @@ func Reasons() []string {
 // Unwrap returns the cause when there is one worth logging (a JWKS fetch
 // that failed, say); the cause names the jwks_host but never the token or
 // the key. Compare errors by Reason.
+//
+// The Authenticator logs every Error it returns, with what the contract's
+// message leaves out; callers need not log it again.
 type Error struct {
 	Reason string
 	cause  error
+	// kind is the bounded name of the refusal for logs and metrics (one of
+	// FailureKinds); it splits ReasonWrongJWKSHost into a host outside the
+	// allow-list and a host whose keys could not be had.
+	kind string
+	// attrs are the details of the log line beyond the reason, the host and
+	// the kid: never the token, its signature or the key.
+	attrs []slog.Attr
 }
 
 func (e *Error) Error() string { return "Authorization failed: " + e.Reason }
@@ -59,9 +72,9 @@ func (e *Error) Error() string { return "Authorization failed: " + e.Reason }
 // Unwrap returns the underlying cause, or nil.
 func (e *Error) Unwrap() error { return e.cause }
 
-func fail(reason string) *Error { return &Error{Reason: reason} }
-
-func failBecause(reason string, cause error) *Error { return &Error{Reason: reason, cause: cause} }
+func fail(reason string, attrs ...slog.Attr) *Error {
+	return &Error{Reason: reason, kind: kindOf(reason), attrs: attrs}
+}
 
 // ValidJWKSHost reports whether h is a bare host or host:port (no scheme,
 // path, userinfo or bad port), the form Config.JWKSHosts entries and a
@@ -86,6 +99,8 @@ func DefaultJWKSHosts() []string {
 const (
 	DefaultJWKSTTL         = 10 * time.Minute
 	DefaultRefreshInterval = 30 * time.Second
+	DefaultMaxKeyAge       = 24 * time.Hour
+	DefaultRefusalLogEvery = time.Minute
 	DefaultFetchTimeout    = 5 * time.Second
 	DefaultEntitiesLimit   = 100
 	DefaultTokenCacheSize  = 4096
@@ -116,10 +131,18 @@ type Config struct {
 	// Redirects are never followed, whichever client is given: a 3xx
 	// answer is a failed fetch.
 	HTTPClient *http.Client
-	// JWKSTTL is how long a host's JWKS is cached. Default 10m.
+	// JWKSTTL is how long a host's JWKS is used before it is fetched
+	// again. Default 10m.
 	JWKSTTL time.Duration
-	// RefreshInterval: an unknown kid refreshes a host's JWKS at most once
-	// per interval, counted from the host's last fetch. Default 30s.
+	// MaxKeyAge is how long, counted from the last successful fetch, a
+	// host's keys keep verifying while every refetch fails (host down, TLS
+	// failure, HTTP error, a document that is not a JWKS). Past it the host
+	// has no keys and its tokens are refused as "Wrong jwks_host". Default
+	// 24h; a value below JWKSTTL counts as JWKSTTL.
+	MaxKeyAge time.Duration
+	// RefreshInterval bounds the fetches of one host: at most one per
+	// interval, counted from the start of the host's last fetch, whether an
+	// unknown kid asks for it or the last fetch failed. Default 30s.
 	RefreshInterval time.Duration
 	// FetchTimeout bounds one JWKS fetch, on top of the client's own
 	// timeout. Default 5s.
@@ -133,16 +156,33 @@ type Config struct {
 	// MaxTokenBytes: a longer token is "Wrong JWT structure". Default
 	// 16 KiB.
 	MaxTokenBytes int
-	// Now is the clock for exp, nbf and the caches. Default time.Now.
+	// Now is the clock for exp, nbf, the caches and the log rate limit.
+	// Default time.Now.
 	Now func() time.Time
-	// Observer counts JWKS fetches; may be nil.
+	// Observer counts JWKS fetches and refusals; may be nil.
 	Observer Observer
+	// Logger receives a line for every refused token and every failed JWKS
+	// fetch; nil discards them. Refusals are logged at warn level once per
+	// RefusalLogEvery for each kind of refusal, cause and allow-listed
+	// host, the next warn line counting those left out; every other refusal
+	// is logged at debug level. No line holds the token, its signature or
+	// the Pulsedive key.
+	Logger *slog.Logger
+	// RefusalLogEvery is the window of the warn-level rate limit above.
+	// Default 1m.
+	RefusalLogEvery time.Duration
 }
 
 // Observer is told the outcome of every JWKS fetch that reached for the
-// network: "ok", or "error" (unreachable, timeout, non-2xx, redirect, too
-// large, not a JWKS). The set is bounded; the host is never passed.
-type Observer interface{ JWKSFetch(outcome string) }
+// network and the kind of every refusal. Both sets are bounded; the host,
+// the token and the key are never passed.
+type Observer interface {
+	// JWKSFetch: "ok", or "error" (unreachable, timeout, non-2xx,
+	// redirect, too large, not a JWKS).
+	JWKSFetch(outcome string)
+	// AuthFailure: one of FailureKinds.
+	AuthFailure(kind string)
+}
 
 // Claims is what a verified token grants.
 type Claims struct {
@@ -160,12 +200,15 @@ type Authenticator struct {
 	audiences       []string
 	client          *http.Client
 	jwksTTL         time.Duration
+	maxKeyAge       time.Duration
 	refreshInterval time.Duration
 	fetchTimeout    time.Duration
 	defaultLimit    int
 	maxTokenBytes   int
 	now             func() time.Time
 	observer        Observer
+	log             *slog.Logger
+	refusals        *refusalLog
 	validator       *jwt.Validator
 
 	keys   *keyCache
@@ -180,19 +223,24 @@ func New(cfg Config) (*Authenticator, error) {
 	a := &Authenticator{
 		hosts:           map[string]bool{},
 		jwksTTL:         orDuration(cfg.JWKSTTL, DefaultJWKSTTL),
+		maxKeyAge:       orDuration(cfg.MaxKeyAge, DefaultMaxKeyAge),
 		refreshInterval: orDuration(cfg.RefreshInterval, DefaultRefreshInterval),
 		fetchTimeout:    orDuration(cfg.FetchTimeout, DefaultFetchTimeout),
 		defaultLimit:    orInt(cfg.DefaultEntitiesLimit, DefaultEntitiesLimit),
 		maxTokenBytes:   orInt(cfg.MaxTokenBytes, DefaultMaxTokenBytes),
 		now:             cfg.Now,
 		observer:        cfg.Observer,
+		log:             cfg.Logger,
 		keys:            &keyCache{hosts: map[string]*hostKeys{}},
 	}
 	var errs []error
 	for _, d := range []struct {
 		name string
 		d    time.Duration
-	}{{"JWKSTTL", cfg.JWKSTTL}, {"RefreshInterval", cfg.RefreshInterval}, {"FetchTimeout", cfg.FetchTimeout}} {
+	}{
+		{"JWKSTTL", cfg.JWKSTTL}, {"MaxKeyAge", cfg.MaxKeyAge}, {"RefreshInterval", cfg.RefreshInterval},
+		{"FetchTimeout", cfg.FetchTimeout}, {"RefusalLogEvery", cfg.RefusalLogEvery},
+	} {
 		if d.d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.d))
 		}
@@ -230,6 +278,11 @@ func New(cfg Config) (*Authenticator, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	a.maxKeyAge = max(a.maxKeyAge, a.jwksTTL)
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.refusals = newRefusalLog(orDuration(cfg.RefusalLogEvery, DefaultRefusalLogEvery))
 	if cfg.HTTPClient != nil {
 		c := *cfg.HTTPClient
 		a.client = &c
@@ -267,18 +320,31 @@ func orInt(n, def int) int {
 //
 // A JWKS fetch is shared by every request that needs the same host at the
 // same time and is not cancelled when r's context ends, so Authenticate can
-// block up to FetchTimeout after r is cancelled.
+// block up to FetchTimeout after r is cancelled. While a host fails, its
+// last good keys keep verifying up to MaxKeyAge, and it is asked again at
+// most once per RefreshInterval.
 //
 // A token verified before, for the same accepted audiences, is answered
-// from a cache without a signature check until its exp or JWKSTTL after
-// it was verified, whichever comes first.
+// from a cache without a signature check until its exp, JWKSTTL after it
+// was verified, or the end of its key's MaxKeyAge, whichever comes first.
+//
+// Every refusal is logged (see Config.Logger) and counted by the Observer.
 func (a *Authenticator) Authenticate(r *http.Request) (Claims, error) {
+	var sc scene
+	c, err := a.authenticate(r, &sc)
+	if err != nil {
+		a.refused(r.Context(), err, &sc)
+	}
+	return c, err
+}
+
+func (a *Authenticator) authenticate(r *http.Request, sc *scene) (Claims, error) {
 	raw, err := bearerToken(r)
 	if err != nil {
 		return Claims{}, err
 	}
 	if len(raw) > a.maxTokenBytes {
-		return Claims{}, fail(ReasonWrongStructure)
+		return Claims{}, fail(ReasonWrongStructure, detail(fmt.Sprintf("token of %d bytes, over the %d-byte limit", len(raw), a.maxTokenBytes)))
 	}
 	auds := a.audiences
 	if len(auds) == 0 {
@@ -294,7 +360,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (Claims, error) {
 		}
 	}
 
-	c, until, err := a.verify(r, raw, auds)
+	c, until, err := a.verify(r, raw, auds, sc)
 	if err != nil {
 		return Claims{}, err
 	}
@@ -311,21 +377,23 @@ func (a *Authenticator) Authenticate(r *http.Request) (Claims, error) {
 // Python's str.split() would, and checks the scheme. More than one
 // Authorization header is ambiguous and refused as the wrong type.
 func bearerToken(r *http.Request) (string, error) {
+	// The details never quote the header: a token sent without its scheme
+	// is its first word.
 	values := r.Header.Values("Authorization")
 	switch len(values) {
 	case 0:
 		return "", fail(ReasonMissingHeader)
 	case 1:
 	default:
-		return "", fail(ReasonWrongType)
+		return "", fail(ReasonWrongType, detail(fmt.Sprintf("%d Authorization headers", len(values))))
 	}
 	scheme, rest := nextWord(values[0])
 	token, rest := nextWord(rest)
 	if extra, _ := nextWord(rest); token == "" || extra != "" {
-		return "", fail(ReasonWrongType)
+		return "", fail(ReasonWrongType, detail("the header is not two words"))
 	}
 	if !strings.EqualFold(scheme, "Bearer") {
-		return "", fail(ReasonWrongType)
+		return "", fail(ReasonWrongType, detail("the scheme is not Bearer"))
 	}
 	return token, nil
 }

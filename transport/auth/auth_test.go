@@ -303,6 +303,24 @@ func TestAuthenticate(t *testing.T) {
 					t.Errorf("error %q carries the key or the token", msg)
 				}
 			}
+			// One log line per refusal, none for a success, and never a
+			// secret in them.
+			wantLines := map[string]int{}
+			if err != nil {
+				wantLines["WARN"] = 1
+			}
+			if diff := cmp.Diff(wantLines, f.logs.levels(t, "token refused")); diff != "" {
+				t.Errorf("\"token refused\" lines by level (-want +got):\n%s", diff)
+			}
+			for _, v := range r.Header.Values("Authorization") {
+				for _, word := range strings.Fields(v) {
+					for _, secret := range secretsOf(word) {
+						if strings.Contains(f.logs.text(), secret) {
+							t.Errorf("the log holds %q:\n%s", secret, f.logs.text())
+						}
+					}
+				}
+			}
 		})
 	}
 }
@@ -422,6 +440,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		{name: "inner space", cfg: auth.Config{JWKSHosts: []string{"jwks example"}}, wantErr: `auth config: JWKS host "jwks example" is not a bare host[:port]`},
 		{name: "empty audience", cfg: auth.Config{Audiences: []string{"https://relay.example", " "}}, wantErr: "auth config: empty audience"},
 		{name: "negative TTL", cfg: auth.Config{JWKSTTL: -time.Second}, wantErr: "auth config: JWKSTTL -1s is negative"},
+		{name: "negative max key age", cfg: auth.Config{MaxKeyAge: -time.Second}, wantErr: "auth config: MaxKeyAge -1s is negative"},
+		{name: "negative refusal log window", cfg: auth.Config{RefusalLogEvery: -time.Second}, wantErr: "auth config: RefusalLogEvery -1s is negative"},
 		{name: "negative refresh interval", cfg: auth.Config{RefreshInterval: -time.Second}, wantErr: "auth config: RefreshInterval -1s is negative"},
 		{name: "negative fetch timeout", cfg: auth.Config{FetchTimeout: -time.Second}, wantErr: "auth config: FetchTimeout -1s is negative"},
 		{name: "negative default limit", cfg: auth.Config{DefaultEntitiesLimit: -1}, wantErr: "auth config: DefaultEntitiesLimit -1 is negative"},

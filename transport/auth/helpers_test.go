@@ -1,14 +1,18 @@
 package auth_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -73,10 +77,26 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// countingObserver records JWKS fetch outcomes.
+// countingObserver records JWKS fetch outcomes and refusals.
 type countingObserver struct {
 	mu       sync.Mutex
 	outcomes map[string]int
+	failures map[string]int
+}
+
+func (o *countingObserver) AuthFailure(kind string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.failures == nil {
+		o.failures = map[string]int{}
+	}
+	o.failures[kind]++
+}
+
+func (o *countingObserver) refusals() map[string]int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.failures)
 }
 
 func (o *countingObserver) JWKSFetch(outcome string) {
@@ -96,8 +116,8 @@ func (o *countingObserver) counts() map[string]int {
 
 // fixture is an Authenticator whose allow-list holds one JWKS server
 // (serving the signing key and the second key), a second server outside the
-// allow-list ("evil") that counts what reaches it, a fake clock and an
-// observer.
+// allow-list ("evil") that counts what reaches it, a fake clock, an
+// observer and a log kept at debug level.
 type fixture struct {
 	t     testing.TB
 	key   *authtest.Key
@@ -105,6 +125,7 @@ type fixture struct {
 	evil  *authtest.JWKSServer
 	clock *fakeClock
 	obs   *countingObserver
+	logs  *logCapture
 	auth  *auth.Authenticator
 }
 
@@ -137,6 +158,7 @@ func newFixture(t testing.TB, edit func(*auth.Config)) *fixture {
 		evil:  newServer(t, evilDoc),
 		clock: &fakeClock{now: epoch},
 		obs:   &countingObserver{},
+		logs:  &logCapture{},
 	}
 	cfg := auth.Config{
 		JWKSHosts:  []string{f.srv.Host()},
@@ -144,6 +166,7 @@ func newFixture(t testing.TB, edit func(*auth.Config)) *fixture {
 		HTTPClient: trustingClient(t, f.srv, f.evil),
 		Now:        f.clock.Now,
 		Observer:   f.obs,
+		Logger:     f.logs.logger(slog.LevelDebug),
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -251,4 +274,105 @@ func reasonOf(t testing.TB, err error) string {
 		t.Errorf("reason %q is not one of auth.Reasons()", ae.Reason)
 	}
 	return ae.Reason
+}
+
+// logCapture keeps what a JSON slog handler writes, as the relay logs in
+// production, so tests see both the text (for secrets) and the fields.
+type logCapture struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (c *logCapture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Write(p)
+}
+
+// logger is a JSON logger at level writing to c, with the time left out.
+func (c *logCapture) logger(level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(c, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
+
+func (c *logCapture) text() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// reset forgets what was written so far.
+func (c *logCapture) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf.Reset()
+}
+
+// logLine is one record: its fields, values as JSON decoded them.
+type logLine map[string]any
+
+func (l logLine) str(key string) string {
+	switch v := l[key].(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	default:
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+}
+
+// records are the records written so far whose msg is msg ("" for all).
+func (c *logCapture) records(t testing.TB, msg string) []logLine {
+	t.Helper()
+	var out []logLine
+	for line := range strings.SplitSeq(strings.TrimSpace(c.text()), "\n") {
+		if line == "" {
+			continue
+		}
+		var l logLine
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("log line is not JSON: %v\n%s", err, line)
+		}
+		if msg == "" || l["msg"] == msg {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// levels counts records whose msg is msg by level.
+func (c *logCapture) levels(t testing.TB, msg string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, l := range c.records(t, msg) {
+		out[l.str("level")]++
+	}
+	return out
+}
+
+// secretsOf are the forms of a token and its key that must never reach a
+// log line: the key, the token, its payload and its signature segments.
+func secretsOf(token string) []string {
+	out := []string{testAPIKey}
+	if len(token) > 8 {
+		out = append(out, token)
+	}
+	parts := strings.Split(token, ".")
+	if len(parts) == 3 {
+		for _, p := range parts[1:] {
+			if len(p) > 8 {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }

@@ -114,17 +114,30 @@ func TestJWKSCache(t *testing.T) {
 	}
 }
 
-func TestFailedFetchIsNotCached(t *testing.T) {
+// TestFailedFetchIsRetriedAfterTheInterval: a failed fetch is not cached
+// as a document, but it stands for the host's fetches for RefreshInterval
+// (the contract: a failing host is asked at most once per 30 s), then the
+// host is asked again.
+func TestFailedFetchIsRetriedAfterTheInterval(t *testing.T) {
 	f := newFixture(t, noTokenCache)
 	tok := f.mint(f.claims())
 
 	f.srv.SetStatus(http.StatusServiceUnavailable)
-	for i := range 2 {
+	for i, advance := range []time.Duration{0, 29 * time.Second, time.Second} {
+		f.clock.Advance(advance)
 		if got := reasonOf(t, second(f.auth.Authenticate(bearer(tok)))); got != auth.ReasonWrongJWKSHost {
 			t.Fatalf("attempt %d: reason %q, want %q", i, got, auth.ReasonWrongJWKSHost)
 		}
 	}
+	if got := f.srv.Requests(authtest.JWKSPath); got != 2 {
+		t.Errorf("fetches while failing = %d, want 2 (at 0s and 30s)", got)
+	}
 	f.srv.SetStatus(0)
+	f.clock.Advance(29 * time.Second)
+	if got := reasonOf(t, second(f.auth.Authenticate(bearer(tok)))); got != auth.ReasonWrongJWKSHost {
+		t.Errorf("recovered host within the interval: reason %q, want %q", got, auth.ReasonWrongJWKSHost)
+	}
+	f.clock.Advance(time.Second)
 	if err := second(f.auth.Authenticate(bearer(tok))); err != nil {
 		t.Fatalf("after recovery: %v", err)
 	}
@@ -410,8 +423,13 @@ func TestObserverOutcomes(t *testing.T) {
 	for _, s := range steps {
 		s()
 		_, _ = f.auth.Authenticate(bearer(f.mint(f.claims())))
+		// A failing host is asked again only after the refresh interval.
+		f.clock.Advance(auth.DefaultRefreshInterval)
 	}
 	if diff := cmp.Diff(map[string]int{"error": 3, "ok": 1}, f.obs.counts()); diff != "" {
 		t.Errorf("observed fetches (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]int{"jwks_unavailable": 3}, f.obs.refusals()); diff != "" {
+		t.Errorf("observed refusals (-want +got):\n%s", diff)
 	}
 }

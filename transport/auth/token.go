@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/netip"
@@ -20,64 +21,85 @@ import (
 )
 
 // verify runs the checks that follow the header, in the contract's order,
-// and returns the claims and the token's exp (zero when it has none).
-func (a *Authenticator) verify(r *http.Request, raw string, auds []string) (Claims, time.Time, error) {
+// and returns the claims and how long they may be cached: until the
+// token's exp or the end of its key's MaxKeyAge, whichever comes first. It
+// notes the jwks_host and kid in sc as soon as they are read, for the log.
+func (a *Authenticator) verify(r *http.Request, raw string, auds []string, sc *scene) (Claims, time.Time, error) {
 	tok, ok := decodeToken(raw)
 	if !ok {
-		return Claims{}, time.Time{}, fail(ReasonWrongStructure)
+		return Claims{}, time.Time{}, fail(ReasonWrongStructure, detail("not three base64url segments whose first two are JSON objects"))
 	}
+	kid, hasKID := tok.header["kid"].(string)
+	sc.kid, sc.hasKID = clip(kid), hasKID
 	host, _ := tok.payload["jwks_host"].(string)
 	if host == "" {
+		if v, present := tok.payload["jwks_host"]; present {
+			return Claims{}, time.Time{}, fail(ReasonMissingJWKSHost, detail("jwks_host is "+describe(v)))
+		}
 		return Claims{}, time.Time{}, fail(ReasonMissingJWKSHost)
 	}
+	sc.host = clip(host)
 	host, ok = normalizeHost(host)
-	if !ok || !a.hosts[host] {
-		return Claims{}, time.Time{}, fail(ReasonWrongJWKSHost)
+	switch {
+	case !ok:
+		return Claims{}, time.Time{}, fail(ReasonWrongJWKSHost, detail("jwks_host is not a bare host[:port]"))
+	case !a.hosts[host]:
+		return Claims{}, time.Time{}, fail(ReasonWrongJWKSHost, detail("jwks_host is not in the allow-list"))
 	}
+	sc.host, sc.allowed = host, true
 	// Only the exact name: "none", "None", HS256 (which would make the
 	// public key a shared secret), ES*, PS* stop here, before a key is
 	// fetched or used.
 	if alg, _ := tok.header["alg"].(string); alg != jwt.SigningMethodRS256.Alg() {
-		return Claims{}, time.Time{}, fail(ReasonWrongKey)
+		return Claims{}, time.Time{}, fail(ReasonWrongKey, detail("alg is "+describe(tok.header["alg"])+", not RS256"))
 	}
-	kid, _ := tok.header["kid"].(string)
-	pub, err := a.publicKey(r.Context(), host, kid)
+	pub, keysUntil, err := a.publicKey(r.Context(), host, kid)
 	if err != nil {
 		return Claims{}, time.Time{}, err
 	}
 	if err := jwt.SigningMethodRS256.Verify(tok.signingInput, tok.signature, pub); err != nil {
-		return Claims{}, time.Time{}, fail(ReasonWrongKey)
+		return Claims{}, time.Time{}, fail(ReasonWrongKey, detail("the signature does not verify with the key of this kid"))
 	}
 
 	claims := jwt.MapClaims(tok.payload)
 	if err := a.validator.Validate(claims); err != nil {
 		switch {
 		case errors.Is(err, jwt.ErrTokenExpired):
-			return Claims{}, time.Time{}, fail(ReasonExpired)
+			return Claims{}, time.Time{}, fail(ReasonExpired, timeClaim(claims.GetExpirationTime, "exp"))
 		case errors.Is(err, jwt.ErrTokenNotValidYet):
-			return Claims{}, time.Time{}, fail(ReasonNotYetValid)
+			return Claims{}, time.Time{}, fail(ReasonNotYetValid, timeClaim(claims.GetNotBefore, "nbf"))
 		default:
 			// exp or nbf that is not a number: PyJWT, which the original
 			// relay used, raised a DecodeError, shown as this reason.
-			return Claims{}, time.Time{}, fail(ReasonWrongStructure)
+			return Claims{}, time.Time{}, fail(ReasonWrongStructure, detail("exp or nbf is not a number"))
 		}
 	}
 	if !audienceAccepted(tok.payload["aud"], auds) {
-		return Claims{}, time.Time{}, fail(ReasonWrongAudience)
+		return Claims{}, time.Time{}, fail(ReasonWrongAudience,
+			slog.Any("aud", audienceForLog(tok.payload["aud"])),
+			slog.Any("expected_audiences", clipAll(auds)))
 	}
 	key, _ := tok.payload["key"].(string)
 	if key == "" {
-		return Claims{}, time.Time{}, fail(ReasonWrongPayload)
+		return Claims{}, time.Time{}, fail(ReasonWrongPayload, detail("key is missing, empty or not a string"))
 	}
 
-	var until time.Time
-	if exp, _ := claims.GetExpirationTime(); exp != nil {
+	until := keysUntil
+	if exp, _ := claims.GetExpirationTime(); exp != nil && exp.Time.Before(until) {
 		until = exp.Time
 	}
 	return Claims{
 		Key:           pulsedive.APIKey(key),
 		EntitiesLimit: entitiesLimit(tok.payload["CTR_ENTITIES_LIMIT"], a.defaultLimit),
 	}, until, nil
+}
+
+// timeClaim is the log attribute of a time claim, exp or nbf.
+func timeClaim(get func() (*jwt.NumericDate, error), name string) slog.Attr {
+	if d, err := get(); err == nil && d != nil {
+		return slog.Time(name, d.Time)
+	}
+	return slog.String(name, "unreadable")
 }
 
 // token is a JWT decoded but not verified.

@@ -1,11 +1,17 @@
 package authtest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +31,11 @@ type ServerConfig struct {
 	// ("127.0.0.1:0"). The certificate is valid for 127.0.0.1, ::1 and
 	// example.com only, so clients must dial one of those.
 	Addr string
+	// OwnCertificate makes the server present a self-signed certificate
+	// of its own instead of the one every httptest server shares, so that
+	// a client trusting other JWKSServers (through SSL_CERT_FILE, say)
+	// does not trust this one: a JWKS host whose private CA is missing.
+	OwnCertificate bool
 }
 
 // JWKSServer serves a JWKS document over TLS on loopback, with a
@@ -62,6 +73,14 @@ func NewJWKSServer(cfg ServerConfig) (*JWKSServer, error) {
 	// Clients that do not trust the certificate are part of what tests
 	// exercise; their handshake errors are not worth a log line.
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	if cfg.OwnCertificate {
+		cert, err := selfSigned()
+		if err != nil {
+			srv.Close()
+			return nil, fmt.Errorf("jwks server: %w", err)
+		}
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
 	if cfg.Addr != "" {
 		l, err := net.Listen("tcp", cfg.Addr)
 		if err != nil {
@@ -237,4 +256,35 @@ func (s *JWKSServer) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		_, _ = w.Write(doc)
 	}
+}
+
+// selfSigned makes a P-256 certificate, its own CA, valid for an hour
+// either side of now for 127.0.0.1, ::1 and example.com, as httptest's.
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("certificate key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("certificate serial: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{Organization: []string{"authtest JWKS server"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:              []string{"example.com"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

@@ -218,3 +218,41 @@ func TestJWKSServerDelay(t *testing.T) {
 		t.Errorf("status %d without delay, want 200", got.Status)
 	}
 }
+
+// TestOwnCertificate: a server with a certificate of its own is trusted
+// through its own pool and not through another server's, while two
+// ordinary servers trust each other's pool (httptest shares one
+// certificate).
+func TestOwnCertificate(t *testing.T) {
+	plain := newServer(t, authtest.ServerConfig{})
+	other := newServer(t, authtest.ServerConfig{})
+	own := newServer(t, authtest.ServerConfig{OwnCertificate: true})
+	tests := []struct {
+		name    string
+		pool    *authtest.JWKSServer
+		target  *authtest.JWKSServer
+		trusted bool
+	}{
+		{name: "ordinary servers share a certificate", pool: plain, target: other, trusted: true},
+		{name: "own certificate, own pool", pool: own, target: own, trusted: true},
+		{name: "own certificate, another server's pool", pool: plain, target: own},
+		{name: "ordinary server, the own certificate's pool", pool: own, target: plain},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tt.pool.CertPool()}}
+			t.Cleanup(tr.CloseIdleConnections)
+			resp, err := (&http.Client{Transport: tr}).Get(tt.target.URL())
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			var unknown x509.UnknownAuthorityError
+			if got := err == nil; got != tt.trusted {
+				t.Fatalf("trusted = %v (%v), want %v", got, err, tt.trusted)
+			}
+			if !tt.trusted && !errors.As(err, &unknown) {
+				t.Errorf("error %v, want x509.UnknownAuthorityError", err)
+			}
+		})
+	}
+}
