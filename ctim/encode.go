@@ -1,6 +1,7 @@
 package ctim
 
 import (
+	"encoding/json"
 	"strconv"
 	"unicode/utf8"
 )
@@ -243,10 +244,23 @@ func (r Relationship) appendJSON(b []byte) []byte {
 
 const lowerHex = "0123456789abcdef"
 
+// invalidUTF8 is what encoding/json writes for a byte that is not UTF-8:
+// the escape \ufffd in the original encoder, the replacement character
+// itself in the one built on JSON v2 (the default since Go 1.27). Asked
+// once, so AppendJSON stays byte-identical whichever the toolchain builds.
+var invalidUTF8 = func() string {
+	b, err := json.Marshal("\xff")
+	if err != nil || len(b) < 2 {
+		return `\ufffd`
+	}
+	return string(b[1 : len(b)-1])
+}()
+
 // appendString appends s as a JSON string the way encoding/json does with
 // HTML escaping off: quote and backslash escaped, control characters as
-// \b \f \n \r \t or \u00XX, invalid UTF-8 as \ufffd, and U+2028 and U+2029
-// escaped (JavaScript reads them as line ends).
+// \b \f \n \r \t or \u00XX, invalid UTF-8 as encoding/json writes it
+// (invalidUTF8), and U+2028 and U+2029 escaped (JavaScript reads them as
+// line ends).
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
@@ -280,7 +294,7 @@ func appendString(b []byte, s string) []byte {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
+			b = append(b, invalidUTF8...)
 			i += size
 			start = i
 			continue
