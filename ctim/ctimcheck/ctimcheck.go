@@ -463,10 +463,12 @@ func schemaVersion(c *checker, path string, v any) {
 	}
 }
 
-// Ids. common.cljc, ID and Reference: at most 2048 long, a long id (a CTIA
-// URL) or a transient id; ctim.domain.id's short-id-pattern gives the
-// short form, "<type>-<uuid>", which a transient id carries after
-// "transient:" in a bundle.
+// Ids. common.cljc, ID and Reference: at most 2048 long, either a long id
+// (:ctim.domain.id/long-id: a CTIA URL ending in a short id) or a transient
+// id (:ctim.domain.id/transient-id, which CTIA replaces when it stores the
+// entity). ctim.domain.id's short-id-pattern is "<type>-<uuid>"; the relay
+// writes its transient ids as "transient:" and a short id, and the checker
+// holds them to that shape, which also tells the type an id names.
 var (
 	uuidPart    = `[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`
 	transientRE = regexp.MustCompile(`^transient:([a-z][-a-z]+)-` + uuidPart + `$`)
