@@ -32,7 +32,7 @@ func BenchmarkObserve(b *testing.B) {
 	r := benchReport()
 	b.ReportAllocs()
 	for b.Loop() {
-		rels, err := m.Relations(obs, benchLinks)
+		rels, err := m.Relations(obs, DNSLinkList(benchLinks), 100)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -45,7 +45,7 @@ func BenchmarkObserve(b *testing.B) {
 func BenchmarkBundleJSON(b *testing.B) {
 	m := Mapper{Now: func() time.Time { return fixedNow }, NewID: RandomUUID}
 	obs := Observable{Type: "ip", Value: "185.141.25.242"}
-	rels, _ := m.Relations(obs, benchLinks)
+	rels, _ := m.Relations(obs, DNSLinkList(benchLinks), 100)
 	e, err := m.Observe(obs, benchReport(), rels, 100)
 	if err != nil {
 		b.Fatal(err)

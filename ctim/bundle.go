@@ -16,11 +16,14 @@ type Bundle struct {
 	indicatorIDs map[string]struct{}
 }
 
-// Add appends one observable's entities. An indicator whose id is already in
-// the bundle is left out; relationships still point at it by id. The bundle
-// may keep e's slices: e must not be used after.
+// Add appends one observable's entities: its verdict when it is current,
+// and the rest. An indicator whose id is already in the bundle is left out;
+// relationships still point at it by id. The bundle may keep e's slices: e
+// must not be used after.
 func (b *Bundle) Add(e Entities) {
-	b.Verdicts = append(b.Verdicts, e.Verdict)
+	if e.Verdict != nil {
+		b.Verdicts = append(b.Verdicts, *e.Verdict)
+	}
 	b.Judgements = append(b.Judgements, e.Judgement)
 	for _, ind := range e.Indicators {
 		if _, dup := b.indicatorIDs[ind.ID]; dup {

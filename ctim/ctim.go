@@ -1,6 +1,6 @@
 // Package ctim holds the CTIM entities the relay answers with and the pure
-// mapping from Pulsedive documents to them (spec sections 4 and 5). It does
-// no I/O: the clock and the id generator are passed in.
+// mapping from Pulsedive documents to them (spec sections 4, 4b and 5). It
+// does no I/O: the clock and the id generator are passed in.
 //
 // This package imports no other package of the relay; see the import rule in
 // the pipeline package's documentation.
@@ -32,13 +32,16 @@ type ObservedTime struct {
 	EndTime   string `json:"end_time"`
 }
 
-// Verdict is Pulsedive's verdict on one observable.
+// Verdict is Pulsedive's current verdict on one observable. JudgementID
+// names the judgement of the same observable in the same observe answer;
+// deliberate answers have no judgements, so their verdicts carry none.
 type Verdict struct {
 	Type            string     `json:"type"`
 	Observable      Observable `json:"observable"`
 	Disposition     int        `json:"disposition"`
 	DispositionName string     `json:"disposition_name"`
 	ValidTime       ValidTime  `json:"valid_time"`
+	JudgementID     string     `json:"judgement_id,omitempty"`
 }
 
 // Judgement is Pulsedive's judgement of one observable.
@@ -51,6 +54,8 @@ type Judgement struct {
 	Severity        string     `json:"severity"`
 	ValidTime       ValidTime  `json:"valid_time"`
 	SourceURI       string     `json:"source_uri"`
+	Reason          string     `json:"reason"`
+	ReasonURI       string     `json:"reason_uri"`
 	Source          string     `json:"source"`
 	Confidence      string     `json:"confidence"`
 	Priority        int        `json:"priority"`
@@ -59,19 +64,30 @@ type Judgement struct {
 }
 
 // Indicator is a risk factor, threat or feed; its ID is deterministic.
+// Threats and feeds carry Pulsedive's id in ExternalIDs and
+// ExternalReferences, for analysts and playbooks to pivot on.
 type Indicator struct {
-	ID               string    `json:"id"`
-	Type             string    `json:"type"`
-	Source           string    `json:"source"`
-	TLP              string    `json:"tlp"`
-	SchemaVersion    string    `json:"schema_version"`
-	Title            string    `json:"title"`
-	ShortDescription string    `json:"short_description"`
-	Producer         string    `json:"producer"`
-	ValidTime        ValidTime `json:"valid_time"`
-	Tags             []string  `json:"tags,omitempty"`
-	Severity         string    `json:"severity,omitempty"`
-	SourceURI        string    `json:"source_uri,omitempty"`
+	ID                 string              `json:"id"`
+	Type               string              `json:"type"`
+	Source             string              `json:"source"`
+	TLP                string              `json:"tlp"`
+	SchemaVersion      string              `json:"schema_version"`
+	Title              string              `json:"title"`
+	ShortDescription   string              `json:"short_description"`
+	Producer           string              `json:"producer"`
+	ValidTime          ValidTime           `json:"valid_time"`
+	Tags               []string            `json:"tags,omitempty"`
+	Severity           string              `json:"severity,omitempty"`
+	SourceURI          string              `json:"source_uri,omitempty"`
+	ExternalIDs        []string            `json:"external_ids,omitempty"`
+	ExternalReferences []ExternalReference `json:"external_references,omitempty"`
+}
+
+// ExternalReference points at the record of an indicator in Pulsedive.
+type ExternalReference struct {
+	SourceName string `json:"source_name"`
+	URL        string `json:"url"`
+	ExternalID string `json:"external_id"`
 }
 
 // Sighting records that Pulsedive saw the observable with a risk factor,
@@ -80,6 +96,7 @@ type Sighting struct {
 	ID            string       `json:"id"`
 	Type          string       `json:"type"`
 	Source        string       `json:"source"`
+	TLP           string       `json:"tlp"`
 	Confidence    string       `json:"confidence"`
 	Count         int          `json:"count"`
 	SchemaVersion string       `json:"schema_version"`

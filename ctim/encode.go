@@ -1,6 +1,7 @@
 package ctim
 
 import (
+	"encoding/json"
 	"strconv"
 	"unicode/utf8"
 )
@@ -91,6 +92,10 @@ func (v Verdict) appendJSON(b []byte) []byte {
 	b = appendString(b, v.DispositionName)
 	b = append(b, `,"valid_time":`...)
 	b = v.ValidTime.appendJSON(b)
+	if v.JudgementID != "" {
+		b = append(b, `,"judgement_id":`...)
+		b = appendString(b, v.JudgementID)
+	}
 	return append(b, '}')
 }
 
@@ -111,6 +116,10 @@ func (j Judgement) appendJSON(b []byte) []byte {
 	b = j.ValidTime.appendJSON(b)
 	b = append(b, `,"source_uri":`...)
 	b = appendString(b, j.SourceURI)
+	b = append(b, `,"reason":`...)
+	b = appendString(b, j.Reason)
+	b = append(b, `,"reason_uri":`...)
+	b = appendString(b, j.ReasonURI)
 	b = append(b, `,"source":`...)
 	b = appendString(b, j.Source)
 	b = append(b, `,"confidence":`...)
@@ -144,14 +153,8 @@ func (ind Indicator) appendJSON(b []byte) []byte {
 	b = append(b, `,"valid_time":`...)
 	b = ind.ValidTime.appendJSON(b)
 	if len(ind.Tags) > 0 {
-		b = append(b, `,"tags":[`...)
-		for i, tag := range ind.Tags {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, tag)
-		}
-		b = append(b, ']')
+		b = append(b, `,"tags":`...)
+		b = appendStrings(b, ind.Tags)
 	}
 	if ind.Severity != "" {
 		b = append(b, `,"severity":`...)
@@ -161,7 +164,39 @@ func (ind Indicator) appendJSON(b []byte) []byte {
 		b = append(b, `,"source_uri":`...)
 		b = appendString(b, ind.SourceURI)
 	}
+	if len(ind.ExternalIDs) > 0 {
+		b = append(b, `,"external_ids":`...)
+		b = appendStrings(b, ind.ExternalIDs)
+	}
+	if len(ind.ExternalReferences) > 0 {
+		b = append(b, `,"external_references":[`...)
+		for i, r := range ind.ExternalReferences {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"source_name":`...)
+			b = appendString(b, r.SourceName)
+			b = append(b, `,"url":`...)
+			b = appendString(b, r.URL)
+			b = append(b, `,"external_id":`...)
+			b = appendString(b, r.ExternalID)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
 	return append(b, '}')
+}
+
+// appendStrings appends a non-nil list of strings.
+func appendStrings(b []byte, list []string) []byte {
+	b = append(b, '[')
+	for i, s := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
 }
 
 func (s Sighting) appendJSON(b []byte) []byte {
@@ -171,6 +206,8 @@ func (s Sighting) appendJSON(b []byte) []byte {
 	b = appendString(b, s.Type)
 	b = append(b, `,"source":`...)
 	b = appendString(b, s.Source)
+	b = append(b, `,"tlp":`...)
+	b = appendString(b, s.TLP)
 	b = append(b, `,"confidence":`...)
 	b = appendString(b, s.Confidence)
 	b = append(b, `,"count":`...)
@@ -243,10 +280,23 @@ func (r Relationship) appendJSON(b []byte) []byte {
 
 const lowerHex = "0123456789abcdef"
 
+// invalidUTF8 is what encoding/json writes for a byte that is not UTF-8:
+// the escape \ufffd in the original encoder, the replacement character
+// itself in the one built on JSON v2 (the default since Go 1.27). Asked
+// once, so AppendJSON stays byte-identical whichever the toolchain builds.
+var invalidUTF8 = func() string {
+	b, err := json.Marshal("\xff")
+	if err != nil || len(b) < 2 {
+		return `\ufffd`
+	}
+	return string(b[1 : len(b)-1])
+}()
+
 // appendString appends s as a JSON string the way encoding/json does with
 // HTML escaping off: quote and backslash escaped, control characters as
-// \b \f \n \r \t or \u00XX, invalid UTF-8 as \ufffd, and U+2028 and U+2029
-// escaped (JavaScript reads them as line ends).
+// \b \f \n \r \t or \u00XX, invalid UTF-8 as encoding/json writes it
+// (invalidUTF8), and U+2028 and U+2029 escaped (JavaScript reads them as
+// line ends).
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
@@ -280,7 +330,7 @@ func appendString(b []byte, s string) []byte {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
+			b = append(b, invalidUTF8...)
 			i += size
 			start = i
 			continue

@@ -28,7 +28,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	r.Feeds[0].Category = ""
 	var b Bundle
 	for _, obs := range []Observable{{Type: "ip", Value: "185.141.25.242"}, hostile, {Type: "domain", Value: "a.example"}} {
-		rels, err := m.Relations(obs, benchLinks)
+		rels, err := m.Relations(obs, DNSLinkList(benchLinks), 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +77,7 @@ func FuzzAppendString(f *testing.F) {
 func BenchmarkAppendJSON(b *testing.B) {
 	m := Mapper{Now: func() time.Time { return fixedNow }}
 	obs := Observable{Type: "ip", Value: "185.141.25.242"}
-	rels, _ := m.Relations(obs, benchLinks)
+	rels, _ := m.Relations(obs, DNSLinkList(benchLinks), 100)
 	e, err := m.Observe(obs, benchReport(), rels, 100)
 	if err != nil {
 		b.Fatal(err)

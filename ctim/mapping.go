@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -17,14 +18,17 @@ var ErrBroken = errors.New("ctim: Pulsedive document lacks a field the mapping n
 // the fields of its info document. Times are Pulsedive's
 // "YYYY-MM-DD HH:MM:SS" UTC text.
 type Report struct {
-	IID          string
-	Risk         string
-	Retired      bool
-	StampSeen    string
-	StampRetired string
-	RiskFactors  []RiskFactor
-	Threats      []Threat
-	Feeds        []Feed
+	IID  string
+	Risk string
+	// Retired is Pulsedive's "retired" read as a flag; RetiredReason is its
+	// text when Pulsedive sent one (a number leaves it empty).
+	Retired       bool
+	RetiredReason string
+	StampSeen     string
+	StampRetired  string
+	RiskFactors   []RiskFactor
+	Threats       []Threat
+	Feeds         []Feed
 }
 
 // RiskFactor is one of a report's risk factors.
@@ -56,9 +60,26 @@ type DNSLink struct {
 	StampLinked string
 }
 
+// DNSLinks is a links document's "Active DNS" list as Relations reads it:
+// entry by entry, so that a caller holding another shape converts only the
+// entries read. DNSLinkList is one.
+type DNSLinks interface {
+	Len() int
+	At(i int) DNSLink
+}
+
+// DNSLinkList is a DNSLinks already in the mapping's shape.
+type DNSLinkList []DNSLink
+
+func (l DNSLinkList) Len() int         { return len(l) }
+func (l DNSLinkList) At(i int) DNSLink { return l[i] }
+
 // Entities is what one found observable contributes to an observe answer.
+// Verdict is nil when the verdict's valid_time has ended at the mapper's
+// clock: a verdict is the observable's current disposition (spec 4b); the
+// judgement, which is history, stays.
 type Entities struct {
-	Verdict       Verdict
+	Verdict       *Verdict
 	Judgement     Judgement
 	Indicators    []Indicator
 	Sightings     []Sighting
@@ -67,7 +88,8 @@ type Entities struct {
 
 // Mapper maps Pulsedive reports to CTIM. Now must be set.
 type Mapper struct {
-	// Now decides which Active DNS links are recent (90 days).
+	// Now is the answer's clock: it decides which verdicts are still
+	// current and which Active DNS links are recent (90 days).
 	Now func() time.Time
 	// NewID returns a fresh UUID in text form for judgements, sightings
 	// and relationships; nil means random (version 4) UUIDs. Tests set it
@@ -114,13 +136,31 @@ var riskTable = map[string]riskRow{
 	"critical": {2, "Malicious", "High"},
 }
 
+// CTIM's string limits, counted in Unicode code points (threatgrid/ctim,
+// src/ctim/schemas/common.cljc: ShortString, LongString, URI). Longer text
+// is cut at the limit (spec 4b).
+const (
+	shortString = 1024 // title, indicator short_description, producer, tags, reason
+	longString  = 5000 // description
+	maxURI      = 2048 // source_uri, reason_uri, external reference url
+)
+
+// CTIM times lie between 1970 and 2525 (common.cljc, Time). A Pulsedive
+// stamp outside [1970, 2500) is not Pulsedive's: the document is broken.
+// 2500 leaves room for the 91-day validity added to stamp_seen.
+var (
+	earliestStamp = time.Date(1970, time.January, 1, 0, 0, 0, 0, time.UTC)
+	latestStamp   = time.Date(2500, time.January, 1, 0, 0, 0, 0, time.UTC)
+)
+
 // assessment is what every entity of one report shares.
 type assessment struct {
 	row       riskRow // with the retired rule: verdict, judgement, sightings
 	threatRow riskRow // without it: threat indicators
 	validTime ValidTime
-	seen      string // stamp_seen in CTIM form
-	pageURI   string // the indicator's page in Pulsedive's UI
+	end       time.Time // validTime's end, to tell whether the verdict is current
+	seen      string    // stamp_seen in CTIM form
+	pageURI   string    // the indicator's page in Pulsedive's UI
 }
 
 func assess(r *Report) (assessment, error) {
@@ -142,25 +182,69 @@ func assess(r *Report) (assessment, error) {
 		if end, err = parseStamp(r.StampRetired); err != nil {
 			return assessment{}, fmt.Errorf("stamp_retired: %w", err)
 		}
+		// Retired before it was seen: CTIM refuses a valid_time that ends
+		// before it starts, so it ends where it starts (and has expired).
+		if end.Before(seen) {
+			end = seen
+		}
+	}
+	pageURI, err := page("/indicator/?iid=", r.IID)
+	if err != nil {
+		return assessment{}, err
 	}
 	seenText := seen.Format(ctimLayout)
 	return assessment{
 		row:       row,
 		threatRow: threatRow,
 		validTime: ValidTime{StartTime: seenText, EndTime: end.Format(ctimLayout)},
+		end:       end,
 		seen:      seenText,
-		pageURI:   UIBase + "/indicator/?iid=" + r.IID,
+		pageURI:   pageURI,
 	}, nil
 }
 
-// Verdict maps a report to the verdict on obs; it is all deliberate needs.
+// page is the address of a page of Pulsedive's UI for the id Pulsedive
+// gave. The id is query-escaped, so a non-numeric one cannot break the URI
+// (spec 4b); an id too long for CTIM's URI limit is not Pulsedive's, and
+// fails with ErrBroken rather than linking to a page cut short.
+func page(path, id string) (string, error) {
+	uri := UIBase + path + url.QueryEscape(id)
+	if len(uri) > maxURI { // escaped: ASCII, so bytes are code points
+		return "", fmt.Errorf("%w: id of %d bytes does not fit a URI", ErrBroken, len(id))
+	}
+	return uri, nil
+}
+
+// reason says why the judgement is what it is: Pulsedive's risk as sent,
+// and whether (and why) Pulsedive retired the indicator.
+func reason(r *Report) string {
+	switch {
+	case r.RetiredReason != "":
+		return cut("Pulsedive risk: "+r.Risk+" (retired: "+r.RetiredReason+")", shortString)
+	case r.Retired:
+		return "Pulsedive risk: " + r.Risk + " (retired)"
+	}
+	return "Pulsedive risk: " + r.Risk
+}
+
+// current says whether a validity ending at end still holds at the
+// answer's clock. end_time is the first instant the verdict no longer
+// holds, so a verdict whose end_time equals the clock has ended: end <= now
+// means expired.
+func (m Mapper) current(end time.Time) bool {
+	return m.Now().Before(end)
+}
+
+// Verdict maps a report to the verdict on obs, all deliberate needs. current
+// is false when the verdict's valid_time has ended at m.Now: the caller
+// leaves such a verdict out (spec 4b). The verdict carries no judgement_id.
 // It fails with ErrBroken when the report cannot be mapped.
-func (m Mapper) Verdict(obs Observable, r *Report) (Verdict, error) {
+func (m Mapper) Verdict(obs Observable, r *Report) (v Verdict, current bool, err error) {
 	a, err := assess(r)
 	if err != nil {
-		return Verdict{}, err
+		return Verdict{}, false, err
 	}
-	return verdict(obs, a), nil
+	return verdict(obs, a), m.current(a.end), nil
 }
 
 func verdict(obs Observable, a assessment) Verdict {
@@ -176,12 +260,15 @@ func verdict(obs Observable, a assessment) Verdict {
 // Relations picks the Active DNS links of the last 90 days (by m.Now) whose
 // type pairs with obs: addresses (ip, ipv6) of a domain, domains of an
 // address. Each becomes a Resolved_To relation from the domain side to the
-// address side. No pairing link gives nil. A link without a readable
-// stamp_linked or indicator fails with ErrBroken.
-func (m Mapper) Relations(obs Observable, links []DNSLink) ([]Relation, error) {
+// address side. It keeps the first limit relations, in Pulsedive's order,
+// and reads no further, so a list of thousands costs no more than the limit
+// (a limit below 1 means no cap). No pairing link gives nil. A link it reads
+// without a readable stamp_linked or indicator fails with ErrBroken.
+func (m Mapper) Relations(obs Observable, links DNSLinks, limit int) ([]Relation, error) {
 	var relations []Relation
 	cutoff := m.Now().Add(-activeDNSWindow)
-	for _, l := range links {
+	for i := range links.Len() {
+		l := links.At(i)
 		if !pairs(obs.Type, l.Type) {
 			continue
 		}
@@ -201,6 +288,9 @@ func (m Mapper) Relations(obs Observable, links []DNSLink) ([]Relation, error) {
 			rel.Source, rel.Related = other, obs
 		}
 		relations = append(relations, rel)
+		if len(relations) == limit {
+			break
+		}
 	}
 	return relations, nil
 }
@@ -215,12 +305,13 @@ func pairs(observable, linked string) bool {
 	return false
 }
 
-// Observe maps a report on obs to its verdict, judgement, indicators,
-// sightings and relationships. relations, from Relations, become the
-// Active DNS sighting (none when empty). limit caps the indicators and,
-// separately, the sightings (Active DNS included) of this observable;
-// relationships follow the sightings kept. A limit below 1 means no cap.
-// It fails with ErrBroken when the report cannot be mapped.
+// Observe maps a report on obs to its verdict (nil once expired),
+// judgement, indicators, sightings and relationships. relations, from
+// Relations, become the Active DNS sighting (none when empty). limit caps
+// the indicators and, separately, the sightings (Active DNS included) of
+// this observable, and the Active DNS relations; relationships follow the
+// sightings kept. A limit below 1 means no cap. It fails with ErrBroken
+// when the report cannot be mapped.
 func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit int) (Entities, error) {
 	a, err := assess(r)
 	if err != nil {
@@ -235,6 +326,9 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 		return Entities{}, fmt.Errorf("feed stamp_linked: %w", err)
 	}
 
+	if limit > 0 && len(relations) > limit {
+		relations = relations[:limit]
+	}
 	total := len(r.RiskFactors) + len(threats) + len(feeds)
 	if len(relations) > 0 {
 		total++
@@ -243,7 +337,6 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 		limit = total
 	}
 	e := Entities{
-		Verdict: verdict(obs, a),
 		Judgement: Judgement{
 			ID:              m.id("transient:judgement-"),
 			Type:            "judgement",
@@ -253,6 +346,8 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 			Severity:        a.row.severity,
 			ValidTime:       a.validTime,
 			SourceURI:       a.pageURI,
+			Reason:          reason(r),
+			ReasonURI:       a.pageURI,
 			Source:          Source,
 			Confidence:      "Medium",
 			Priority:        85,
@@ -263,12 +358,17 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 		Sightings:     make([]Sighting, 0, min(limit, total)),
 		Relationships: make([]Relationship, 0, min(limit, total)),
 	}
+	if m.current(a.end) {
+		v := verdict(obs, a)
+		v.JudgementID = e.Judgement.ID
+		e.Verdict = &v
+	}
 	// Each risk factor, threat and feed gives an indicator and a sighting
-	// of it, in the same order, so both lists stop at the same place.
+	// of it, in the same order, so both lists stop at the same place. Past
+	// it, entries are still checked (a broken one breaks the document) but
+	// no longer mapped.
+	full := func() bool { return len(e.Sightings) >= limit }
 	add := func(ind Indicator, s Sighting, relType string) {
-		if len(e.Sightings) >= limit {
-			return
-		}
 		s.ID = m.id("transient:sighting-")
 		e.Indicators = append(e.Indicators, ind)
 		e.Sightings = append(e.Sightings, s)
@@ -287,38 +387,70 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 		if rf.Description == "" {
 			return Entities{}, fmt.Errorf("%w: risk factor without description", ErrBroken)
 		}
-		ind := newIndicator(rf.Description, rf.Description, "Pulsedive")
+		if full() {
+			continue
+		}
+		ind := newIndicator(IndicatorID(rf.Description), rf.Description, "Pulsedive")
 		ind.ValidTime = a.validTime
 		add(ind, a.sighting(obs, rf.Description, a.seen, a.row.severity, a.pageURI), "sighting-of")
 	}
+
+	names := kindNames{riskFactors: r.RiskFactors, threats: threats}
+	lists := newOneLists(min(limit-len(e.Sightings), len(threats)+len(feeds)))
 	for _, t := range threats {
 		if t.Name == "" || t.TID == "" {
 			return Entities{}, fmt.Errorf("%w: threat without name or tid", ErrBroken)
 		}
+		if full() {
+			continue
+		}
+		uri, err := page("/threat/?tid=", t.TID)
+		if err != nil {
+			return Entities{}, fmt.Errorf("threat: %w", err)
+		}
 		title := "Threat: " + t.Name
-		uri := UIBase + "/threat/?tid=" + t.TID
 		linked := mustCTIM(t.StampLinked)
-		ind := newIndicator(t.Name, title, "Pulsedive")
+		id := IndicatorID(t.Name)
+		if names.riskFactor(t.Name) {
+			id = kindIndicatorID("threat", t.Name)
+		}
+		ind := newIndicator(id, title, "Pulsedive")
 		ind.ValidTime = ValidTime{StartTime: linked}
-		ind.Tags = []string{t.Category}
+		ind.Tags = lists.tags(t.Category)
 		ind.Severity = a.threatRow.severity
 		ind.SourceURI = uri
+		ind.ExternalIDs, ind.ExternalReferences = lists.external("pulsedive-threat-", t.TID, uri)
 		add(ind, a.sighting(obs, title, linked, a.row.severity, uri), "sighting-of")
 	}
 	for _, f := range feeds {
 		if f.Name == "" || f.FID == "" {
 			return Entities{}, fmt.Errorf("%w: feed without name or fid", ErrBroken)
 		}
-		title := "Feed: " + strings.ReplaceAll(f.Name, "Feed", "")
-		uri := UIBase + "/feed/?fid=" + f.FID
+		if full() {
+			continue
+		}
+		uri, err := page("/feed/?fid=", f.FID)
+		if err != nil {
+			return Entities{}, fmt.Errorf("feed: %w", err)
+		}
+		title := feedTitle(f.Name)
 		linked := mustCTIM(f.StampLinked)
-		ind := newIndicator(f.Name, title, f.Organization)
+		id := IndicatorID(f.Name)
+		if names.riskFactor(f.Name) || names.threat(f.Name) {
+			id = kindIndicatorID("feed", f.Name)
+		}
+		producer := f.Organization
+		if producer == "" {
+			producer = "Pulsedive"
+		}
+		ind := newIndicator(id, title, producer)
 		ind.ValidTime = ValidTime{StartTime: linked}
-		ind.Tags = []string{f.Category}
+		ind.Tags = lists.tags(f.Category)
 		ind.SourceURI = uri
+		ind.ExternalIDs, ind.ExternalReferences = lists.external("pulsedive-feed-", f.FID, uri)
 		add(ind, a.sighting(obs, title, linked, "", uri), "member-of")
 	}
-	if len(relations) > 0 && len(e.Sightings) < limit {
+	if len(relations) > 0 && !full() {
 		s := a.sighting(obs, "Active DNS", a.seen, "", a.pageURI)
 		s.ID = m.id("transient:sighting-")
 		s.Relations = relations
@@ -327,41 +459,172 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 	return e, nil
 }
 
+// feedTitle is "Feed: " and the feed's name with every "Feed" removed
+// (ZeroDot1's Bad IPs Feed → "Feed: ZeroDot1's Bad IPs ", the trailing space
+// kept, as the original relay wrote it); a name that is nothing but "Feed"
+// and blanks keeps its name, so no feed is titled "Feed: " alone.
+func feedTitle(name string) string {
+	stripped := strings.ReplaceAll(name, "Feed", "")
+	if strings.TrimSpace(stripped) == "" {
+		stripped = name
+	}
+	return "Feed: " + stripped
+}
+
 func (a assessment) sighting(obs Observable, description, at, severity, uri string) Sighting {
 	return Sighting{
 		Type:          "sighting",
 		Source:        Source,
+		TLP:           "white",
 		Confidence:    "Medium",
 		Count:         1,
 		SchemaVersion: SchemaVersion,
 		Observables:   []Observable{obs},
 		ObservedTime:  ObservedTime{StartTime: at, EndTime: at},
-		Description:   description,
+		Description:   cut(description, longString),
 		Severity:      severity,
 		SourceURI:     uri,
 	}
 }
 
-// newIndicator builds the fields every indicator shares; name decides its
-// id, so the same risk factor, threat or feed has the same id everywhere.
-func newIndicator(name, title, producer string) Indicator {
+// newIndicator builds the fields every indicator shares: title doubles as
+// short_description, both within CTIM's limit for titles.
+func newIndicator(id, title, producer string) Indicator {
+	title = cut(title, shortString)
 	return Indicator{
-		ID:               IndicatorID(name),
+		ID:               id,
 		Type:             "indicator",
 		Source:           Source,
 		TLP:              "white",
 		SchemaVersion:    SchemaVersion,
 		Title:            title,
 		ShortDescription: title,
-		Producer:         producer,
+		Producer:         cut(producer, shortString),
 	}
 }
 
 // IndicatorID is the deterministic id of the indicator named name:
 // "transient:indicator-" and the UUID version 5 of name in the X.500
-// namespace.
+// namespace, so the same risk factor, threat or feed has the same id in
+// every answer.
 func IndicatorID(name string) string {
-	return prefixedUUID5("transient:indicator-", namespaceX500, name)
+	return prefixedUUID5("transient:indicator-", namespaceX500, "", name)
+}
+
+// kindIndicatorID is the id of a threat or feed whose name an earlier kind
+// of the same observable also bears: the UUID version 5 of "<kind>:<name>",
+// so each sighting points at its own indicator (spec 4b).
+func kindIndicatorID(kind, name string) string {
+	return prefixedUUID5("transient:indicator-", namespaceX500, kind, name)
+}
+
+// kindNames tells whether an earlier kind of the same report bears a name,
+// for the indicator-id rule. Reports hold a handful of names, which it
+// scans; when they hold many it hashes each kind once, so a document of
+// thousands costs one pass.
+type kindNames struct {
+	riskFactors []RiskFactor
+	threats     []Threat
+
+	riskFactorSet, threatSet map[string]struct{}
+}
+
+// scanNames is how many names kindNames scans before it hashes them.
+const scanNames = 32
+
+func (k *kindNames) riskFactor(name string) bool {
+	if len(k.riskFactors) <= scanNames {
+		for _, rf := range k.riskFactors {
+			if rf.Description == name {
+				return true
+			}
+		}
+		return false
+	}
+	if k.riskFactorSet == nil {
+		k.riskFactorSet = make(map[string]struct{}, len(k.riskFactors))
+		for _, rf := range k.riskFactors {
+			k.riskFactorSet[rf.Description] = struct{}{}
+		}
+	}
+	_, ok := k.riskFactorSet[name]
+	return ok
+}
+
+func (k *kindNames) threat(name string) bool {
+	if len(k.threats) <= scanNames {
+		for _, t := range k.threats {
+			if t.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	if k.threatSet == nil {
+		k.threatSet = make(map[string]struct{}, len(k.threats))
+		for _, t := range k.threats {
+			k.threatSet[t.Name] = struct{}{}
+		}
+	}
+	_, ok := k.threatSet[name]
+	return ok
+}
+
+// oneLists hands out the one-entry lists of threat and feed indicators
+// (tags, external_ids, external_references) from backing arrays sized once
+// per observable: three allocations for the lot instead of three per
+// indicator. Each list is capped at its one entry, so appending to it
+// cannot touch its neighbour's.
+type oneLists struct {
+	strings []string
+	refs    []ExternalReference
+}
+
+func newOneLists(n int) oneLists {
+	if n <= 0 {
+		return oneLists{}
+	}
+	return oneLists{strings: make([]string, 0, 2*n), refs: make([]ExternalReference, 0, n)}
+}
+
+func (l *oneLists) one(s string) []string {
+	l.strings = append(l.strings, s)
+	n := len(l.strings)
+	return l.strings[n-1 : n : n]
+}
+
+// tags is [category] within CTIM's limit, or nil for an empty category: an
+// empty Pulsedive string makes no empty CTIM string (spec 4b).
+func (l *oneLists) tags(category string) []string {
+	if category == "" {
+		return nil
+	}
+	return l.one(cut(category, shortString))
+}
+
+// external is the pivot on Pulsedive's record of a threat or feed:
+// ["pulsedive-<kind>-<id>"] and a reference to its page, the raw id beside
+// the page's escaped one.
+func (l *oneLists) external(prefix, id, uri string) ([]string, []ExternalReference) {
+	ids := l.one(prefix + id)
+	l.refs = append(l.refs, ExternalReference{SourceName: Source, URL: uri, ExternalID: id})
+	n := len(l.refs)
+	return ids, l.refs[n-1 : n : n]
+}
+
+// cut returns s cut to at most n Unicode code points.
+func cut(s string, n int) string {
+	if len(s) <= n { // never more code points than bytes
+		return s
+	}
+	i := 0
+	for at := range s {
+		if i == n {
+			return s[:at]
+		}
+		i++
+	}
+	return s
 }
 
 // sortedByLink returns a copy of items sorted by their stamp_linked, newest
@@ -379,12 +642,15 @@ func sortedByLink[T any](items []T, stamp func(T) string) ([]T, error) {
 	return out, nil
 }
 
-// parseStamp reads a Pulsedive time; a missing or unreadable one is
-// ErrBroken.
+// parseStamp reads a Pulsedive time; a missing or unreadable one, or one
+// outside the years CTIM can carry, is ErrBroken.
 func parseStamp(s string) (time.Time, error) {
 	t, err := time.Parse(pulsediveLayout, s)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: time %q is not YYYY-MM-DD HH:MM:SS", ErrBroken, s)
+	}
+	if t.Before(earliestStamp) || !t.Before(latestStamp) {
+		return time.Time{}, fmt.Errorf("%w: time %q is out of CTIM's range", ErrBroken, s)
 	}
 	return t, nil
 }

@@ -44,13 +44,16 @@ func TestRiskTable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/retired=%v", tt.risk, tt.retired), func(t *testing.T) {
-			r := &Report{IID: "1", Risk: tt.risk, Retired: tt.retired, StampSeen: "2020-01-01 00:00:00"}
+			r := &Report{IID: "1", Risk: tt.risk, Retired: tt.retired, StampSeen: "2020-04-01 00:00:00"}
 			obs := Observable{Type: "ip", Value: "1.2.3.4"}
 			e, err := testMapper().Observe(obs, r, nil, 100)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := e.Verdict
+			if e.Verdict == nil {
+				t.Fatal("no verdict for a report seen two weeks ago")
+			}
+			got := *e.Verdict
 			if got.Disposition != tt.want.Disposition || got.DispositionName != tt.want.DispositionName {
 				t.Errorf("verdict = %d %s, want %d %s", got.Disposition, got.DispositionName, tt.want.Disposition, tt.want.DispositionName)
 			}
@@ -71,7 +74,7 @@ func TestValidTime(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v, err := testMapper().Verdict(Observable{"ip", "x"}, &Report{IID: "1", Risk: "low", StampSeen: tt.seen, StampRetired: tt.retired})
+			v, _, err := testMapper().Verdict(Observable{"ip", "x"}, &Report{IID: "1", Risk: "low", StampSeen: tt.seen, StampRetired: tt.retired})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -219,7 +222,7 @@ func TestRelations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.obs.Type, func(t *testing.T) {
-			rels, err := testMapper().Relations(tt.obs, links)
+			rels, err := testMapper().Relations(tt.obs, DNSLinkList(links), 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -235,14 +238,14 @@ func TestRelations(t *testing.T) {
 			}
 		})
 	}
-	if _, err := testMapper().Relations(Observable{"ip", "x"}, []DNSLink{{Type: "domain", Indicator: "a", StampLinked: "soon"}}); !errors.Is(err, ErrBroken) {
+	if _, err := testMapper().Relations(Observable{"ip", "x"}, DNSLinkList{{Type: "domain", Indicator: "a", StampLinked: "soon"}}, 0); !errors.Is(err, ErrBroken) {
 		t.Errorf("bad stamp: error = %v, want ErrBroken", err)
 	}
 }
 
 func TestBundleDeduplicatesIndicators(t *testing.T) {
 	m := testMapper()
-	r := &Report{IID: "1", Risk: "low", StampSeen: "2020-01-01 00:00:00", RiskFactors: []RiskFactor{{"shared"}, {"own"}}}
+	r := &Report{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00", RiskFactors: []RiskFactor{{"shared"}, {"own"}}}
 	var b Bundle
 	for _, v := range []string{"a.example", "b.example"} {
 		e, err := m.Observe(Observable{"domain", v}, r, nil, 100)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"net/url"
 	"strings"
 )
 
@@ -21,14 +22,14 @@ func SearchReference(obs Observable) Reference {
 }
 
 // BrowseReference is the pivot to the page of the indicator iid, for an
-// observable Pulsedive knows.
+// observable Pulsedive knows. The iid is query-escaped (spec 4b).
 func BrowseReference(obs Observable, iid string) Reference {
 	label := typeLabels[obs.Type]
 	return Reference{
 		ID:          "ref-pulsedive-detail-" + obs.Type + "-" + escapeID(obs.Value),
 		Title:       "Browse " + label,
 		Description: "Browse this " + label + " on Pulsedive",
-		URL:         UIBase + "/indicator/?iid=" + iid,
+		URL:         UIBase + "/indicator/?iid=" + url.QueryEscape(iid),
 		Categories:  []string{"Browse", "Pulsedive"},
 	}
 }

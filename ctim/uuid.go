@@ -14,17 +14,22 @@ var namespaceX500 = [16]byte{0x6b, 0xa7, 0xb8, 0x14, 0x9d, 0xad, 0x11, 0xd1, 0x8
 // UUID5 returns the name-based (SHA-1, version 5) UUID of name in the given
 // name space, in its 36-character text form.
 func UUID5(namespace [16]byte, name string) string {
-	return prefixedUUID5("", namespace, name)
+	return prefixedUUID5("", namespace, "", name)
 }
 
 // RandomUUID returns a random (version 4) UUID in text form.
 func RandomUUID() string { return prefixedRandomUUID("") }
 
-// prefixedUUID5 is prefix followed by UUID5(namespace, name), built in one
-// allocation: the hot path makes several per observable.
-func prefixedUUID5(prefix string, namespace [16]byte, name string) string {
+// prefixedUUID5 is prefix followed by UUID5(namespace, name), or
+// UUID5(namespace, kind+":"+name) when kind is set, built in one allocation:
+// the hot path makes several per observable.
+func prefixedUUID5(prefix string, namespace [16]byte, kind, name string) string {
 	var buf [256]byte
-	in := append(append(buf[:0], namespace[:]...), name...)
+	in := append(buf[:0], namespace[:]...)
+	if kind != "" {
+		in = append(append(in, kind...), ':')
+	}
+	in = append(in, name...)
 	sum := sha1.Sum(in)
 	var u [16]byte
 	copy(u[:], sum[:16])

@@ -151,14 +151,15 @@ func cacheKey(key pulsedive.APIKey, kind, value string) string {
 // report converts Pulsedive's document into the mapping's input.
 func report(ind *pulsedive.Indicator) *ctim.Report {
 	r := &ctim.Report{
-		IID:          ind.IID,
-		Risk:         ind.Risk,
-		Retired:      ind.Retired,
-		StampSeen:    ind.StampSeen,
-		StampRetired: ind.StampRetired,
-		RiskFactors:  make([]ctim.RiskFactor, len(ind.RiskFactors)),
-		Threats:      make([]ctim.Threat, len(ind.Threats)),
-		Feeds:        make([]ctim.Feed, len(ind.Feeds)),
+		IID:           ind.IID,
+		Risk:          ind.Risk,
+		Retired:       ind.Retired,
+		RetiredReason: ind.RetiredReason,
+		StampSeen:     ind.StampSeen,
+		StampRetired:  ind.StampRetired,
+		RiskFactors:   make([]ctim.RiskFactor, len(ind.RiskFactors)),
+		Threats:       make([]ctim.Threat, len(ind.Threats)),
+		Feeds:         make([]ctim.Feed, len(ind.Feeds)),
 	}
 	for i, rf := range ind.RiskFactors {
 		r.RiskFactors[i] = ctim.RiskFactor{Description: rf.Description}
@@ -172,10 +173,14 @@ func report(ind *pulsedive.Indicator) *ctim.Report {
 	return r
 }
 
-func dnsLinks(l *pulsedive.Links) []ctim.DNSLink {
-	out := make([]ctim.DNSLink, len(l.ActiveDNS))
-	for i, d := range l.ActiveDNS {
-		out[i] = ctim.DNSLink{Type: d.Type, Indicator: d.Indicator, StampLinked: d.StampLinked}
-	}
-	return out
+// activeDNS reads a links document's Active DNS entries for the mapping one
+// at a time, so that it converts only those it keeps (CTR_ENTITIES_LIMIT),
+// however long the list.
+type activeDNS pulsedive.Links
+
+func (l *activeDNS) Len() int { return len(l.ActiveDNS) }
+
+func (l *activeDNS) At(i int) ctim.DNSLink {
+	d := l.ActiveDNS[i]
+	return ctim.DNSLink{Type: d.Type, Indicator: d.Indicator, StampLinked: d.StampLinked}
 }

@@ -17,8 +17,12 @@ func TestImportRule(t *testing.T) {
 	// allowed lists, per package, the project packages it may import
 	// (test files excepted); a package missing here may import nothing of
 	// the project but the fakes next to what it tests.
+	// testOnly are packages only tests may import: no package of the
+	// relay, commands included, imports them outside its tests.
+	testOnly := []string{"ctim/ctimcheck"}
 	allowed := map[string][]string{
 		"ctim":                    nil,
+		"ctim/ctimcheck":          nil, // tests only: see testOnly
 		"cache":                   nil,
 		"limiter":                 nil,
 		"metrics":                 nil,
@@ -48,6 +52,11 @@ func TestImportRule(t *testing.T) {
 		}
 		rel, _ := filepath.Rel(root, path)
 		rel = filepath.ToSlash(rel)
+		for _, only := range testOnly {
+			if slices.Contains(pkg.Imports, module+"/"+only) {
+				t.Errorf("%s imports %s, which only tests may import", rel, only)
+			}
+		}
 		if strings.HasPrefix(rel, "cmd/") {
 			return nil // commands may import everything
 		}

@@ -150,7 +150,8 @@ func (p *Pipeline) Observe(ctx context.Context, req Request) Result {
 	return fold(p.run(ctx, req, p.observeOne))
 }
 
-// Deliberate answers verdicts only, from the same documents as Observe.
+// Deliberate answers verdicts only, from the same documents as Observe:
+// the current ones, without judgement_id (there are no judgements).
 func (p *Pipeline) Deliberate(ctx context.Context, req Request) Result {
 	return fold(p.run(ctx, req, p.deliberateOne))
 }
@@ -256,13 +257,13 @@ func (p *Pipeline) observeOne(ctx context.Context, req Request, o ctim.Observabl
 	}
 	r := report(info)
 	// Check the fields every entity needs before spending budget on links.
-	if _, err := p.mapper.Verdict(o, r); err != nil {
+	if _, _, err := p.mapper.Verdict(o, r); err != nil {
 		return failed(err)
 	}
 	var relations []ctim.Relation
 	links, err := p.links(ctx, req.Key, o.Value)
 	if err == nil && links != nil {
-		relations, err = p.mapper.Relations(o, dnsLinks(links))
+		relations, err = p.mapper.Relations(o, (*activeDNS)(links), req.EntitiesLimit)
 	}
 	if err != nil {
 		out.errs = append(out.errs, err)
@@ -283,9 +284,12 @@ func (p *Pipeline) deliberateOne(ctx context.Context, req Request, o ctim.Observ
 	if info == nil {
 		return outcome{}
 	}
-	v, err := p.mapper.Verdict(o, report(info))
+	v, current, err := p.mapper.Verdict(o, report(info))
 	if err != nil {
 		return failed(err)
+	}
+	if !current { // expired verdicts are left out, as in observe (spec 4b)
+		return outcome{}
 	}
 	return outcome{verdict: &v}
 }

@@ -24,7 +24,7 @@ const rateLimitText = "API rate limit exceeded: 30 requests per minute. Requests
 
 func TestIndicatorFixtures(t *testing.T) {
 	manyFactors := &pulsedive.Indicator{
-		IID: "424242", Indicator: "many-factors.example", Type: "domain", Risk: "low", Retired: true,
+		IID: "424242", Indicator: "many-factors.example", Type: "domain", Risk: "low", Retired: true, RetiredReason: "No recent activity",
 		StampSeen: "2020-03-31 14:47:36",
 	}
 	for i := range 120 {
@@ -37,7 +37,7 @@ func TestIndicatorFixtures(t *testing.T) {
 		wantErr error
 	}{
 		{value: "parkingcrew.net", want: &pulsedive.Indicator{
-			IID: "118", Indicator: "parkingcrew.net", Type: "domain", Risk: "medium", Retired: true, StampSeen: "2020-03-31 14:47:36",
+			IID: "118", Indicator: "parkingcrew.net", Type: "domain", Risk: "medium", Retired: true, RetiredReason: "No recent activity", StampSeen: "2020-03-31 14:47:36",
 			RiskFactors: []pulsedive.RiskFactor{{Description: "found in threat feeds", Risk: "medium"}, {Description: "registration recently updated", Risk: "medium"}},
 			Threats: []pulsedive.Threat{
 				{TID: "108", Name: "JS Crypto Miner", Category: "abuse", Risk: "unknown", StampLinked: "2018-08-06 03:44:07"},
@@ -63,7 +63,7 @@ func TestIndicatorFixtures(t *testing.T) {
 			Feeds:       []pulsedive.Feed{{FID: "31", Name: "OpenPhish Feed", Category: "phishing", Organization: "OpenPhish", StampLinked: "2020-02-02 02:00:00"}},
 		}},
 		{value: "2001:420:1101:1::185", want: &pulsedive.Indicator{
-			IID: "66001", Indicator: "2001:420:1101:1::185", Type: "ipv6", Risk: "none", Retired: true,
+			IID: "66001", Indicator: "2001:420:1101:1::185", Type: "ipv6", Risk: "none", Retired: true, RetiredReason: "No recent activity",
 			StampSeen: "2019-10-01 00:00:00", StampRetired: "2020-01-01 00:00:00",
 		}},
 		{value: "110.174.93.63", want: &pulsedive.Indicator{
@@ -72,7 +72,7 @@ func TestIndicatorFixtures(t *testing.T) {
 		// A changed document: no risk, no stamp_retired, no lists. The
 		// decoder keeps what is there; the mapping decides it is broken.
 		{value: "broken.example", want: &pulsedive.Indicator{
-			IID: "3658835", Indicator: "broken.example", Type: "domain", Retired: true, StampSeen: "2019-11-13 03:36:17",
+			IID: "3658835", Indicator: "broken.example", Type: "domain", Retired: true, RetiredReason: "No recent activity", StampSeen: "2019-11-13 03:36:17",
 		}},
 		{value: "many-factors.example", want: manyFactors},
 		{value: "23.23.23.23", wantErr: pulsedive.ErrNotFound},

@@ -15,16 +15,21 @@ import (
 // stay empty; the mapping, not the decoder, decides that is a "key error",
 // so a refer pivot can still be built from a document that cannot be mapped.
 type Indicator struct {
-	IID          string       `json:"iid"`
-	Indicator    string       `json:"indicator"`
-	Type         string       `json:"type"`
-	Risk         string       `json:"risk"`
-	Retired      bool         `json:"retired"`
-	StampSeen    string       `json:"stamp_seen"`
-	StampRetired string       `json:"stamp_retired"`
-	RiskFactors  []RiskFactor `json:"riskfactors"`
-	Threats      []Threat     `json:"threats"`
-	Feeds        []Feed       `json:"feeds"`
+	IID       string `json:"iid"`
+	Indicator string `json:"indicator"`
+	Type      string `json:"type"`
+	Risk      string `json:"risk"`
+	Retired   bool   `json:"retired"`
+	// RetiredReason is the text of "retired" when Pulsedive sent a
+	// non-empty string ("No recent activity"); it is empty when Pulsedive
+	// sent a number, so the judgement can tell "retired: <why>" from a
+	// bare "retired" (spec section 4b).
+	RetiredReason string       `json:"retired_reason,omitempty"`
+	StampSeen     string       `json:"stamp_seen"`
+	StampRetired  string       `json:"stamp_retired"`
+	RiskFactors   []RiskFactor `json:"riskfactors"`
+	Threats       []Threat     `json:"threats"`
+	Feeds         []Feed       `json:"feeds"`
 }
 
 // RiskFactor is one entry of an indicator's "riskfactors".
@@ -75,7 +80,7 @@ func DecodeIndicator(body []byte) (*Indicator, error) {
 		Indicator    flexString          `json:"indicator"`
 		Type         flexString          `json:"type"`
 		Risk         flexString          `json:"risk"`
-		Retired      flexBool            `json:"retired"`
+		Retired      flexRetired         `json:"retired"`
 		StampSeen    flexString          `json:"stamp_seen"`
 		StampRetired flexString          `json:"stamp_retired"`
 		RiskFactors  flexList[rawRisk]   `json:"riskfactors"`
@@ -90,13 +95,14 @@ func DecodeIndicator(body []byte) (*Indicator, error) {
 		return nil, apiError(string(raw.Error))
 	}
 	ind := &Indicator{
-		IID:          string(raw.IID),
-		Indicator:    string(raw.Indicator),
-		Type:         string(raw.Type),
-		Risk:         string(raw.Risk),
-		Retired:      bool(raw.Retired),
-		StampSeen:    string(raw.StampSeen),
-		StampRetired: string(raw.StampRetired),
+		IID:           string(raw.IID),
+		Indicator:     string(raw.Indicator),
+		Type:          string(raw.Type),
+		Risk:          string(raw.Risk),
+		Retired:       raw.Retired.retired,
+		RetiredReason: raw.Retired.reason,
+		StampSeen:     string(raw.StampSeen),
+		StampRetired:  string(raw.StampRetired),
 	}
 	for _, r := range raw.RiskFactors {
 		ind.RiskFactors = append(ind.RiskFactors, RiskFactor{Description: string(r.Description), Risk: string(r.Risk)})
@@ -231,23 +237,26 @@ func (s *flexString) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// flexBool reads Pulsedive's "retired": a non-empty string or a non-zero
-// number is true; "", 0, false and null are false.
-type flexBool bool
+// flexRetired reads Pulsedive's "retired": a non-empty string (kept as the
+// reason) or a non-zero number is retired; "", 0, false and null are not.
+type flexRetired struct {
+	retired bool
+	reason  string
+}
 
-func (v *flexBool) UnmarshalJSON(b []byte) error {
+func (v *flexRetired) UnmarshalJSON(b []byte) error {
 	var s flexString
 	if err := s.UnmarshalJSON(b); err != nil {
 		return err
 	}
 	switch str := string(s); {
 	case str == "" || (str == "false" && b[0] == 'f'):
-		*v = false
+		*v = flexRetired{}
 	case b[0] != '"':
 		f, err := strconv.ParseFloat(str, 64)
-		*v = flexBool(err != nil || f != 0)
+		*v = flexRetired{retired: err != nil || f != 0}
 	default:
-		*v = true
+		*v = flexRetired{retired: true, reason: str}
 	}
 	return nil
 }

@@ -89,8 +89,83 @@ func documentedError(err error) bool {
 		errors.Is(err, pulsedive.ErrNotFound) || errors.As(err, &apiErr)
 }
 
+// pulsediveShape re-encodes a decoded indicator the way Pulsedive writes it:
+// the model keeps "retired" as a flag and its text apart, Pulsedive sends
+// the text in "retired" itself.
+func pulsediveShape(t *testing.T, ind *pulsedive.Indicator) []byte {
+	t.Helper()
+	body, err := json.Marshal(ind)
+	if err != nil {
+		t.Fatalf("re-encoding %+v: %v", ind, err)
+	}
+	if ind.RetiredReason == "" {
+		return body
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["retired"] = ind.RetiredReason
+	delete(doc, "retired_reason")
+	if body, err = json.Marshal(doc); err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// TestRetiredReason: the judgement's reason says why Pulsedive retired an
+// indicator when Pulsedive said so in text, and only that it did when it
+// sent a number (spec section 4b).
+func TestRetiredReason(t *testing.T) {
+	tests := []struct {
+		retired string
+		want    bool
+		reason  string
+	}{
+		{`"No recent activity"`, true, "No recent activity"},
+		{`"0"`, true, "0"}, // a non-empty string, whatever it says
+		{`"false"`, true, "false"},
+		{`" "`, true, " "},
+		{`1`, true, ""},
+		{`-2.5`, true, ""},
+		{`true`, true, ""},
+		{`0`, false, ""},
+		{`0.0`, false, ""},
+		{`""`, false, ""},
+		{`false`, false, ""},
+		{`null`, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.retired, func(t *testing.T) {
+			ind, err := pulsedive.DecodeIndicator([]byte(`{"iid":1,"retired":` + tt.retired + `}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ind.Retired != tt.want || ind.RetiredReason != tt.reason {
+				t.Errorf("retired %s decodes as (%v, %q), want (%v, %q)", tt.retired, ind.Retired, ind.RetiredReason, tt.want, tt.reason)
+			}
+			// The cache keeps the model as JSON: the reason survives it.
+			body, err := json.Marshal(ind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back pulsedive.Indicator
+			if err := json.Unmarshal(body, &back); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(ind, &back); diff != "" {
+				t.Errorf("cache round trip (-before +after):\n%s", diff)
+			}
+		})
+	}
+	absent, err := pulsedive.DecodeIndicator([]byte(`{"iid":1}`))
+	if err != nil || absent.Retired || absent.RetiredReason != "" {
+		t.Errorf("absent retired decodes as %+v, %v; want not retired", absent, err)
+	}
+}
+
 var extraSeeds = []string{
-	``, `{}`, `[]`, `null`, `{"iid":"1","retired":0,"stamp_retired":null}`,
+	``, `{}`, `[]`, `null`, `{"iid":"1","retired":0,"stamp_retired":null}`, `{"iid":2,"retired":"gone","risk":"none"}`,
 	`{"iid":1,"retired":1,"threats":{},"feeds":[],"riskfactors":{"description":"x"}}`,
 	`{"Active DNS":{"iid":1,"summary":[]}}`, `{"Active DNS":[{"iid":"2","summary":{}}],"Related URLs":{}}`,
 	`{"error":"Indicator not found."}`, `{"error":"x","iid":""}`, `{"iid":true,"risk":1e3}`,
@@ -114,10 +189,7 @@ func FuzzDecodeIndicator(f *testing.F) {
 		if ind == nil {
 			t.Fatalf("DecodeIndicator(%q) = nil, nil", body)
 		}
-		again, err := json.Marshal(ind)
-		if err != nil {
-			t.Fatalf("re-encoding %+v: %v", ind, err)
-		}
+		again := pulsediveShape(t, ind)
 		ind2, err := pulsedive.DecodeIndicator(again)
 		if err != nil {
 			t.Fatalf("decoding the re-encoded %s: %v", again, err)

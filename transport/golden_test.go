@@ -3,6 +3,7 @@ package transport_test
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/pulsedive-relay/relay/ctim/ctimcheck"
 )
 
 // fixtureObservables are the observables of the shared fixtures, in the
@@ -83,6 +86,51 @@ func TestGoldenObserve(t *testing.T) {
 	}
 }
 
+// TestGoldenDeliberate: a deliberate answer is the observe answer's
+// verdicts without judgement_id (there are no judgements to name), expired
+// ones left out as in observe, with the same errors.
+func TestGoldenDeliberate(t *testing.T) {
+	h := newHarness(t, options{})
+	for _, o := range fixtureObservables {
+		observe, ok := expectedFile(t, "observe", o.Value)
+		if !ok {
+			t.Fatalf("no expected observe answer for %s", o.Value)
+		}
+		t.Run(o.Value, func(t *testing.T) {
+			_, got := h.post("/deliberate/observables", bearer(h.freshToken()), []observable{o})
+			compareGolden(t, deliberateFrom(observe), got)
+		})
+	}
+}
+
+// deliberateFrom derives the deliberate answer from an expected observe
+// answer. Its errors stay: in the fixtures every error comes from the
+// indicator document, which deliberate reads too (none from links, which
+// it does not).
+func deliberateFrom(observe map[string]any) map[string]any {
+	out := map[string]any{}
+	if errs, ok := observe["errors"]; ok {
+		out["errors"] = errs
+	}
+	data, hasData := observe["data"].(map[string]any)
+	if !hasData {
+		return out
+	}
+	var verdicts []any
+	for _, v := range docsOf(data, "verdicts") {
+		v = maps.Clone(v)
+		delete(v, "judgement_id")
+		verdicts = append(verdicts, v)
+	}
+	switch {
+	case len(verdicts) > 0:
+		out["data"] = map[string]any{"verdicts": map[string]any{"count": float64(len(verdicts)), "docs": verdicts}}
+	case out["errors"] == nil:
+		out["data"] = map[string]any{}
+	}
+	return out
+}
+
 func TestGoldenRefer(t *testing.T) {
 	h := newHarness(t, options{})
 	for _, o := range append(fixtureObservables, observable{"domain", "cisco.com"}) {
@@ -102,10 +150,15 @@ func TestGoldenRefer(t *testing.T) {
 // errors kept once.
 func TestGoldenBatch(t *testing.T) {
 	h := newHarness(t, options{})
-	for _, endpoint := range []string{"observe", "refer"} {
+	for _, endpoint := range []string{"observe", "deliberate", "refer"} {
 		t.Run(endpoint, func(t *testing.T) {
 			var singles []map[string]any
 			for _, o := range fixtureObservables {
+				if endpoint == "deliberate" {
+					observe, _ := expectedFile(t, "observe", o.Value)
+					singles = append(singles, deliberateFrom(observe))
+					continue
+				}
 				want, _ := expectedFile(t, endpoint, o.Value)
 				singles = append(singles, want)
 			}
@@ -118,9 +171,16 @@ func TestGoldenBatch(t *testing.T) {
 
 // compareGolden compares an answer with an expected file under the rules of
 // the fixtures README: random ids are checked (prefix, UUID, unique) and
-// written as in the files, relationship refs are resolved to positions.
+// written as in the files, relationship refs and verdicts' judgement_id are
+// resolved to positions. Before that, an observe or deliberate answer must
+// keep to CTIM (ctimcheck), at the fixtures' clock.
 func compareGolden(t *testing.T, want, got map[string]any) {
 	t.Helper()
+	if _, refer := got["data"].([]any); !refer {
+		for _, p := range ctimcheck.CheckValue(got, ctimcheck.Options{Now: fixedNow}) {
+			t.Errorf("not CTIM: %s", p)
+		}
+	}
 	canonical := normalizeAnswer(t, got)
 	if diff := cmp.Diff(want, canonical); diff != "" {
 		t.Errorf("answer differs from the expected file (-want +got):\n%s", diff)
@@ -137,10 +197,21 @@ func normalizeAnswer(t *testing.T, answer map[string]any) map[string]any {
 	}
 	seen := map[string]bool{}
 	positions := map[string]string{}
-	for _, kind := range []string{"indicators", "sightings"} {
+	for _, kind := range []string{"judgements", "indicators", "sightings"} {
 		for i, doc := range docsOf(data, kind) {
 			positions[doc["id"].(string)] = fmt.Sprintf("%s[%d]", kind, i)
 		}
+	}
+	for _, doc := range docsOf(data, "verdicts") {
+		id, has := doc["judgement_id"].(string)
+		if !has {
+			continue
+		}
+		pos, ok := positions[id]
+		if !ok || !strings.HasPrefix(pos, "judgements[") {
+			t.Errorf("verdict judgement_id %q names no judgement of the answer", id)
+		}
+		doc["judgement_id"] = pos
 	}
 	for _, kind := range []string{"judgement", "sighting", "relationship"} {
 		pattern := regexp.MustCompile(`^transient:` + kind + `-` + uuidText + `$`)
@@ -220,6 +291,7 @@ func concatenate(t *testing.T, endpoint string, singles []map[string]any) map[st
 			addErrors(s)
 			data, _ := s["data"].(map[string]any)
 			sightingBase := len(lists["sightings"])
+			judgementBase := len(lists["judgements"])
 			localIndicator := map[int]int{}
 			for j, ind := range docsOf(data, "indicators") {
 				id := ind["id"].(string)
@@ -233,6 +305,12 @@ func concatenate(t *testing.T, endpoint string, singles []map[string]any) map[st
 			}
 			for _, kind := range []string{"verdicts", "judgements", "sightings"} {
 				for _, d := range docsOf(data, kind) {
+					if ref, ok := d["judgement_id"].(string); ok {
+						var k int
+						fmt.Sscanf(ref, "judgements[%d]", &k)
+						d = maps.Clone(d)
+						d["judgement_id"] = fmt.Sprintf("judgements[%d]", k+judgementBase)
+					}
 					lists[kind] = append(lists[kind], d)
 				}
 			}

@@ -117,7 +117,7 @@ func runCold(ctx context.Context, b *bench, c coldConfig) (*report, error) {
 	}
 	r.add("cold_calls", fmt.Sprintf("cold: Pulsedive calls (%d info + %d links)", info, links), float64(calls), unitCount).want(opEqual, float64(want))
 	r.add("cold_unknown", "cold: observables unknown to Pulsedive", float64(unknown), unitCount).want(opEqual, float64(c.Unknown))
-	r.add("cold_verdicts", "cold: verdicts in the answer", float64(cold.verdicts()), unitCount).want(opEqual, float64(c.Observables-c.Unknown))
+	r.add("cold_judgements", "cold: judgements in the answer", float64(cold.judgements()), unitCount).want(opEqual, float64(c.Observables-c.Unknown))
 	r.add("cold_errors", "cold: errors in the answer", float64(len(cold.Errors)), unitCount).want(opEqual, 0)
 	r.add("cold_max_in_flight", "cold: most Pulsedive calls at once", float64(stats.MaxInFlight), unitCount)
 	if len(cold.Errors) > 0 {
@@ -132,7 +132,7 @@ func runCold(ctx context.Context, b *bench, c coldConfig) (*report, error) {
 	warmCalls := st.fake.Stats().Calls - calls
 	r.add("warm_calls", "warm: Pulsedive calls", float64(warmCalls), unitCount).want(opEqual, 0)
 	r.addDuration("warm_wall_ms", "warm: wall time", warmAns.Latency).aim(opAtMost, 20)
-	r.add("warm_verdicts", "warm: verdicts in the answer", float64(warm.verdicts()), unitCount).want(opEqual, float64(c.Observables-c.Unknown))
+	r.add("warm_judgements", "warm: judgements in the answer", float64(warm.judgements()), unitCount).want(opEqual, float64(c.Observables-c.Unknown))
 	r.add("answer_bytes", "answer size", float64(len(warmAns.Body)), unitBytes)
 
 	st.finish(ctx, r, lc, finishOptions{leakMargin: -1})

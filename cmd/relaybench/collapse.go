@@ -81,7 +81,7 @@ func runCollapse(ctx context.Context, b *bench, c collapseConfig) (*report, erro
 				problems = append(problems, perr.Error())
 			case len(ra.Errors) > 0:
 				problems = append(problems, ra.errorText())
-			case ra.verdicts() == c.Observables:
+			case ra.judgements() == c.Observables:
 				complete++
 			}
 		},
@@ -92,7 +92,7 @@ func runCollapse(ctx context.Context, b *bench, c collapseConfig) (*report, erro
 	stats := st.fake.Stats()
 	info, links := callsByKind(stats)
 	r.add("collapse_calls", fmt.Sprintf("Pulsedive calls (%d info + %d links)", info, links), float64(stats.Calls), unitCount).want(opEqual, float64(2*c.Observables))
-	r.add("collapse_complete", "answers with every verdict and no error", float64(complete), unitCount).want(opEqual, float64(c.Requests))
+	r.add("collapse_complete", "answers with every judgement and no error", float64(complete), unitCount).want(opEqual, float64(c.Requests))
 	r.add("collapse_lost", "requests without an answer", float64(res.lost()), unitCount).want(opEqual, 0)
 	r.add("collapse_max_in_flight", "most Pulsedive calls at once", float64(stats.MaxInFlight), unitCount)
 	r.addDuration("collapse_p50_ms", "request wall time, median", res.percentile(0.5))

@@ -94,11 +94,11 @@ func maxTime(a, b time.Time) time.Time {
 
 // keyRun is one key's batch: how long it took and what came back.
 type keyRun struct {
-	key      string
-	wall     time.Duration
-	verdicts int
-	errors   string
-	err      error
+	key        string
+	wall       time.Duration
+	judgements int
+	errors     string
+	err        error
 }
 
 // runRateLimit checks that the relay spends a key's budget fully but never
@@ -146,14 +146,14 @@ func runRateLimit(ctx context.Context, b *bench, c rateLimitConfig) (*report, er
 			return k
 		}
 		ra, a, err := post(ctx, lc, req)
-		k.wall, k.verdicts, k.errors, k.err = a.Latency, ra.verdicts(), ra.errorText(), err
+		k.wall, k.judgements, k.errors, k.err = a.Latency, ra.judgements(), ra.errorText(), err
 		return k
 	}
 	rates := func(slug, label string, k keyRun) {
 		n, span := rec.span(k.key)
 		key := "ratelimit_" + slug
 		r.addDuration(key+"_wall_ms", label+": batch wall time", k.wall).inSummary = true
-		r.add(key+"_verdicts", label+": verdicts", float64(k.verdicts), unitCount).want(opEqual, float64(c.Observables))
+		r.add(key+"_judgements", label+": judgements", float64(k.judgements), unitCount).want(opEqual, float64(c.Observables))
 		r.add(key+"_calls", label+": Pulsedive calls", float64(n), unitCount).want(opEqual, float64(calls))
 		if span > 0 {
 			raw := float64(n) / span.Seconds()

@@ -104,12 +104,12 @@ func TestScenarios(t *testing.T) {
 	t.Run("cold", func(t *testing.T) {
 		r := runJSON(t, "cold", "-relay-bin", bin, "-observables", "40", "-unknown", "4", "-latency", "50ms")
 		wantFigures(t, r, map[string]float64{
-			"cold_calls":    76, // 40 info + 36 links: none for the unknown
-			"cold_unknown":  4,
-			"cold_verdicts": 36,
-			"cold_errors":   0,
-			"warm_calls":    0,
-			"warm_verdicts": 36,
+			"cold_calls":      76, // 40 info + 36 links: none for the unknown
+			"cold_unknown":    4,
+			"cold_judgements": 36,
+			"cold_errors":     0,
+			"warm_calls":      0,
+			"warm_judgements": 36,
 		})
 		if !r.Passed {
 			t.Errorf("cold failed: %v", r.Failed)

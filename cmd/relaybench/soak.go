@@ -137,8 +137,8 @@ func runSoak(ctx context.Context, b *bench, c soakConfig) (*report, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ra.verdicts() != len(hot) {
-			return nil, fmt.Errorf("soak: warming the cache: %d verdicts of %d (%s)", ra.verdicts(), len(hot), truncate(ra.errorText(), 200))
+		if ra.judgements() != len(hot) {
+			return nil, fmt.Errorf("soak: warming the cache: %d judgements of %d (%s)", ra.judgements(), len(hot), truncate(ra.errorText(), 200))
 		}
 	}
 	st.baseline(ctx, lc)

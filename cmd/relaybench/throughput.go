@@ -69,15 +69,15 @@ func runThroughput(ctx context.Context, b *bench, c throughputConfig) (*report, 
 	if err != nil {
 		return nil, err
 	}
-	if ra.verdicts() != 1 || len(ra.Errors) > 0 {
-		return nil, fmt.Errorf("throughput: warming the cache: %d verdicts, errors %q", ra.verdicts(), ra.errorText())
+	if ra.judgements() != 1 || len(ra.Errors) > 0 {
+		return nil, fmt.Errorf("throughput: warming the cache: %d judgements, errors %q", ra.judgements(), ra.errorText())
 	}
 	st.baseline(ctx, lc)
 	st.fake.Reset()
 
 	var bad atomic.Int64
 	check := func(_ request, a answer) {
-		if a.Status != http.StatusOK || !bytes.Contains(a.Body, []byte(`"verdicts"`)) || bytes.Contains(a.Body, []byte(`"errors"`)) {
+		if a.Status != http.StatusOK || !bytes.Contains(a.Body, []byte(`"judgements"`)) || bytes.Contains(a.Body, []byte(`"errors"`)) {
 			bad.Add(1)
 		}
 	}
@@ -106,7 +106,7 @@ func runThroughput(ctx context.Context, b *bench, c throughputConfig) (*report, 
 	r.addDuration("relay_p50_ms", "relay: latency p50", relay.percentile(0.5)).headline()
 	r.addDuration("relay_p99_ms", "relay: latency p99", relay.percentile(0.99)).headline()
 	r.add("relay_requests", "relay: requests answered", float64(relay.Answered), unitCount)
-	r.add("relay_bad", "relay: answers not 200 with verdicts and no errors", float64(bad.Load()), unitCount).want(opEqual, 0)
+	r.add("relay_bad", "relay: answers not 200 with judgements and no errors", float64(bad.Load()), unitCount).want(opEqual, 0)
 	r.add("relay_lost", "relay: requests without an answer", float64(relay.lost()), unitCount).want(opEqual, 0)
 	r.add("relay_pulsedive_calls", "relay: Pulsedive calls during the load", float64(calls), unitCount).want(opEqual, 0)
 	r.add("bare_rps", "bare net/http: requests/s", bareRes.rate(), unitRPS).headline()
