@@ -980,7 +980,7 @@ func TestGrafanaDashboard(t *testing.T) {
 		"pulsedive_relay_cache_requests_total",
 		"pulsedive_relay_limiter_wait_seconds",
 		"pulsedive_relay_pulsedive_in_flight",
-		"pulsedive_relay_breaker_state",
+		"pulsedive_relay_breakers",
 	} {
 		if !used[want] {
 			t.Errorf("no panel shows %s", want)

@@ -5,6 +5,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
 )
 
 // APIKey is a caller's Pulsedive API key. It prints as "[redacted]" through
@@ -39,4 +43,24 @@ func (k APIKey) Reveal() string { return string(k) }
 func (k APIKey) Fingerprint() string {
 	sum := sha256.Sum256([]byte(k))
 	return hex.EncodeToString(sum[:16])
+}
+
+// scrub replaces every form of the key in text with "[redacted]": the key
+// as is, query-escaped and path-escaped (the forms a server may echo from
+// the request URL), in any letter case. The client scrubs every Pulsedive
+// text it passes on with it (spec section 6). It runs on failures only, so
+// compiling the pattern each time costs nothing that matters.
+func (k APIKey) scrub(text string) string {
+	if k == "" || text == "" {
+		return text
+	}
+	raw := string(k)
+	forms := []string{raw, url.QueryEscape(raw), url.PathEscape(raw)}
+	// Longest first, so that an escaped form is not cut short by the raw one.
+	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) })
+	for i, f := range forms {
+		forms[i] = regexp.QuoteMeta(f)
+	}
+	re := regexp.MustCompile("(?i)(?:" + strings.Join(forms, "|") + ")")
+	return re.ReplaceAllLiteralString(text, redacted)
 }
