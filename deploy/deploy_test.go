@@ -33,8 +33,8 @@ import (
 	"github.com/pulsedive-relay/relay/metrics"
 )
 
-// The relay's environment variables: spec section 7 plus METRICS_ADDR and
-// RELAY_MAX_INFLIGHT.
+// The relay's environment variables: spec section 7 plus METRICS_ADDR,
+// RELAY_MAX_INFLIGHT and RELAY_MAX_INFLIGHT_PER_KEY.
 var (
 	durationVars = []string{
 		"PULSEDIVE_TIMEOUT", "RELAY_REQUEST_TIMEOUT", "CACHE_TTL", "CACHE_NEGATIVE_TTL",
@@ -43,6 +43,7 @@ var (
 	intVars = []string{
 		"PULSEDIVE_RATE_LIMIT", "PULSEDIVE_BURST", "RELAY_WORKERS", "RELAY_MAX_OBSERVABLES",
 		"RELAY_MAX_BODY_BYTES", "CACHE_MAX_BYTES", "CTR_ENTITIES_LIMIT", "RELAY_MAX_INFLIGHT",
+		"RELAY_MAX_INFLIGHT_PER_KEY",
 	}
 	otherVars = []string{
 		"RELAY_ADDR", "METRICS_ADDR", "PULSEDIVE_API_URL", "RELAY_JWKS_HOSTS", "RELAY_AUDIENCE",
@@ -980,7 +981,7 @@ func TestGrafanaDashboard(t *testing.T) {
 		"pulsedive_relay_cache_requests_total",
 		"pulsedive_relay_limiter_wait_seconds",
 		"pulsedive_relay_pulsedive_in_flight",
-		"pulsedive_relay_breaker_state",
+		"pulsedive_relay_breakers",
 	} {
 		if !used[want] {
 			t.Errorf("no panel shows %s", want)

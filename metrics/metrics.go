@@ -3,7 +3,7 @@
 //
 // Label values come only from small, fixed sets written down in this file:
 // route templates, HTTP status codes, Pulsedive document kinds and call
-// outcomes, cache results, observable types. A value outside its set is
+// outcomes, cache results, observable types, breaker states. A value outside its set is
 // counted under "other" instead of opening a new series, so a caller bug
 // cannot explode the series count. No label ever carries an API key, a
 // token, an observable value or any other unbounded or secret string; do not
@@ -67,7 +67,7 @@ type Metrics struct {
 	jwksFetches       *prometheus.CounterVec
 	sharedCalls       *prometheus.CounterVec
 	panics            *prometheus.CounterVec
-	breakerState      prometheus.Gauge
+	breakers          *prometheus.GaugeVec
 	buildInfo         *prometheus.GaugeVec
 	authFailures      *prometheus.CounterVec // see AuthFailure
 }
@@ -108,12 +108,12 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		pulsediveRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "pulsedive_requests_total",
-			Help:      "Pulsedive API calls, by document kind and outcome; refused counts calls the relay's own rate limiter did not make, breaker_open those an open circuit breaker did not make.",
+			Help:      "Pulsedive API calls, by document kind and outcome; refused counts calls the relay's own rate limiter did not make, breaker_open those an open circuit breaker did not make (neither is timed).",
 		}, []string{"kind", "outcome"}),
 		pulsediveDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace,
 			Name:      "pulsedive_request_duration_seconds",
-			Help:      "Latency of Pulsedive API calls, by document kind.",
+			Help:      "Latency of Pulsedive API calls made, by document kind; calls refused by the limiter or a breaker are not observed.",
 			Buckets:   pulsediveBuckets(),
 		}, []string{"kind"}),
 		pulsediveInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -152,11 +152,11 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 			Name:      "panics_total",
 			Help:      "Handler panics recovered, by mux route template.",
 		}, []string{"route"}),
-		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{
+		breakers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace,
-			Name:      "breaker_state",
-			Help:      "Worst state of the per-API-key circuit breakers to Pulsedive: 0 all closed, 1 some half-open, 2 some open.",
-		}),
+			Name:      "breakers",
+			Help:      "API keys whose circuit breaker to Pulsedive is in each state; closed counts only keys with a call in flight or a recent failure.",
+		}, []string{"state"}),
 		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace,
 			Name:      "build_info",
@@ -170,7 +170,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		m.httpRequests, m.httpDuration,
 		m.pulsediveRequests, m.pulsediveDuration, m.pulsediveInFlight,
 		m.cacheRequests, m.limiterWait, m.observables, m.jwksFetches,
-		m.sharedCalls, m.panics, m.breakerState, m.buildInfo,
+		m.sharedCalls, m.panics, m.breakers, m.buildInfo,
 		m.authFailures,
 	}
 	for i, c := range cs {
@@ -205,6 +205,9 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	for _, outcome := range jwksOutcomes() {
 		m.jwksFetches.WithLabelValues(outcome)
 	}
+	for _, state := range breakerStates() {
+		m.breakers.WithLabelValues(state)
+	}
 	for _, reason := range authFailureReasons() {
 		m.authFailures.WithLabelValues(reason)
 	}
@@ -238,6 +241,18 @@ func (m *Metrics) PulsediveCall(kind, outcome string, d time.Duration) {
 	kind = kindLabel(kind)
 	m.pulsediveRequests.WithLabelValues(kind, outcomeLabel(outcome)).Inc()
 	m.pulsediveDuration.WithLabelValues(kind).Observe(seconds(d))
+}
+
+// PulsediveRefused counts one Pulsedive call the relay did not make:
+// outcome refused (its rate limiter said no) or breaker_open (the key's
+// circuit breaker said no). It has no latency, so the latency histogram is
+// not touched: refusals observed as 0 s would drag its quantiles toward 0
+// during an outage. Labels are checked as for PulsediveCall.
+func (m *Metrics) PulsediveRefused(kind, outcome string) {
+	if m == nil {
+		return
+	}
+	m.pulsediveRequests.WithLabelValues(kindLabel(kind), outcomeLabel(outcome)).Inc()
 }
 
 // PulsediveInFlight adds delta (+1 when a call starts, -1 when it ends) to
@@ -307,14 +322,16 @@ func (m *Metrics) PanicRecovered(route string) {
 	m.panics.WithLabelValues(routeLabel(route)).Inc()
 }
 
-// BreakerState sets the worst state of the per-key circuit breakers to
-// Pulsedive: 0 all closed, 1 one half-open, 2 one open. Any other value is stored as is, so a dashboard shows the breaker's
-// own number rather than a guess.
-func (m *Metrics) BreakerState(state int) {
+// BreakerKeys sets how many API keys have their circuit breaker to
+// Pulsedive in state: closed, half_open or open (the pulsedive package's
+// BreakerState names); other states are counted as "other". A count per
+// state, not the worst state of all keys, so one tenant's open breaker
+// does not read as the fleet's.
+func (m *Metrics) BreakerKeys(state string, n int) {
 	if m == nil {
 		return
 	}
-	m.breakerState.Set(float64(state))
+	m.breakers.WithLabelValues(breakerStateLabel(state)).Set(float64(n))
 }
 
 func seconds(d time.Duration) float64 {
@@ -406,6 +423,16 @@ func jwksOutcomeLabel(outcome string) string {
 	switch outcome {
 	case "ok", "error":
 		return outcome
+	}
+	return other
+}
+
+func breakerStates() []string { return []string{"closed", "half_open", "open"} }
+
+func breakerStateLabel(state string) string {
+	switch state {
+	case "closed", "half_open", "open":
+		return state
 	}
 	return other
 }

@@ -30,8 +30,10 @@ func TestMain(m *testing.M) {
 var (
 	_ interface {
 		PulsediveCall(kind, outcome string, d time.Duration)
+		PulsediveRefused(kind, outcome string)
 		PulsediveInFlight(delta int)
 		LimiterWait(d time.Duration)
+		BreakerKeys(state string, n int)
 	} = (*metrics.Metrics)(nil)
 	_ interface {
 		HTTPRequest(route string, status int, d time.Duration)
@@ -41,7 +43,6 @@ var (
 		CacheLookup(kind, result string)
 		Observable(typ string)
 		SharedCall(kind string)
-		BreakerState(state int)
 	} = (*metrics.Metrics)(nil)
 	_ interface{ JWKSFetch(outcome string) }  = (*metrics.Metrics)(nil)
 	_ interface{ AuthFailure(reason string) } = (*metrics.Metrics)(nil)
@@ -146,7 +147,7 @@ func TestFamilies(t *testing.T) {
 		"pulsedive_relay_auth_failures_total":                "COUNTER",
 		"pulsedive_relay_shared_calls_total":                 "COUNTER",
 		"pulsedive_relay_panics_total":                       "COUNTER",
-		"pulsedive_relay_breaker_state":                      "GAUGE",
+		"pulsedive_relay_breakers":                           "GAUGE",
 		"pulsedive_relay_build_info":                         "GAUGE",
 	}
 	// http_requests_total has no pre-initialised series (status codes are
@@ -177,7 +178,7 @@ func TestLint(t *testing.T) {
 	m.AuthFailure("wrong_audience")
 	m.SharedCall("info")
 	m.PanicRecovered("/observe/observables")
-	m.BreakerState(1)
+	m.BreakerKeys("open", 1)
 
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
@@ -234,7 +235,7 @@ func TestPreinitialised(t *testing.T) {
 		{"pulsedive_relay_http_requests_total", zeros()},
 		{"pulsedive_relay_limiter_wait_seconds", zeros("")},
 		{"pulsedive_relay_pulsedive_in_flight", zeros("")},
-		{"pulsedive_relay_breaker_state", zeros("")},
+		{"pulsedive_relay_breakers", zeros("state=closed", "state=half_open", "state=open")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.family, func(t *testing.T) {
@@ -458,22 +459,59 @@ func TestRecording(t *testing.T) {
 			want:   map[string]float64{"route=/observe/observables": 1, "route=other": 1},
 		},
 		{
-			name: "breaker state keeps the last value",
+			name: "refused calls are counted",
 			record: func(m *metrics.Metrics) {
-				m.BreakerState(2)
-				m.BreakerState(1)
+				m.PulsediveRefused("info", "refused")
+				m.PulsediveRefused("links", "breaker_open")
+				m.PulsediveRefused("health", "breaker_open")
+				m.PulsediveRefused("info", "exploded")
 			},
-			family: "pulsedive_relay_breaker_state",
-			want:   map[string]float64{"": 1},
+			family: "pulsedive_relay_pulsedive_requests_total",
+			want: map[string]float64{
+				"kind=info,outcome=refused":        1,
+				"kind=links,outcome=breaker_open":  1,
+				"kind=health,outcome=breaker_open": 1,
+				"kind=info,outcome=other":          1,
+			},
 		},
 		{
-			name: "breaker closed again",
+			name: "refused calls are not timed",
 			record: func(m *metrics.Metrics) {
-				m.BreakerState(2)
-				m.BreakerState(0)
+				m.PulsediveRefused("info", "refused")
+				m.PulsediveRefused("links", "breaker_open")
+				m.PulsediveCall("links", "server_error", time.Second)
 			},
-			family: "pulsedive_relay_breaker_state",
+			family: "pulsedive_relay_pulsedive_request_duration_seconds",
+			want:   map[string]float64{"kind=links": 1},
+		},
+		{
+			name: "breaker keys per state keep the last value",
+			record: func(m *metrics.Metrics) {
+				m.BreakerKeys("open", 2)
+				m.BreakerKeys("half_open", 1)
+				m.BreakerKeys("open", 1)
+				m.BreakerKeys("closed", 3)
+			},
+			family: "pulsedive_relay_breakers",
+			want:   map[string]float64{"state=open": 1, "state=half_open": 1, "state=closed": 3},
+		},
+		{
+			name: "breaker keys back to none",
+			record: func(m *metrics.Metrics) {
+				m.BreakerKeys("open", 2)
+				m.BreakerKeys("open", 0)
+			},
+			family: "pulsedive_relay_breakers",
 			want:   map[string]float64{},
+		},
+		{
+			name: "unknown breaker state is other",
+			record: func(m *metrics.Metrics) {
+				m.BreakerKeys("half-open", 1)
+				m.BreakerKeys("OPEN", 2)
+			},
+			family: "pulsedive_relay_breakers",
+			want:   map[string]float64{"state=other": 2},
 		},
 	}
 	for _, tt := range tests {
@@ -612,7 +650,8 @@ func TestNilMetricsDiscards(t *testing.T) {
 	m.AuthFailure("expired")
 	m.SharedCall("info")
 	m.PanicRecovered("/version")
-	m.BreakerState(2)
+	m.PulsediveRefused("info", "refused")
+	m.BreakerKeys("open", 2)
 }
 
 func TestConcurrentUse(t *testing.T) {
@@ -657,6 +696,7 @@ func allowedLabelValues(name, value string) bool {
 		"result": {"hit", "miss", "stale", "other"},
 		"type":   {"ip", "ipv6", "domain", "url", "other"},
 		"reason": append(authReasons(), "other"),
+		"state":  {"closed", "half_open", "open", "other"},
 	}
 	if name == "code" {
 		n, err := strconv.Atoi(value)
@@ -686,6 +726,8 @@ func FuzzLabelsStayBounded(f *testing.F) {
 		m.PulsediveCall(s, s, time.Millisecond)
 		m.PulsediveCall("info", s, time.Millisecond)
 		m.PulsediveCall(s, "ok", time.Millisecond)
+		m.PulsediveRefused(s, s)
+		m.BreakerKeys(s, 1)
 		m.CacheLookup(s, s)
 		m.Observable(s)
 		m.JWKSFetch(s)

@@ -132,12 +132,18 @@ func (p *Pipeline) store(ck string, doc Document) {
 }
 
 // staleable says whether an expired entry may stand in for a failed call.
-// Every failure of Pulsedive or of the way to it qualifies; a key that
-// Pulsedive refuses (401, 403) does not, so a revoked key reads nothing.
+// Every failure of Pulsedive or of the way to it qualifies. A key that
+// Pulsedive refuses (401, 403) does not, so a revoked key reads nothing;
+// nor does an answer that is not Pulsedive's (a redirect, a "no data"
+// status without Pulsedive's body), which a wrong PULSEDIVE_API_URL gives:
+// stale answers would hide the misconfiguration for CACHE_STALE_TTL.
 func staleable(err error) bool {
 	var se *pulsedive.StatusError
-	if errors.As(err, &se) {
+	switch {
+	case errors.As(err, &se):
 		return se.StatusCode != http.StatusUnauthorized && se.StatusCode != http.StatusForbidden
+	case errors.As(err, new(*pulsedive.RedirectError)), errors.As(err, new(*pulsedive.UnexpectedAnswerError)):
+		return false
 	}
 	return true
 }

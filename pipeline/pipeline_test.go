@@ -370,6 +370,8 @@ func TestStaleIfError(t *testing.T) {
 		{"breaker open", &pulsedive.UnavailableError{Reason: "circuit breaker open"}, true},
 		{"revoked key", &pulsedive.StatusError{StatusCode: 401}, false},
 		{"forbidden key", &pulsedive.StatusError{StatusCode: 403}, false},
+		{"redirect", &pulsedive.RedirectError{StatusCode: 302}, false},
+		{"not Pulsedive's answer", &pulsedive.UnexpectedAnswerError{StatusCode: 404}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

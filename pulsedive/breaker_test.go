@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -17,7 +19,10 @@ import (
 )
 
 // errBreakerOpen is what a call gets while the breaker refuses it.
-var errBreakerOpen = &pulsedive.UnavailableError{Reason: "circuit breaker open"}
+var errBreakerOpen = unavailable(pulsedive.CauseBreakerOpen, "circuit breaker open")
+
+// outage is what a call of downValue gets.
+var outage = &pulsedive.StatusError{StatusCode: 503}
 
 // Values of the breaker tests: downValue always fails with 503, hangValue
 // hangs; the others are fixtures Pulsedive knows.
@@ -26,47 +31,45 @@ const (
 	hangValue = "hang.example"
 )
 
-// manualClock is a clock the test moves by hand.
-type manualClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// stateLog records the breaker's transitions.
+// stateLog records the states the breakers move to.
 type stateLog struct {
 	mu     sync.Mutex
-	states []int
+	states []pulsedive.BreakerState
 }
 
-func (l *stateLog) record(state int) {
+func (l *stateLog) record(_, to pulsedive.BreakerState) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.states = append(l.states, state)
+	l.states = append(l.states, to)
 }
 
-func (l *stateLog) get() []int {
+func (l *stateLog) get() []pulsedive.BreakerState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]int(nil), l.states...)
+	return append([]pulsedive.BreakerState(nil), l.states...)
 }
 
 // checkStates compares the transitions seen so far with want.
-func checkStates(t *testing.T, log *stateLog, want ...int) {
+func checkStates(t *testing.T, log *stateLog, want ...pulsedive.BreakerState) {
 	t.Helper()
 	if diff := cmp.Diff(want, log.get(), cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("breaker transitions (-want +got):\n%s", diff)
+	}
+}
+
+// checkKeys compares the keys per breaker state last reported with want
+// (closed, half-open, open).
+func checkKeys(t *testing.T, obs *recObserver, closed, halfOpen, open int) {
+	t.Helper()
+	want := map[string]int{"closed": closed, "half_open": halfOpen, "open": open}
+	got := obs.Breakers()
+	for s := range want {
+		if _, ok := got[s]; !ok {
+			got[s] = 0 // never reported: no key ever was
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("keys per breaker state (-want +got):\n%s", diff)
 	}
 }
 
@@ -76,30 +79,49 @@ func (l *recLimiter) setRefuse(err error) {
 	l.refuse = err
 }
 
-// breakerRig is a client with a breaker on a clock the test moves, over a
-// fake where downValue answers 503 and hangValue hangs.
+// breakerRig is a client with breakers over a fake where downValue answers
+// 503 and hangValue hangs.
 type breakerRig struct {
-	srv    *pulsedivetest.Server
+	fake   *pulsedivetest.Fake
 	c      *pulsedive.Client
-	clock  *manualClock
 	states *stateLog
 	lim    *recLimiter
 	obs    *recObserver
 }
 
-// newBreakerRig builds a breakerRig; fake is the fake's configuration and
-// edit changes the client's (after the rig's settings) when not nil.
-// Retries are off unless edit turns them on, so that one call is one
-// attempt.
+// newBreakerRig builds a breakerRig over loopback HTTP, on the real clock;
+// fake is the fake's configuration and edit changes the client's (after
+// the rig's settings) when not nil. Retries are off unless edit turns them
+// on, so that one call is one attempt.
 func newBreakerRig(t *testing.T, fake pulsedivetest.Config, bc pulsedive.BreakerConfig, edit func(*pulsedive.Config)) *breakerRig {
 	t.Helper()
-	r := &breakerRig{clock: &manualClock{now: fixedNow}, states: &stateLog{}, lim: &recLimiter{}, obs: &recObserver{}}
-	r.srv = newFake(t, fake)
-	r.srv.SetFault(downValue, pulsedivetest.Fault{Status: 503})
-	r.srv.SetFault(hangValue, pulsedivetest.Fault{Mode: pulsedivetest.ModeHang})
+	srv := newFake(t, fake)
+	return rig(t, srv.Fake, srv.URL(), nil, bc, edit)
+}
+
+// newBubbleRig builds a breakerRig whose client calls the fake in
+// process, for a test inside a testing/synctest bubble: time.Sleep then
+// moves the clock gobreaker reads, at once.
+func newBubbleRig(t *testing.T, fake pulsedivetest.Config, bc pulsedive.BreakerConfig, edit func(*pulsedive.Config)) *breakerRig {
+	t.Helper()
+	fk, err := pulsedivetest.New(fake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fk.Close)
+	return rig(t, fk, "http://pulsedive.test/api/", &http.Client{Transport: fk.Transport()}, bc, edit)
+}
+
+func rig(t *testing.T, fk *pulsedivetest.Fake, baseURL string, hc *http.Client, bc pulsedive.BreakerConfig, edit func(*pulsedive.Config)) *breakerRig {
+	t.Helper()
+	r := &breakerRig{fake: fk, states: &stateLog{}, lim: &recLimiter{}, obs: &recObserver{}}
+	fk.SetFault(downValue, pulsedivetest.Fault{Status: 503})
+	fk.SetFault(hangValue, pulsedivetest.Fault{Mode: pulsedivetest.ModeHang})
 	bc.OnStateChange = r.states.record
-	r.c = newClient(t, r.srv.URL(), func(cfg *pulsedive.Config) {
-		cfg.Now = r.clock.Now
+	r.c = newClient(t, baseURL, func(cfg *pulsedive.Config) {
+		if hc != nil {
+			cfg.HTTPClient = hc
+		}
 		cfg.Breaker = bc
 		cfg.MaxRetries = -1
 		cfg.Limiter = r.lim
@@ -111,16 +133,33 @@ func newBreakerRig(t *testing.T, fake pulsedivetest.Config, bc pulsedive.Breaker
 	return r
 }
 
-// call fetches value's indicator and checks the error.
+// call fetches value's indicator with testKey and checks the error.
 func (r *breakerRig) call(t *testing.T, value string, want error) {
 	t.Helper()
-	_, err := r.c.Indicator(context.Background(), testKey, value)
+	r.callAs(t, testKey, value, want)
+}
+
+func (r *breakerRig) callAs(t *testing.T, key pulsedive.APIKey, value string, want error) {
+	t.Helper()
+	_, err := r.c.Indicator(context.Background(), key, value)
 	checkErr(t, err, want)
+}
+
+// start fetches value's indicator in the background; the error arrives
+// on the channel.
+func (r *breakerRig) start(value string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.c.Indicator(context.Background(), testKey, value)
+		done <- err
+	}()
+	return done
 }
 
 // TestBreakerOpens makes Pulsedive fail in every outage-like way and
 // checks that Failures consecutive failures open the breaker, after which
-// every kind of call fails fast without reaching Pulsedive.
+// every kind of call fails fast without reaching Pulsedive, and is counted
+// but not timed.
 func TestBreakerOpens(t *testing.T) {
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -143,16 +182,16 @@ func TestBreakerOpens(t *testing.T) {
 		{name: "504", fault: pulsedivetest.Fault{Status: 504}, want: &pulsedive.StatusError{StatusCode: 504}, outcome: "server_error"},
 		{name: "call timeout", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeHang},
 			edit: func(cfg *pulsedive.Config) { cfg.Timeout = 30 * time.Millisecond },
-			want: &pulsedive.UnavailableError{Reason: "timeout"}, outcome: "timeout"},
-		{name: "reset", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeReset}, want: &pulsedive.UnavailableError{Reason: "connection reset"}, outcome: "unavailable"},
-		{name: "disconnect", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeDisconnect}, want: &pulsedive.UnavailableError{Reason: "connection reset"}, outcome: "unavailable"},
+			want: unavailable(pulsedive.CauseTimeout, "timeout"), outcome: "timeout"},
+		{name: "reset", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeReset}, want: unavailable(pulsedive.CauseReset, "connection reset"), outcome: "unavailable"},
+		{name: "disconnect", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeDisconnect}, want: unavailable(pulsedive.CauseReset, "connection reset"), outcome: "unavailable"},
 		{name: "connection refused", edit: func(cfg *pulsedive.Config) { cfg.BaseURL = deadURL },
-			want: &pulsedive.UnavailableError{Reason: "connection refused"}, outcome: "unavailable"},
+			want: unavailable(pulsedive.CauseRefused, "connection refused"), outcome: "unavailable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newBreakerRig(t, pulsedivetest.Config{}, pulsedive.BreakerConfig{Failures: failures, OpenFor: time.Minute}, tt.edit)
-			r.srv.SetFault(pulsedivetest.AnyValue, tt.fault)
+			r.fake.SetFault(pulsedivetest.AnyValue, tt.fault)
 			for i := range failures {
 				r.call(t, fmt.Sprintf("v%d.example", i), tt.want)
 				if i < failures-1 {
@@ -160,39 +199,48 @@ func TestBreakerOpens(t *testing.T) {
 				}
 			}
 			checkStates(t, r.states, pulsedive.BreakerOpen)
+			checkKeys(t, r.obs, 0, 0, 1)
 
 			// Open: every call fails at once, Pulsedive hears nothing, and
 			// the limiter is not asked for budget.
-			before := r.srv.Calls()
+			before := r.fake.Calls()
 			ctx := context.Background()
 			_, err := r.c.Indicator(ctx, testKey, "parkingcrew.net")
 			checkErr(t, err, errBreakerOpen)
 			_, err = r.c.Links(ctx, testKey, "parkingcrew.net")
 			checkErr(t, err, errBreakerOpen)
 			checkErr(t, r.c.Health(ctx, testKey), errBreakerOpen)
-			if n := r.srv.Calls() - before; n != 0 {
+			if !errors.Is(err, pulsedive.CauseBreakerOpen) {
+				t.Errorf("errors.Is(%v, CauseBreakerOpen) = false", err)
+			}
+			if n := r.fake.Calls() - before; n != 0 {
 				t.Errorf("Pulsedive got %d calls while the breaker was open", n)
 			}
 			if n := r.lim.Waits(); n != failures {
 				t.Errorf("limiter waits = %d, want %d: a refused call spends no budget", n, failures)
 			}
-			var want []string
+			var made []string
 			for range failures {
-				want = append(want, "info/"+tt.outcome)
+				made = append(made, "info/"+tt.outcome)
 			}
-			want = append(want, "info/"+pulsedive.OutcomeBreakerOpen, "links/"+pulsedive.OutcomeBreakerOpen, "health/"+pulsedive.OutcomeBreakerOpen)
-			r.obs.mu.Lock()
-			got := append([]string(nil), r.obs.calls...)
-			r.obs.mu.Unlock()
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Errorf("observed calls (-want +got):\n%s", diff)
+			all := append(append([]string(nil), made...), "info/"+pulsedive.OutcomeBreakerOpen, "links/"+pulsedive.OutcomeBreakerOpen, "health/"+pulsedive.OutcomeBreakerOpen)
+			gotAll, gotTimed := r.obs.Calls()
+			if diff := cmp.Diff(all, gotAll); diff != "" {
+				t.Errorf("calls counted (-want +got):\n%s", diff)
+			}
+			// Refused calls have no latency: timing them as 0 s would drag
+			// the latency quantiles toward 0 during an outage.
+			if diff := cmp.Diff(made, gotTimed); diff != "" {
+				t.Errorf("calls timed (-want +got):\n%s", diff)
 			}
 		})
 	}
 }
 
 // TestBreakerIgnoresAnswers: answers about one key or one indicator say
-// Pulsedive is up, however often they come.
+// Pulsedive is up, however often they come; so do answers that are no
+// Pulsedive's at all (a redirect, a web server's 404 page), which a breaker
+// cannot mend.
 func TestBreakerIgnoresAnswers(t *testing.T) {
 	const failures, calls = 2, 5
 	tests := []struct {
@@ -213,18 +261,20 @@ func TestBreakerIgnoresAnswers(t *testing.T) {
 		{name: "truncated", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeTruncate}, want: pulsedive.ErrInvalidJSON},
 		{name: "changed document", fault: pulsedivetest.Fault{Status: 200, Body: []byte(`{"iid":1,"riskfactors":5}`)}, want: pulsedive.ErrSchema},
 		{name: "huge", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeHuge, Size: 64 << 10}, want: pulsedive.ErrTooLarge},
+		{name: "redirect", fault: pulsedivetest.Fault{Status: 302, Header: http.Header{"Location": {"https://pulsedive.com/"}}}, want: &pulsedive.RedirectError{StatusCode: 302}},
+		{name: "404 web page", fault: pulsedivetest.Fault{Status: 404, Body: []byte("<html>Not Found</html>")}, want: &pulsedive.UnexpectedAnswerError{StatusCode: 404}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newBreakerRig(t, pulsedivetest.Config{}, pulsedive.BreakerConfig{Failures: failures}, func(cfg *pulsedive.Config) {
 				cfg.MaxBodyBytes = 16 << 10
 			})
-			r.srv.SetFault(pulsedivetest.AnyValue, tt.fault)
+			r.fake.SetFault(pulsedivetest.AnyValue, tt.fault)
 			for range calls {
 				r.call(t, "parkingcrew.net", tt.want)
 			}
 			checkStates(t, r.states)
-			if n := r.srv.Calls(); n != calls {
+			if n := r.fake.Calls(); n != calls {
 				t.Errorf("Pulsedive got %d calls, want %d", n, calls)
 			}
 		})
@@ -232,97 +282,222 @@ func TestBreakerIgnoresAnswers(t *testing.T) {
 
 	t.Run("an answer between outages restarts the count", func(t *testing.T) {
 		r := newBreakerRig(t, pulsedivetest.Config{}, pulsedive.BreakerConfig{Failures: failures}, nil)
-		r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503})
+		r.call(t, downValue, outage)
 		r.call(t, "23.23.23.23", pulsedive.ErrNotFound)
-		r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503})
+		r.call(t, downValue, outage)
 		checkStates(t, r.states)
-		r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503})
+		r.call(t, downValue, outage)
 		checkStates(t, r.states, pulsedive.BreakerOpen)
 	})
 }
 
 // TestBreakerHalfOpen: after OpenFor, Probes calls test Pulsedive while
 // the others are still refused; the probes' result closes the breaker or
-// opens it for another OpenFor.
+// opens it for another OpenFor. It runs on synctest's fake clock, which
+// gobreaker reads.
 func TestBreakerHalfOpen(t *testing.T) {
 	const openFor = 30 * time.Second
 	probeValues := []string{"parkingcrew.net", "185.141.25.242"}
 	for _, probes := range []int{1, 2} {
 		t.Run(fmt.Sprintf("%d probes succeed", probes), func(t *testing.T) {
-			held := map[string]bool{}
-			for _, v := range probeValues[:probes] {
-				held[v] = true
-			}
-			g := newGate(func(r pulsedivetest.Request) bool { return held[r.Value] }, true)
-			r := newBreakerRig(t, pulsedivetest.Config{OnCall: g.onCall}, pulsedive.BreakerConfig{Failures: 2, OpenFor: openFor, Probes: probes}, nil)
-			g.start(t)
-			r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503})
-			r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503})
-			checkStates(t, r.states, pulsedive.BreakerOpen)
-
-			r.clock.Advance(openFor - time.Nanosecond)
-			r.call(t, probeValues[0], errBreakerOpen)
-			r.clock.Advance(time.Nanosecond)
-
-			// The probes go through and are held at the fake; an extra
-			// call meanwhile is refused without reaching Pulsedive.
-			results := make(chan error, probes)
-			for _, v := range probeValues[:probes] {
-				go func() {
-					_, err := r.c.Indicator(context.Background(), testKey, v)
-					results <- err
-				}()
-			}
-			for range probes {
-				<-g.arrived
-			}
-			checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen)
-			r.call(t, "http://51jianli.cn/images", errBreakerOpen)
-			_, err := r.c.Links(context.Background(), testKey, probeValues[0])
-			checkErr(t, err, errBreakerOpen)
-			if n := r.srv.CallsFor(pulsedivetest.KindInfo, "http://51jianli.cn/images") + r.srv.CallsFor(pulsedivetest.KindLinks, probeValues[0]); n != 0 {
-				t.Errorf("Pulsedive got %d calls beyond the probes", n)
-			}
-
-			g.openAll()
-			for range probes {
-				if err := <-results; err != nil {
-					t.Errorf("probe: %v", err)
+			synctest.Test(t, func(t *testing.T) {
+				held := map[string]bool{}
+				for _, v := range probeValues[:probes] {
+					held[v] = true
 				}
-			}
-			checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed)
-			r.call(t, "http://51jianli.cn/images", nil)
+				g := newGate(func(r pulsedivetest.Request) bool { return held[r.Value] }, true)
+				r := newBubbleRig(t, pulsedivetest.Config{OnCall: g.onCall}, pulsedive.BreakerConfig{Failures: 2, OpenFor: openFor, Probes: probes}, nil)
+				g.start(t)
+				r.call(t, downValue, outage)
+				r.call(t, downValue, outage)
+				checkStates(t, r.states, pulsedive.BreakerOpen)
+
+				time.Sleep(openFor - time.Millisecond)
+				r.call(t, probeValues[0], errBreakerOpen)
+				time.Sleep(2 * time.Millisecond)
+
+				// The probes go through and are held at the fake; an extra
+				// call meanwhile is refused without reaching Pulsedive.
+				var results []<-chan error
+				for _, v := range probeValues[:probes] {
+					results = append(results, r.start(v))
+				}
+				for range probes {
+					<-g.arrived
+				}
+				checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen)
+				checkKeys(t, r.obs, 0, 1, 0)
+				r.call(t, "http://51jianli.cn/images", errBreakerOpen)
+				_, err := r.c.Links(context.Background(), testKey, probeValues[0])
+				checkErr(t, err, errBreakerOpen)
+				if n := r.fake.CallsFor(pulsedivetest.KindInfo, "http://51jianli.cn/images") + r.fake.CallsFor(pulsedivetest.KindLinks, probeValues[0]); n != 0 {
+					t.Errorf("Pulsedive got %d calls beyond the probes", n)
+				}
+
+				g.openAll()
+				for _, res := range results {
+					if err := <-res; err != nil {
+						t.Errorf("probe: %v", err)
+					}
+				}
+				checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed)
+				r.call(t, "http://51jianli.cn/images", nil)
+				checkKeys(t, r.obs, 0, 0, 0) // closed and clean: forgotten
+			})
 		})
 	}
 
 	t.Run("probe fails", func(t *testing.T) {
-		r := newBreakerRig(t, pulsedivetest.Config{}, pulsedive.BreakerConfig{Failures: 1, OpenFor: openFor}, nil)
-		r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503})
-		checkStates(t, r.states, pulsedive.BreakerOpen)
+		synctest.Test(t, func(t *testing.T) {
+			r := newBubbleRig(t, pulsedivetest.Config{}, pulsedive.BreakerConfig{Failures: 1, OpenFor: openFor}, nil)
+			r.call(t, downValue, outage)
+			checkStates(t, r.states, pulsedive.BreakerOpen)
 
-		r.clock.Advance(openFor)
-		r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503}) // the probe
-		checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerOpen)
-		if n := r.srv.CallsFor(pulsedivetest.KindInfo, downValue); n != 2 {
-			t.Errorf("calls = %d, want 2: the first failure and the probe", n)
-		}
+			time.Sleep(openFor + time.Millisecond)
+			r.call(t, downValue, outage) // the probe
+			checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerOpen)
+			if n := r.fake.CallsFor(pulsedivetest.KindInfo, downValue); n != 2 {
+				t.Errorf("calls = %d, want 2: the first failure and the probe", n)
+			}
 
-		// Open again for a whole OpenFor from the probe's failure.
-		r.clock.Advance(openFor - time.Nanosecond)
-		r.call(t, "parkingcrew.net", errBreakerOpen)
-		r.clock.Advance(time.Nanosecond)
-		r.call(t, "parkingcrew.net", nil)
-		checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerOpen,
-			pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed)
+			// Open again for a whole OpenFor from the probe's failure.
+			time.Sleep(openFor - time.Millisecond)
+			r.call(t, "parkingcrew.net", errBreakerOpen)
+			time.Sleep(2 * time.Millisecond)
+			r.call(t, "parkingcrew.net", nil)
+			checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerOpen,
+				pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed)
+		})
 	})
 
 	t.Run("probe answered 404 closes", func(t *testing.T) {
-		r := newBreakerRig(t, pulsedivetest.Config{}, pulsedive.BreakerConfig{Failures: 1, OpenFor: openFor}, nil)
-		r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503})
-		r.clock.Advance(openFor)
-		r.call(t, "23.23.23.23", pulsedive.ErrNotFound) // Pulsedive answered: it is up
-		checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed)
+		synctest.Test(t, func(t *testing.T) {
+			r := newBubbleRig(t, pulsedivetest.Config{}, pulsedive.BreakerConfig{Failures: 1, OpenFor: openFor}, nil)
+			r.call(t, downValue, outage)
+			time.Sleep(openFor + time.Millisecond)
+			r.call(t, "23.23.23.23", pulsedive.ErrNotFound) // Pulsedive answered: it is up
+			checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed)
+		})
 	})
+}
+
+// TestBreakerStaleResults: a call that started before the breaker last
+// changed state ends late. Its result is stale: it must not decide the
+// state the breaker is in now (gobreaker counts generations and drops
+// results of an older one). Each case holds the stale call at the fake
+// while the breaker changes, then lets it end.
+func TestBreakerStaleResults(t *testing.T) {
+	const (
+		openFor   = 30 * time.Second
+		okValue   = "late-ok.example"   // a held call that then succeeds
+		failValue = "late-fail.example" // a held call that then fails with 503
+	)
+	tests := []struct {
+		name string
+		run  func(t *testing.T, r *breakerRig, g *gate)
+		want []pulsedive.BreakerState
+	}{
+		{
+			name: "stale success does not close an open breaker",
+			run: func(t *testing.T, r *breakerRig, g *gate) {
+				late := r.start(okValue)
+				<-g.arrived
+				r.call(t, downValue, outage)
+				r.call(t, downValue, outage) // opens
+				g.openAll()
+				checkErr(t, <-late, nil)
+				// Still open: no call reaches Pulsedive until OpenFor has
+				// passed and a probe has answered.
+				r.call(t, "parkingcrew.net", errBreakerOpen)
+				time.Sleep(openFor + time.Millisecond)
+				r.call(t, downValue, outage) // the probe fails: open again
+			},
+			want: []pulsedive.BreakerState{pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerOpen},
+		},
+		{
+			name: "stale success does not close a half-open breaker",
+			run: func(t *testing.T, r *breakerRig, g *gate) {
+				late := r.start(okValue)
+				<-g.arrived
+				r.call(t, downValue, outage)
+				r.call(t, downValue, outage) // opens
+				time.Sleep(openFor + time.Millisecond)
+				probe := r.start(failValue) // half-open: the probe, held too
+				<-g.arrived
+				g.openAll() // both end, in either order
+				checkErr(t, <-late, nil)
+				checkErr(t, <-probe, outage)
+			},
+			// The probe's failure decides, whatever the stale success did.
+			want: []pulsedive.BreakerState{pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerOpen},
+		},
+		{
+			name: "stale failure does not re-open over a successful probe",
+			run: func(t *testing.T, r *breakerRig, g *gate) {
+				late := r.start(failValue)
+				<-g.arrived
+				r.call(t, downValue, outage)
+				r.call(t, downValue, outage) // opens
+				time.Sleep(openFor + time.Millisecond)
+				r.call(t, "parkingcrew.net", nil) // the probe closes it
+				g.openAll()
+				checkErr(t, <-late, outage)
+				// Closed, and the stale failure is not counted towards the
+				// next opening either: one more failure does not open.
+				r.call(t, downValue, outage)
+				r.call(t, "185.141.25.242", nil)
+			},
+			want: []pulsedive.BreakerState{pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed},
+		},
+		{
+			name: "stale failure does not re-open a half-open breaker",
+			run: func(t *testing.T, r *breakerRig, g *gate) {
+				late := r.start(failValue)
+				<-g.arrived
+				r.call(t, downValue, outage)
+				r.call(t, downValue, outage) // opens
+				time.Sleep(openFor + time.Millisecond)
+				probe := r.start(okValue) // half-open: the probe, held too
+				<-g.arrived
+				g.openAll()
+				checkErr(t, <-late, outage)
+				checkErr(t, <-probe, nil)
+			},
+			want: []pulsedive.BreakerState{pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed},
+		},
+		{
+			name: "stale failure does not prolong the open period",
+			run: func(t *testing.T, r *breakerRig, g *gate) {
+				late := r.start(failValue)
+				<-g.arrived
+				r.call(t, downValue, outage)
+				r.call(t, downValue, outage) // opens
+				time.Sleep(openFor / 2)
+				g.openAll()
+				checkErr(t, <-late, outage)
+				time.Sleep(openFor/2 + time.Millisecond)
+				r.call(t, "parkingcrew.net", nil) // OpenFor after the opening: the probe
+			},
+			want: []pulsedive.BreakerState{pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				g := newGate(func(r pulsedivetest.Request) bool { return r.Value == okValue || r.Value == failValue }, true)
+				r := newBubbleRig(t, pulsedivetest.Config{
+					Indicators: tinyEntries([]string{okValue, failValue}),
+					OnCall:     g.onCall,
+				}, pulsedive.BreakerConfig{Failures: 2, OpenFor: openFor}, func(cfg *pulsedive.Config) {
+					cfg.Timeout = time.Hour // held calls outlive the open period
+				})
+				r.fake.SetFault(failValue, pulsedivetest.Fault{Status: 503})
+				g.start(t)
+				tt.run(t, r, g)
+				checkStates(t, r.states, tt.want...)
+			})
+		})
+	}
 }
 
 // TestBreakerNeutralOutcomes: a call that ends for reasons of the caller
@@ -330,7 +505,7 @@ func TestBreakerHalfOpen(t *testing.T) {
 // rate limit) learns nothing about Pulsedive. It must neither count as an
 // outage nor as a success: not open the breaker, not restart the count of
 // consecutive outages, and not close a half-open breaker as a successful
-// probe would (compare gobreaker's IsExcluded).
+// probe would (gobreaker's IsExcluded).
 func TestBreakerNeutralOutcomes(t *testing.T) {
 	neutrals := []struct {
 		name string
@@ -340,7 +515,7 @@ func TestBreakerNeutralOutcomes(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 			defer cancel()
 			_, err := r.c.Indicator(ctx, testKey, hangValue)
-			checkErr(t, err, &pulsedive.UnavailableError{Reason: "request deadline exceeded"})
+			checkErr(t, err, unavailable(pulsedive.CauseDeadline, "request deadline exceeded"))
 		}},
 		{name: "caller cancel", call: func(t *testing.T, r *breakerRig, g *gate) {
 			ctx, cancel := context.WithCancel(context.Background())
@@ -355,45 +530,55 @@ func TestBreakerNeutralOutcomes(t *testing.T) {
 				}
 			}()
 			_, err := r.c.Indicator(ctx, testKey, hangValue)
-			checkErr(t, err, &pulsedive.UnavailableError{Reason: "request cancelled"})
+			checkErr(t, err, unavailable(pulsedive.CauseCancelled, "request cancelled"))
 		}},
 		{name: "local rate limit", call: func(t *testing.T, r *breakerRig, _ *gate) {
 			r.lim.setRefuse(retryAfterError{time.Second})
 			defer r.lim.setRefuse(nil)
 			r.call(t, "parkingcrew.net", &pulsedive.RateLimitError{RetryAfter: time.Second})
 		}},
+		{name: "limiter failure", call: func(t *testing.T, r *breakerRig, _ *gate) {
+			r.lim.setRefuse(errors.New("limiter broke"))
+			defer r.lim.setRefuse(nil)
+			r.call(t, "parkingcrew.net", unavailable(pulsedive.CauseLimiterFailed, "rate limiter failed"))
+		}},
+	}
+	bubble := func(t *testing.T, bc pulsedive.BreakerConfig, f func(t *testing.T, r *breakerRig, g *gate)) {
+		synctest.Test(t, func(t *testing.T) {
+			g := newGate(func(r pulsedivetest.Request) bool { return r.Value == hangValue }, false)
+			r := newBubbleRig(t, pulsedivetest.Config{OnCall: g.onCall}, bc, nil)
+			g.start(t)
+			f(t, r, g)
+		})
 	}
 	for _, n := range neutrals {
 		t.Run(n.name+"/repeated", func(t *testing.T) {
-			g := newGate(func(r pulsedivetest.Request) bool { return r.Value == hangValue }, false)
-			r := newBreakerRig(t, pulsedivetest.Config{OnCall: g.onCall}, pulsedive.BreakerConfig{Failures: 2}, nil)
-			g.start(t)
-			for range 3 {
-				n.call(t, r, g)
-			}
-			checkStates(t, r.states)
+			bubble(t, pulsedive.BreakerConfig{Failures: 2}, func(t *testing.T, r *breakerRig, g *gate) {
+				for range 3 {
+					n.call(t, r, g)
+				}
+				checkStates(t, r.states)
+			})
 		})
 		t.Run(n.name+"/between two outages", func(t *testing.T) {
-			g := newGate(func(r pulsedivetest.Request) bool { return r.Value == hangValue }, false)
-			r := newBreakerRig(t, pulsedivetest.Config{OnCall: g.onCall}, pulsedive.BreakerConfig{Failures: 2}, nil)
-			g.start(t)
-			r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503})
-			n.call(t, r, g)
-			r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503})
-			checkStates(t, r.states, pulsedive.BreakerOpen)
+			bubble(t, pulsedive.BreakerConfig{Failures: 2}, func(t *testing.T, r *breakerRig, g *gate) {
+				r.call(t, downValue, outage)
+				n.call(t, r, g)
+				r.call(t, downValue, outage)
+				checkStates(t, r.states, pulsedive.BreakerOpen)
+			})
 		})
 		t.Run(n.name+"/as the probe", func(t *testing.T) {
-			g := newGate(func(r pulsedivetest.Request) bool { return r.Value == hangValue }, false)
-			r := newBreakerRig(t, pulsedivetest.Config{OnCall: g.onCall}, pulsedive.BreakerConfig{Failures: 1, OpenFor: time.Minute}, nil)
-			g.start(t)
-			r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503})
-			r.clock.Advance(time.Minute)
-			n.call(t, r, g) // the probe ends without news of Pulsedive
-			// Still half-open: the next call is the probe, and its failure
-			// opens the breaker again.
-			r.call(t, downValue, &pulsedive.StatusError{StatusCode: 503})
-			checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerOpen)
-			r.call(t, "parkingcrew.net", errBreakerOpen)
+			bubble(t, pulsedive.BreakerConfig{Failures: 1, OpenFor: time.Minute}, func(t *testing.T, r *breakerRig, g *gate) {
+				r.call(t, downValue, outage)
+				time.Sleep(time.Minute + time.Millisecond)
+				n.call(t, r, g) // the probe ends without news of Pulsedive
+				// Still half-open: the next call is the probe, and its
+				// failure opens the breaker again.
+				r.call(t, downValue, outage)
+				checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerOpen)
+				r.call(t, "parkingcrew.net", errBreakerOpen)
+			})
 		})
 	}
 }
@@ -453,10 +638,9 @@ func TestBreakerBoundsTheCostOfAnOutage(t *testing.T) {
 			wg.Wait()
 			for _, err := range errs {
 				var se *pulsedive.StatusError
-				var ue *pulsedive.UnavailableError
 				switch {
 				case errors.As(err, &se) && se.StatusCode == 503:
-				case errors.As(err, &ue) && ue.Reason == "circuit breaker open":
+				case errors.Is(err, pulsedive.CauseBreakerOpen):
 				default:
 					t.Errorf("error = %v, want the 503 or the open breaker", err)
 				}
@@ -472,77 +656,80 @@ func TestBreakerBoundsTheCostOfAnOutage(t *testing.T) {
 }
 
 // TestBreakerPerKey: each API key has its own breaker, so one tenant's
-// failures never shut out another; OnStateChange follows the worst state
-// over all keys.
+// failures never shut out another; the observer is told how many keys are
+// in each state, not the worst state of all.
 func TestBreakerPerKey(t *testing.T) {
-	const openFor = 30 * time.Second
-	other := pulsedive.APIKey("another tenant")
-	r := newBreakerRig(t, pulsedivetest.Config{}, pulsedive.BreakerConfig{Failures: 2, OpenFor: openFor}, nil)
-	callAs := func(key pulsedive.APIKey, value string, want error) {
-		t.Helper()
-		_, err := r.c.Indicator(context.Background(), key, value)
-		checkErr(t, err, want)
-	}
-	outage := &pulsedive.StatusError{StatusCode: 503}
+	synctest.Test(t, func(t *testing.T) {
+		const openFor = 30 * time.Second
+		other := pulsedive.APIKey("another tenant")
+		r := newBubbleRig(t, pulsedivetest.Config{}, pulsedive.BreakerConfig{Failures: 2, OpenFor: openFor}, nil)
 
-	// testKey's breaker opens at t0; the other key is not affected.
-	callAs(testKey, downValue, outage)
-	callAs(testKey, downValue, outage)
-	callAs(testKey, "parkingcrew.net", errBreakerOpen)
-	callAs(other, "parkingcrew.net", nil)
-	checkStates(t, r.states, pulsedive.BreakerOpen)
+		// testKey's breaker opens at t0; the other key is not affected.
+		r.callAs(t, testKey, downValue, outage)
+		checkKeys(t, r.obs, 1, 0, 0) // one failure counted: tracked, closed
+		r.callAs(t, testKey, downValue, outage)
+		r.callAs(t, testKey, "parkingcrew.net", errBreakerOpen)
+		r.callAs(t, other, "parkingcrew.net", nil)
+		checkStates(t, r.states, pulsedive.BreakerOpen)
+		checkKeys(t, r.obs, 0, 0, 1)
 
-	// The other key's opens at t0+10s: the worst state stays open.
-	r.clock.Advance(10 * time.Second)
-	callAs(other, downValue, outage)
-	callAs(other, downValue, outage)
-	callAs(other, "parkingcrew.net", errBreakerOpen)
-	checkStates(t, r.states, pulsedive.BreakerOpen)
+		// The other key's opens at t0+10s: two keys open.
+		time.Sleep(10 * time.Second)
+		r.callAs(t, other, downValue, outage)
+		r.callAs(t, other, downValue, outage)
+		r.callAs(t, other, "parkingcrew.net", errBreakerOpen)
+		checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerOpen)
+		checkKeys(t, r.obs, 0, 0, 2)
 
-	// At t0+30s testKey's probe closes its breaker; the other key's is
-	// still open, and so is the worst state.
-	r.clock.Advance(openFor - 10*time.Second)
-	callAs(testKey, "parkingcrew.net", nil)
-	callAs(other, "parkingcrew.net", errBreakerOpen)
-	checkStates(t, r.states, pulsedive.BreakerOpen)
+		// Just after t0+30s testKey's probe closes its breaker; the other
+		// key's is still open.
+		time.Sleep(openFor - 10*time.Second + time.Millisecond)
+		r.callAs(t, testKey, "parkingcrew.net", nil)
+		r.callAs(t, other, "parkingcrew.net", errBreakerOpen)
+		checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed)
+		checkKeys(t, r.obs, 0, 0, 1)
 
-	// At t0+40s the other key probes too: half-open, then closed.
-	r.clock.Advance(10 * time.Second)
-	callAs(other, "parkingcrew.net", nil)
-	checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed)
-	if n := r.srv.CallsByKey(string(other)); n != 4 {
-		t.Errorf("calls with the other key = %d, want 4 (two answers, two failures)", n)
-	}
+		// At t0+40s the other key probes too: half-open, then closed.
+		time.Sleep(10 * time.Second)
+		r.callAs(t, other, "parkingcrew.net", nil)
+		checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerOpen, pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed,
+			pulsedive.BreakerHalfOpen, pulsedive.BreakerClosed)
+		checkKeys(t, r.obs, 0, 0, 0)
+		if n := r.fake.CallsByKey(string(other)); n != 4 {
+			t.Errorf("calls with the other key = %d, want 4 (two answers, two failures)", n)
+		}
+	})
 }
 
 // TestBreakerForgetsQuietKeys: a key that opened its breaker and then made
-// no call for two open periods is forgotten, so the worst state (and the
-// gauge) does not stay open for good; the key starts afresh, closed.
+// no call for two open periods is forgotten, so it does not stay counted
+// as open for good; the key starts afresh, closed. Keys that only
+// succeed are never kept.
 func TestBreakerForgetsQuietKeys(t *testing.T) {
-	const openFor = 30 * time.Second
-	other := pulsedive.APIKey("a busy tenant")
-	r := newBreakerRig(t, pulsedivetest.Config{}, pulsedive.BreakerConfig{Failures: 2, OpenFor: openFor}, nil)
-	outage := &pulsedive.StatusError{StatusCode: 503}
-	for range 2 {
-		_, err := r.c.Indicator(context.Background(), testKey, downValue)
-		checkErr(t, err, outage)
-	}
-	checkStates(t, r.states, pulsedive.BreakerOpen)
+	synctest.Test(t, func(t *testing.T) {
+		const openFor = 30 * time.Second
+		other := pulsedive.APIKey("a busy tenant")
+		r := newBubbleRig(t, pulsedivetest.Config{}, pulsedive.BreakerConfig{Failures: 2, OpenFor: openFor}, nil)
+		for i := range 50 {
+			r.callAs(t, pulsedive.APIKey(fmt.Sprintf("tenant-%d", i)), "parkingcrew.net", nil)
+		}
+		checkKeys(t, r.obs, 0, 0, 0)
 
-	r.clock.Advance(openFor) // over, but the key is not quiet long enough
-	if _, err := r.c.Indicator(context.Background(), other, "parkingcrew.net"); err != nil {
-		t.Fatal(err)
-	}
-	checkStates(t, r.states, pulsedive.BreakerOpen)
+		r.call(t, downValue, outage)
+		r.call(t, downValue, outage)
+		checkStates(t, r.states, pulsedive.BreakerOpen)
 
-	r.clock.Advance(openFor) // two open periods without a call from testKey
-	if _, err := r.c.Indicator(context.Background(), other, "parkingcrew.net"); err != nil {
-		t.Fatal(err)
-	}
-	checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerClosed)
+		time.Sleep(openFor) // over, but the key is not quiet long enough
+		r.callAs(t, other, "parkingcrew.net", nil)
+		checkKeys(t, r.obs, 0, 0, 1)
 
-	// Forgotten means fresh: one failure does not reopen it.
-	_, err := r.c.Indicator(context.Background(), testKey, downValue)
-	checkErr(t, err, outage)
-	checkStates(t, r.states, pulsedive.BreakerOpen, pulsedive.BreakerClosed)
+		time.Sleep(openFor) // two open periods without a call from testKey
+		r.callAs(t, other, "parkingcrew.net", nil)
+		checkKeys(t, r.obs, 0, 0, 0)
+
+		// Forgotten means fresh: one failure does not reopen it.
+		r.call(t, downValue, outage)
+		r.call(t, "parkingcrew.net", nil)
+		checkKeys(t, r.obs, 0, 0, 0)
+	})
 }

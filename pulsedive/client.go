@@ -1,13 +1,16 @@
 // Package pulsedive is the Pulsedive API client: typed, lenient decoding of
-// info.php documents (spec section 4), retries, rate-limit learning and
-// sentinel errors (spec section 6).
+// info.php documents (spec section 4), retries, rate-limit learning, per-key
+// circuit breakers, bounds on calls in flight, and typed errors whose
+// causes every decision switches on (spec section 6).
 //
 // This package imports no other package of the relay; see the import rule in
 // the pipeline package's documentation.
 package pulsedive
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,9 +35,16 @@ type Limiter interface {
 // Observer receives the client's measurements; metrics.Metrics is one.
 // Outcome is one of the Outcome constants.
 type Observer interface {
+	// PulsediveCall is one HTTP attempt and how long it took.
 	PulsediveCall(kind, outcome string, d time.Duration)
+	// PulsediveRefused is a call the relay did not make (OutcomeRefused,
+	// OutcomeBreakerOpen): it is counted, but has no latency to observe.
+	PulsediveRefused(kind, outcome string)
 	PulsediveInFlight(delta int)
 	LimiterWait(d time.Duration)
+	// BreakerKeys is the number of keys whose breaker is in state (a
+	// BreakerState's String) after a change.
+	BreakerKeys(state string, n int)
 }
 
 // Outcomes of one Pulsedive call, as counted in metrics: a bounded set.
@@ -46,10 +56,19 @@ const (
 	OutcomeServerError = "server_error" // 5xx
 	OutcomeTimeout     = "timeout"
 	OutcomeUnavailable = "unavailable"  // refused, reset, DNS, TLS
-	OutcomeBadAnswer   = "bad_answer"   // invalid JSON, oversized, API error text
+	OutcomeBadAnswer   = "bad_answer"   // invalid JSON, oversized, API error text, redirect, unexpected answer
 	OutcomeRefused     = "refused"      // the relay's own limiter said no
 	OutcomeBreakerOpen = "breaker_open" // the key's circuit breaker said no
 )
+
+// Outcomes returns every Outcome constant, so that what counts them can
+// check it knows each one.
+func Outcomes() []string {
+	return []string{
+		OutcomeOK, OutcomeNotFound, OutcomeRateLimited, OutcomeClientError, OutcomeServerError,
+		OutcomeTimeout, OutcomeUnavailable, OutcomeBadAnswer, OutcomeRefused, OutcomeBreakerOpen,
+	}
+}
 
 // Document kinds, as used in metrics and cache keys.
 const (
@@ -63,7 +82,9 @@ type Config struct {
 	// BaseURL is the API base, "https://pulsedive.com/api/" by default.
 	BaseURL string
 	// HTTPClient sends the requests; http.DefaultClient's transport when nil.
-	// Its own Timeout should be zero: Timeout below bounds each call.
+	// Its own Timeout should be zero: Timeout below bounds each call. The
+	// client uses a copy whose CheckRedirect refuses every redirect: the
+	// API key is in the URL (spec section 6).
 	HTTPClient *http.Client
 	// Timeout bounds one HTTP call (10s by default). A call that runs into it
 	// is not retried.
@@ -82,12 +103,17 @@ type Config struct {
 	Limiter Limiter
 	// Observer receives metrics; nil means none.
 	Observer Observer
-	// Now is the clock of rate-limit pauses and the breaker; time.Now by
-	// default.
+	// Now is the clock of rate-limit pauses; time.Now by default. The
+	// breakers read time.Now (gobreaker does).
 	Now func() time.Time
 	// MaxInFlight bounds the calls in flight across every request of the
 	// process; excess calls wait within their deadline. 0 means no bound.
 	MaxInFlight int
+	// MaxInFlightPerKey bounds the calls in flight of one API key, so that
+	// one tenant cannot hold every slot of MaxInFlight; a call over its
+	// key's share waits within its deadline, without holding a
+	// process-wide slot. 0 means no per-key bound.
+	MaxInFlightPerKey int
 	// Breaker configures the per-key circuit breakers; its zero value
 	// disables them.
 	Breaker BreakerConfig
@@ -106,7 +132,7 @@ type Client struct {
 	obs        Observer
 	now        func() time.Time
 	breakers   *breakers
-	inflight   chan struct{} // a semaphore; nil when unbounded
+	slots      *slots // nil when unbounded
 }
 
 // New checks cfg and returns a client.
@@ -123,7 +149,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		base:       base,
-		http:       cfg.HTTPClient,
+		http:       noRedirects(cfg.HTTPClient),
 		timeout:    cfg.Timeout,
 		userAgent:  cfg.UserAgent,
 		maxRetries: cfg.MaxRetries,
@@ -132,9 +158,6 @@ func New(cfg Config) (*Client, error) {
 		limiter:    cfg.Limiter,
 		obs:        cfg.Observer,
 		now:        cfg.Now,
-	}
-	if c.http == nil {
-		c.http = &http.Client{Transport: http.DefaultTransport}
 	}
 	if c.timeout <= 0 {
 		c.timeout = 10 * time.Second
@@ -159,15 +182,30 @@ func New(cfg Config) (*Client, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
-	c.breakers = newBreakers(cfg.Breaker, c.now)
-	if cfg.MaxInFlight > 0 {
-		c.inflight = make(chan struct{}, cfg.MaxInFlight)
-	}
+	c.breakers = newBreakers(cfg.Breaker, c.obs)
+	c.slots = newSlots(cfg.MaxInFlight, cfg.MaxInFlightPerKey)
 	return c, nil
 }
 
+// noRedirects returns a copy of hc (a client over http.DefaultTransport
+// when nil) that never follows a redirect: the request URL holds the API
+// key, and following would send it, and a Referer naming it, to whatever
+// host the redirect names. The 3xx answer itself comes back, and is
+// reported as a *RedirectError.
+func noRedirects(hc *http.Client) *http.Client {
+	c := &http.Client{Transport: http.DefaultTransport}
+	if hc != nil {
+		copied := *hc
+		c = &copied
+	}
+	c.Jar = nil
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return c
+}
+
 // Indicator fetches info.php?indicator=value. It returns ErrNotFound when
-// Pulsedive has no data, and otherwise one of the errors of errors.go.
+// Pulsedive has no data, and otherwise one of the errors of errors.go, with
+// any Pulsedive text in it scrubbed of the key.
 func (c *Client) Indicator(ctx context.Context, key APIKey, value string) (*Indicator, error) {
 	var ind *Indicator
 	err := c.get(ctx, key, KindInfo, url.Values{"indicator": {value}}, func(body []byte) (err error) {
@@ -189,26 +227,37 @@ func (c *Client) Links(ctx context.Context, key APIKey, value string) (*Links, e
 }
 
 // Health makes the cheap call of the health endpoint (info.php?iid=2) with
-// the caller's key. Any JSON object, or a "no data" answer, is healthy: the
-// key was accepted and Pulsedive answered.
+// the caller's key. An indicator document (an object with an iid), even one
+// the mapping could not read, or Pulsedive's "no data" answer is healthy:
+// the key was accepted and Pulsedive answered. Any other 200 answer is an
+// *UnexpectedAnswerError, as a "no data" status without Pulsedive's JSON
+// error is: the relay is not talking to Pulsedive.
 func (c *Client) Health(ctx context.Context, key APIKey) error {
-	err := c.get(ctx, key, KindHealth, url.Values{"iid": {"2"}}, func(body []byte) error {
-		_, err := DecodeIndicator(body)
-		if errors.Is(err, ErrSchema) {
-			return nil // an answer, if not an indicator: Pulsedive is up
-		}
-		return err
-	})
+	err := c.get(ctx, key, KindHealth, url.Values{"iid": {"2"}}, decodeHealth)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	return err
 }
 
-// get runs one logical call: breaker, limiter, the process-wide bound on
-// calls in flight, HTTP, decoding, and retries of transient failures, each
-// retry passing the breaker and the limiter again. decode reads a 200
-// answer; its error decides the call's outcome too.
+func decodeHealth(body []byte) error {
+	if _, err := DecodeIndicator(body); err != nil && !errors.Is(err, ErrSchema) {
+		return err // not JSON, Pulsedive's error text, or "no data"
+	}
+	var doc struct {
+		IID flexString `json:"iid"`
+	}
+	if json.Unmarshal(body, &doc) != nil || doc.IID == "" {
+		return &UnexpectedAnswerError{StatusCode: http.StatusOK}
+	}
+	return nil
+}
+
+// get runs one logical call: breaker, limiter, the bounds on calls in
+// flight, HTTP, decoding, and retries of transient failures, each retry
+// passing the breaker and the limiter again. decode reads a 200 answer; its
+// error decides the call's outcome too. The error returned has Pulsedive's
+// text scrubbed of the key.
 func (c *Client) get(ctx context.Context, key APIKey, kind string, q url.Values, decode func([]byte) error) error {
 	q.Set("key", key.Reveal())
 	u := *c.base
@@ -220,41 +269,51 @@ func (c *Client) get(ctx context.Context, key APIKey, kind string, q url.Values,
 	for attempt := 0; ; attempt++ {
 		retry, err := c.try(ctx, fp, kind, target, decode)
 		if err == nil || !retry || attempt >= c.maxRetries {
-			return err
+			return scrub(err, key)
 		}
 		if sleep(ctx, c.backoff(attempt+1)) != nil {
-			return err // the deadline leaves no time for another try: report what failed
+			return scrub(err, key) // the deadline leaves no time for another try: report what failed
 		}
 	}
 }
 
+// scrub removes the key from the Pulsedive text err carries. The error is
+// the client's own, made for this call, so it is changed in place.
+func scrub(err error, key APIKey) error {
+	var se *StatusError
+	var ae *APIError
+	switch {
+	case errors.As(err, &se):
+		se.Message = key.scrub(se.Message)
+	case errors.As(err, &ae):
+		ae.Message = key.scrub(ae.Message)
+	}
+	return err
+}
+
 // try makes one attempt through the breaker, the limiter and the in-flight
-// bound.
+// bounds. Calls the breaker or the limiter refuse are counted, not timed.
 func (c *Client) try(ctx context.Context, fp, kind, target string, decode func([]byte) error) (retry bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, contextError(err)
 	}
 	done, err := c.breakers.allow(fp)
 	if err != nil {
-		c.obs.PulsediveCall(kind, OutcomeBreakerOpen, 0)
+		c.obs.PulsediveRefused(kind, outcomeOf(err))
 		return false, err
 	}
 	defer func() { done(err) }()
 	if err := c.wait(ctx, fp); err != nil {
-		var rl *RateLimitError
-		if errors.As(err, &rl) {
-			c.obs.PulsediveCall(kind, OutcomeRefused, 0)
+		if errors.As(err, new(*RateLimitError)) {
+			c.obs.PulsediveRefused(kind, outcomeOf(err))
 		}
 		return false, err
 	}
-	if c.inflight != nil {
-		select {
-		case c.inflight <- struct{}{}:
-			defer func() { <-c.inflight }()
-		case <-ctx.Done():
-			return false, contextError(ctx.Err())
-		}
+	release, err := c.slots.acquire(ctx, fp)
+	if err != nil {
+		return false, err
 	}
+	defer release()
 	return c.attempt(ctx, fp, kind, target, decode)
 }
 
@@ -287,12 +346,13 @@ func (c *Client) wait(ctx context.Context, fp string) error {
 	if ctx.Err() != nil {
 		return contextError(ctx.Err())
 	}
-	return &UnavailableError{Reason: "rate limiter failed", Err: err}
+	return unavailable(CauseLimiterFailed, err)
 }
 
 // attempt makes one HTTP request and decodes a 200 answer. retry says
 // whether the failure is transient (5xx, refused, reset) and may be tried
-// again.
+// again. The request carries no Referer and no cookie: only what Pulsedive
+// needs.
 func (c *Client) attempt(ctx context.Context, fp, kind, target string, decode func([]byte) error) (retry bool, err error) {
 	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -348,14 +408,22 @@ func (c *Client) learn(fp string, status int, h http.Header, body []byte) {
 	}
 }
 
-// statusError turns an HTTP status into nil (200), ErrNotFound (400, 404,
-// 406) or a *StatusError carrying Pulsedive's own message.
+// statusError turns an HTTP status into nil (200), a *RedirectError
+// (3xx), ErrNotFound (400, 404, 406 with Pulsedive's JSON error body), an
+// *UnexpectedAnswerError (those statuses with any other body: not
+// Pulsedive) or a *StatusError carrying Pulsedive's own message.
 func statusError(status int, body []byte) error {
 	switch status {
 	case http.StatusOK:
 		return nil
 	case http.StatusBadRequest, http.StatusNotFound, http.StatusNotAcceptable:
-		return ErrNotFound
+		if isPulsediveError(body) {
+			return ErrNotFound
+		}
+		return &UnexpectedAnswerError{StatusCode: status}
+	}
+	if status >= 300 && status < 400 {
+		return &RedirectError{StatusCode: status}
 	}
 	var doc struct {
 		Error flexString `json:"error"`
@@ -366,9 +434,23 @@ func statusError(status int, body []byte) error {
 	return &StatusError{StatusCode: status, Message: string(doc.Error)}
 }
 
+// isPulsediveError says whether body is Pulsedive's JSON error: an object
+// whose "error" member is a string.
+func isPulsediveError(body []byte) bool {
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(body, &doc) != nil {
+		return false
+	}
+	var text string
+	raw := bytes.TrimSpace(doc["error"])
+	return len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &text) == nil
+}
+
+// outcomeOf names a call's result for metrics, by error type, status code
+// and Cause, never by message text.
 func outcomeOf(err error) string {
 	var se *StatusError
-	var ue *UnavailableError
+	var cause Cause
 	switch {
 	case err == nil:
 		return OutcomeOK
@@ -383,14 +465,26 @@ func outcomeOf(err error) string {
 		default:
 			return OutcomeClientError
 		}
-	case errors.As(err, &ue):
-		if ue.Reason == "timeout" {
-			return OutcomeTimeout
-		}
-		return OutcomeUnavailable
+	case errors.As(err, new(*RateLimitError)):
+		return OutcomeRefused
+	case errors.As(err, &cause):
+		return cause.outcome()
 	default:
 		return OutcomeBadAnswer
 	}
+}
+
+// outcome names a failure of this cause for metrics. The caller's own
+// deadline or cancellation during a call counts as unavailable, as it
+// always has.
+func (c Cause) outcome() string {
+	switch c {
+	case CauseTimeout:
+		return OutcomeTimeout
+	case CauseBreakerOpen:
+		return OutcomeBreakerOpen
+	}
+	return OutcomeUnavailable
 }
 
 // JitteredBackoff is the default backoff: full jitter over 100ms·2^(n-1),
@@ -405,7 +499,7 @@ func JitteredBackoff(retry int) time.Duration {
 // outlast the context's deadline.
 func sleep(ctx context.Context, d time.Duration) error {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-		return &UnavailableError{Reason: "request deadline exceeded", Err: context.DeadlineExceeded}
+		return unavailable(CauseDeadline, context.DeadlineExceeded)
 	}
 	if d <= 0 {
 		return nil
@@ -423,5 +517,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 type nopObserver struct{}
 
 func (nopObserver) PulsediveCall(string, string, time.Duration) {}
+func (nopObserver) PulsediveRefused(string, string)             {}
 func (nopObserver) PulsediveInFlight(int)                       {}
 func (nopObserver) LimiterWait(time.Duration)                   {}
+func (nopObserver) BreakerKeys(string, int)                     {}

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,17 +262,17 @@ func TestFailures(t *testing.T) {
 		{name: "504 three times is too many", fault: pulsedivetest.Fault{Status: 504, FirstN: 3},
 			want: &pulsedive.StatusError{StatusCode: 504}, wantCalls: 3},
 		{name: "reset retried twice", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeReset},
-			want: &pulsedive.UnavailableError{Reason: "connection reset"}, wantCalls: 3},
+			want: unavailable(pulsedive.CauseReset, "connection reset"), wantCalls: 3},
 		{name: "reset once then recovers", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeReset, FirstN: 1}, wantCalls: 2},
 		{name: "disconnect mid-body retried", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeDisconnect},
-			want: &pulsedive.UnavailableError{Reason: "connection reset"}, wantCalls: 3},
+			want: unavailable(pulsedive.CauseReset, "connection reset"), wantCalls: 3},
 		{name: "truncated JSON", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeTruncate}, want: pulsedive.ErrInvalidJSON, wantCalls: 1},
 		{name: "not JSON", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeNotJSON}, want: pulsedive.ErrInvalidJSON, wantCalls: 1},
 		{name: "huge body", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeHuge}, want: pulsedive.ErrTooLarge, wantCalls: 1},
 		{name: "hang is a timeout, not retried", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeHang}, timeout: 30 * time.Millisecond,
-			want: &pulsedive.UnavailableError{Reason: "timeout"}, wantCalls: 1},
+			want: unavailable(pulsedive.CauseTimeout, "timeout"), wantCalls: 1},
 		{name: "slow drip is a timeout", fault: pulsedivetest.Fault{Mode: pulsedivetest.ModeDrip, DripEvery: 20 * time.Millisecond},
-			timeout: 60 * time.Millisecond, want: &pulsedive.UnavailableError{Reason: "timeout"}, wantCalls: 1},
+			timeout: 60 * time.Millisecond, want: unavailable(pulsedive.CauseTimeout, "timeout"), wantCalls: 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -336,7 +338,7 @@ func TestRequestContext(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 		defer cancel()
 		_, err := c.Indicator(ctx, testKey, "parkingcrew.net")
-		checkErr(t, err, &pulsedive.UnavailableError{Reason: "request deadline exceeded"})
+		checkErr(t, err, unavailable(pulsedive.CauseDeadline, "request deadline exceeded"))
 		if n := srv.Calls(); n != 1 {
 			t.Errorf("calls = %d, want 1", n)
 		}
@@ -348,7 +350,7 @@ func TestRequestContext(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		_, err := c.Indicator(ctx, testKey, "parkingcrew.net")
-		checkErr(t, err, &pulsedive.UnavailableError{Reason: "request cancelled"})
+		checkErr(t, err, unavailable(pulsedive.CauseCancelled, "request cancelled"))
 		if n, w := srv.Calls(), lim.Waits(); n != 0 || w != 0 {
 			t.Errorf("calls = %d, limiter waits = %d; want none", n, w)
 		}
@@ -365,7 +367,7 @@ func TestConnectionRefusedIsRetried(t *testing.T) {
 	lim := &recLimiter{}
 	c := newClient(t, "http://"+addr+"/api/", func(cfg *pulsedive.Config) { cfg.Limiter = lim })
 	_, err = c.Indicator(context.Background(), testKey, "parkingcrew.net")
-	checkErr(t, err, &pulsedive.UnavailableError{Reason: "connection refused"})
+	checkErr(t, err, unavailable(pulsedive.CauseRefused, "connection refused"))
 	if n := lim.Waits(); n != 3 {
 		t.Errorf("attempts = %d, want 3", n)
 	}
@@ -407,7 +409,7 @@ func TestLimiter(t *testing.T) {
 		lim := &recLimiter{refuse: errors.New("limiter broke")}
 		c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) { cfg.Limiter = lim })
 		_, err := c.Indicator(context.Background(), testKey, "parkingcrew.net")
-		checkErr(t, err, &pulsedive.UnavailableError{Reason: "rate limiter failed"})
+		checkErr(t, err, unavailable(pulsedive.CauseLimiterFailed, "rate limiter failed"))
 	})
 	t.Run("keyed by fingerprint", func(t *testing.T) {
 		srv := newFake(t, pulsedivetest.Config{})
@@ -471,11 +473,20 @@ func TestHealth(t *testing.T) {
 	tests := []struct {
 		name  string
 		fault *pulsedivetest.Fault
+		base  func(apiURL string) string // the client's base URL; the fake's when nil
 		want  error
 	}{
 		{name: "ok"},
 		{name: "no data is healthy", fault: &pulsedivetest.Fault{Status: 404}},
-		{name: "empty document is healthy", fault: &pulsedivetest.Fault{Status: 200, Body: []byte(`{}`)}},
+		{name: "an indicator the mapping cannot read is healthy", fault: &pulsedivetest.Fault{Status: 200, Body: []byte(`{"iid":2,"riskfactors":5}`)}},
+		// Changed with spec section 4 of 2026-11-29: any JSON used to be
+		// healthy; an answer that is no indicator is not Pulsedive's.
+		{name: "empty document is not Pulsedive", fault: &pulsedivetest.Fault{Status: 200, Body: []byte(`{}`)}, want: &pulsedive.UnexpectedAnswerError{StatusCode: 200}},
+		{name: "JSON list is not Pulsedive", fault: &pulsedivetest.Fault{Status: 200, Body: []byte(`[{"iid":2}]`)}, want: &pulsedive.UnexpectedAnswerError{StatusCode: 200}},
+		{name: "404 web page", fault: &pulsedivetest.Fault{Status: 404, Body: []byte("<html><body>Not Found</body></html>")}, want: &pulsedive.UnexpectedAnswerError{StatusCode: 404}},
+		{name: "API URL without api/", base: func(apiURL string) string { return strings.TrimSuffix(apiURL, "api/") },
+			want: &pulsedive.UnexpectedAnswerError{StatusCode: 404}},
+		{name: "redirect", fault: &pulsedivetest.Fault{Status: 301, Header: http.Header{"Location": {"https://pulsedive.com/api/"}}}, want: &pulsedive.RedirectError{StatusCode: 301}},
 		{name: "bad key", fault: &pulsedivetest.Fault{Status: 401}, want: &pulsedive.StatusError{StatusCode: 401, Message: "Invalid API key."}},
 		{name: "API error", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeErrorField, Message: "Maintenance."}, want: &pulsedive.APIError{Message: "Maintenance."}},
 		{name: "not JSON", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeNotJSON}, want: pulsedive.ErrInvalidJSON},
@@ -486,11 +497,84 @@ func TestHealth(t *testing.T) {
 			if tc.fault != nil {
 				srv.SetFault(pulsedivetest.AnyValue, *tc.fault)
 			}
-			c := newClient(t, srv.URL(), nil)
-			checkErr(t, c.Health(context.Background(), testKey), tc.want)
-			if n := srv.CallsFor(pulsedivetest.KindHealth, "2"); n != 1 {
-				t.Errorf("health calls = %d, want 1 (info.php?iid=2)", n)
+			base := srv.URL()
+			if tc.base != nil {
+				base = tc.base(base)
 			}
+			c := newClient(t, base, nil)
+			checkErr(t, c.Health(context.Background(), testKey), tc.want)
+			if tc.base == nil {
+				if n := srv.CallsFor(pulsedivetest.KindHealth, "2"); n != 1 {
+					t.Errorf("health calls = %d, want 1 (info.php?iid=2)", n)
+				}
+			}
+		})
+	}
+}
+
+// TestNoDataNeedsPulsedivesBody: 400, 404 and 406 are "no data" only with
+// Pulsedive's JSON error body (an object with an "error" string); any other
+// body means the relay is not talking to Pulsedive (spec section 4).
+func TestNoDataNeedsPulsedivesBody(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		want   error
+	}{
+		{"404 Pulsedive's error", 404, `{"error":"Indicator not found."}`, pulsedive.ErrNotFound},
+		{"400 Pulsedive's error", 400, `{"error":"Invalid indicator."}`, pulsedive.ErrNotFound},
+		{"406 Pulsedive's error", 406, `{"error":"Invalid indicator.","status":"x"}`, pulsedive.ErrNotFound},
+		{"404 empty error text", 404, `{"error":""}`, pulsedive.ErrNotFound},
+		{"404 HTML page", 404, "<!DOCTYPE html><html><body><h1>Not Found</h1></body></html>", &pulsedive.UnexpectedAnswerError{StatusCode: 404}},
+		{"404 plain text", 404, "404 page not found\n", &pulsedive.UnexpectedAnswerError{StatusCode: 404}},
+		{"404 empty", 404, "", &pulsedive.UnexpectedAnswerError{StatusCode: 404}},
+		{"404 other JSON", 404, `{"message":"Not Found","documentation_url":"https://example.com"}`, &pulsedive.UnexpectedAnswerError{StatusCode: 404}},
+		{"404 error not a string", 404, `{"error":{"code":404}}`, &pulsedive.UnexpectedAnswerError{StatusCode: 404}},
+		{"404 error null", 404, `{"error":null}`, &pulsedive.UnexpectedAnswerError{StatusCode: 404}},
+		{"404 JSON list", 404, `[{"error":"Indicator not found."}]`, &pulsedive.UnexpectedAnswerError{StatusCode: 404}},
+		{"404 JSON string", 404, `"Indicator not found."`, &pulsedive.UnexpectedAnswerError{StatusCode: 404}},
+		{"400 HTML page", 400, "<html>Bad Request</html>", &pulsedive.UnexpectedAnswerError{StatusCode: 400}},
+		{"406 plain text", 406, "Not Acceptable", &pulsedive.UnexpectedAnswerError{StatusCode: 406}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newFake(t, pulsedivetest.Config{})
+			srv.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Status: tc.status, Body: []byte(tc.body)})
+			obs := &recObserver{}
+			c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) { cfg.Observer = obs })
+			_, err := c.Indicator(context.Background(), testKey, "parkingcrew.net")
+			checkErr(t, err, tc.want)
+			_, err = c.Links(context.Background(), testKey, "parkingcrew.net")
+			checkErr(t, err, tc.want)
+			if n := srv.Calls(); n != 2 {
+				t.Errorf("calls = %d, want 2: an unexpected answer is not retried", n)
+			}
+			outcome := pulsedive.OutcomeNotFound
+			if tc.want != pulsedive.ErrNotFound {
+				outcome = pulsedive.OutcomeBadAnswer
+			}
+			all, _ := obs.Calls()
+			if diff := cmp.Diff([]string{"info/" + outcome, "links/" + outcome}, all); diff != "" {
+				t.Errorf("outcomes (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	// A wrong PULSEDIVE_API_URL: the fake without "api/", a plain file
+	// server.
+	files := httptest.NewServer(http.FileServer(http.Dir(t.TempDir())))
+	t.Cleanup(files.Close)
+	srv := newFake(t, pulsedivetest.Config{})
+	for name, base := range map[string]string{
+		"API URL without api/": strings.TrimSuffix(srv.URL(), "api/"),
+		"file server":          files.URL + "/api/",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := newClient(t, base, nil)
+			_, err := c.Indicator(context.Background(), testKey, "parkingcrew.net")
+			checkErr(t, err, &pulsedive.UnexpectedAnswerError{StatusCode: 404})
+			checkErr(t, c.Health(context.Background(), testKey), &pulsedive.UnexpectedAnswerError{StatusCode: 404})
 		})
 	}
 }
@@ -541,6 +625,12 @@ func TestKeyNeverLeaks(t *testing.T) {
 
 	faults := []pulsedivetest.Fault{
 		{Status: 500}, {Status: 401}, {Status: 429}, {Status: 404}, {Status: 408},
+		// Pulsedive echoing the key, as sent or escaped.
+		{Status: 401, Message: "Invalid API key: " + string(testKey)},
+		{Status: 429, Message: "Too many calls for " + url.QueryEscape(string(testKey))},
+		{Mode: pulsedivetest.ModeErrorField, Message: "No such key " + url.PathEscape(string(testKey))},
+		{Status: 302, Header: http.Header{"Location": {"http://elsewhere.example/?key=" + url.QueryEscape(string(testKey))}}},
+		{Status: 404, Body: []byte("<html>" + string(testKey) + "</html>")},
 		{Mode: pulsedivetest.ModeErrorField, Message: "Bad."},
 		{Mode: pulsedivetest.ModeNotJSON}, {Mode: pulsedivetest.ModeTruncate},
 		{Mode: pulsedivetest.ModeHuge}, {Mode: pulsedivetest.ModeReset}, {Mode: pulsedivetest.ModeDisconnect},
@@ -592,7 +682,7 @@ func TestKeyNeverLeaks(t *testing.T) {
 				texts = append(texts, e.Error())
 			}
 			for _, s := range texts {
-				if strings.Contains(s, keyMarker) || strings.Contains(s, url.QueryEscape(string(testKey))) {
+				if holdsKey(s) {
 					t.Errorf("the key leaks: %s", s)
 				}
 			}
@@ -634,5 +724,210 @@ func TestNewRejectsBadBaseURL(t *testing.T) {
 	}
 	if _, err := pulsedive.New(pulsedive.Config{}); err != nil {
 		t.Errorf("New with defaults: %v", err)
+	}
+}
+
+// captured is one request a capture server saw.
+type captured struct {
+	URL    string
+	Header http.Header
+}
+
+// captureServer answers with handle and records every request it sees.
+type captureServer struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen []captured
+}
+
+func newCaptureServer(t *testing.T, handle http.HandlerFunc) *captureServer {
+	t.Helper()
+	c := &captureServer{}
+	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		c.seen = append(c.seen, captured{URL: r.URL.String(), Header: r.Header.Clone()})
+		c.mu.Unlock()
+		handle(w, r)
+	}))
+	t.Cleanup(c.Close)
+	return c
+}
+
+func (c *captureServer) requests() []captured {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]captured(nil), c.seen...)
+}
+
+// keyForms are the ways the test key may be written, in any letter case.
+func keyForms() []string {
+	raw := string(testKey)
+	return []string{keyMarker, raw, url.QueryEscape(raw), url.PathEscape(raw)}
+}
+
+// holdsKey says whether s holds a form of the test key.
+func holdsKey(s string) bool {
+	for _, f := range keyForms() {
+		if strings.Contains(strings.ToLower(s), strings.ToLower(f)) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRedirectsAreNeverFollowed: Pulsedive (a capture server here)
+// answers a redirect to a foreign host (another capture server). The
+// client reports the redirect and the foreign host hears nothing: not the
+// key in the URL, not a Referer naming it. This holds for the client the
+// relay builds and for a client passed in that would follow redirects.
+func TestRedirectsAreNeverFollowed(t *testing.T) {
+	foreign := newCaptureServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"iid":1,"indicator":"stolen.example"}`))
+	})
+	clients := map[string]func() *http.Client{
+		"the relay's own client": func() *http.Client { return nil },
+		"a client that follows redirects": func() *http.Client {
+			return &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return nil }}
+		},
+	}
+	for _, status := range []int{301, 302, 303, 307, 308} {
+		for name, client := range clients {
+			t.Run(fmt.Sprintf("%d, %s", status, name), func(t *testing.T) {
+				origin := newCaptureServer(t, func(w http.ResponseWriter, r *http.Request) {
+					http.Redirect(w, r, foreign.URL+"/collect?from="+url.QueryEscape(r.URL.RawQuery), status)
+				})
+				before := len(foreign.requests())
+				c := newClient(t, origin.URL+"/api/", func(cfg *pulsedive.Config) {
+					if hc := client(); hc != nil {
+						cfg.HTTPClient = hc
+					}
+				})
+				_, err := c.Indicator(context.Background(), testKey, "parkingcrew.net")
+				checkErr(t, err, &pulsedive.RedirectError{StatusCode: status})
+				checkErr(t, c.Health(context.Background(), testKey), &pulsedive.RedirectError{StatusCode: status})
+				if n := len(foreign.requests()) - before; n != 0 {
+					t.Errorf("the foreign host got %d requests", n)
+				}
+				if n := len(origin.requests()); n != 2 {
+					t.Errorf("Pulsedive got %d requests, want 2 (no retry of a redirect)", n)
+				}
+				for _, req := range origin.requests() {
+					if ref := req.Header.Get("Referer"); ref != "" {
+						t.Errorf("the request carries Referer %q", ref)
+					}
+					for name, values := range req.Header {
+						for _, v := range values {
+							if holdsKey(v) {
+								t.Errorf("header %s carries the key: %q", name, v)
+							}
+						}
+					}
+				}
+				if err != nil && holdsKey(err.Error()) {
+					t.Errorf("the error names the key: %v", err)
+				}
+			})
+		}
+	}
+
+	// The capture sees a leak when there is one: a plain client following
+	// the same redirect hands the key to the foreign host.
+	t.Run("a following client leaks, and the capture sees it", func(t *testing.T) {
+		origin := newCaptureServer(t, func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, foreign.URL+"/collect", http.StatusFound)
+		})
+		before := len(foreign.requests())
+		resp, err := http.Get(origin.URL + "/api/info.php?indicator=x&key=" + url.QueryEscape(string(testKey)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := foreign.requests()[before:]
+		if len(got) != 1 || !holdsKey(got[0].Header.Get("Referer")) {
+			t.Errorf("foreign requests = %+v; want one whose Referer holds the key", got)
+		}
+	})
+}
+
+// TestPulsediveTextIsScrubbedOfTheKey: Pulsedive's error text, passed on
+// to the caller as the envelope's message, never holds the caller's key,
+// in whatever form Pulsedive echoes it.
+func TestPulsediveTextIsScrubbedOfTheKey(t *testing.T) {
+	raw := string(testKey)
+	forms := map[string]string{
+		"as sent":                   raw,
+		"query-escaped":             url.QueryEscape(raw),
+		"path-escaped":              url.PathEscape(raw),
+		"query-escaped, lower case": strings.ToLower(url.QueryEscape(raw)),
+		"upper case":                strings.ToUpper(raw),
+		"twice":                     raw + " and " + url.QueryEscape(raw),
+	}
+	for formName, form := range forms {
+		message := "API key " + form + " is not valid."
+		want := "API key [redacted] is not valid."
+		if formName == "twice" {
+			want = "API key [redacted] and [redacted] is not valid."
+		}
+		faults := []struct {
+			name  string
+			fault pulsedivetest.Fault
+			want  error
+		}{
+			{"401", pulsedivetest.Fault{Status: 401, Message: message}, &pulsedive.StatusError{StatusCode: 401, Message: want}},
+			{"429", pulsedivetest.Fault{Status: 429, Message: message}, &pulsedive.StatusError{StatusCode: 429, Message: want}},
+			{"500", pulsedivetest.Fault{Status: 500, Message: message}, &pulsedive.StatusError{StatusCode: 500, Message: want}},
+			{"200 with an error", pulsedivetest.Fault{Mode: pulsedivetest.ModeErrorField, Message: message}, &pulsedive.APIError{Message: want}},
+		}
+		for _, f := range faults {
+			t.Run(formName+"/"+f.name, func(t *testing.T) {
+				srv := newFake(t, pulsedivetest.Config{})
+				srv.SetFault(pulsedivetest.AnyValue, f.fault)
+				c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) { cfg.MaxRetries = -1 })
+				_, err := c.Indicator(context.Background(), testKey, "parkingcrew.net")
+				checkErr(t, err, f.want)
+				_, err = c.Links(context.Background(), testKey, "parkingcrew.net")
+				checkErr(t, err, f.want)
+				if err != nil && holdsKey(err.Error()) {
+					t.Errorf("the error holds the key: %v", err)
+				}
+			})
+		}
+	}
+	t.Run("text without the key is kept", func(t *testing.T) {
+		srv := newFake(t, pulsedivetest.Config{})
+		srv.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Status: 401, Message: "Invalid API key."})
+		_, err := newClient(t, srv.URL(), nil).Indicator(context.Background(), testKey, "parkingcrew.net")
+		checkErr(t, err, &pulsedive.StatusError{StatusCode: 401, Message: "Invalid API key."})
+	})
+}
+
+// TestRefusedCallsAreCountedNotTimed: a call the limiter or the breaker
+// refuses is counted with its outcome but has no latency to observe.
+func TestRefusedCallsAreCountedNotTimed(t *testing.T) {
+	srv := newFake(t, pulsedivetest.Config{})
+	obs := &recObserver{}
+	lim := &recLimiter{refuse: retryAfterError{time.Second}}
+	c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) {
+		cfg.Observer = obs
+		cfg.Limiter = lim
+		cfg.Breaker = pulsedive.BreakerConfig{Failures: 1, OpenFor: time.Hour}
+		cfg.MaxRetries = -1
+	})
+	ctx := context.Background()
+	_, err := c.Indicator(ctx, testKey, "parkingcrew.net")
+	checkErr(t, err, &pulsedive.RateLimitError{RetryAfter: time.Second})
+	lim.setRefuse(nil)
+	srv.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Status: 503})
+	_, err = c.Links(ctx, testKey, "parkingcrew.net")
+	checkErr(t, err, outage)
+	checkErr(t, c.Health(ctx, testKey), errBreakerOpen)
+
+	all, timed := obs.Calls()
+	if diff := cmp.Diff([]string{"info/refused", "links/server_error", "health/breaker_open"}, all); diff != "" {
+		t.Errorf("calls counted (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"links/server_error"}, timed); diff != "" {
+		t.Errorf("calls timed (-want +got):\n%s", diff)
 	}
 }

@@ -32,7 +32,7 @@ func transportError(reqCtx, callCtx context.Context, err error) (retry bool, _ e
 		return false, contextError(reqCtx.Err())
 	}
 	if callCtx.Err() != nil || isTimeout(err) {
-		return false, &UnavailableError{Reason: "timeout", Err: err}
+		return false, unavailable(CauseTimeout, err)
 	}
 	if reason, ok := tlsReason(err); ok {
 		return false, &TLSError{Reason: reason, Err: err}
@@ -40,18 +40,18 @@ func transportError(reqCtx, callCtx context.Context, err error) (retry bool, _ e
 	var dnsErr *net.DNSError
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return true, &UnavailableError{Reason: "connection refused", Err: err}
+		return true, unavailable(CauseRefused, err)
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
 		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return true, &UnavailableError{Reason: "connection reset", Err: err}
+		return true, unavailable(CauseReset, err)
 	case errors.As(err, &dnsErr):
-		return dnsErr.IsTemporary, &UnavailableError{Reason: "host not found", Err: err}
+		return dnsErr.IsTemporary, unavailable(CauseDNS, err)
 	}
 	var opErr *net.OpError
 	if errors.As(err, &opErr) {
-		return true, &UnavailableError{Reason: "connection failed", Err: err}
+		return true, unavailable(CauseConnect, err)
 	}
-	return false, &UnavailableError{Reason: "connection failed", Err: err}
+	return false, unavailable(CauseConnect, err)
 }
 
 func isTimeout(err error) bool {
@@ -63,9 +63,9 @@ func isTimeout(err error) bool {
 // or it was cancelled.
 func contextError(err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &UnavailableError{Reason: "request deadline exceeded", Err: err}
+		return unavailable(CauseDeadline, err)
 	}
-	return &UnavailableError{Reason: "request cancelled", Err: err}
+	return unavailable(CauseCancelled, err)
 }
 
 // tlsReason finds a certificate verification failure in err and words it as

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/pulsedive-relay/relay/pulsedive"
@@ -155,7 +157,7 @@ func TestMaxInFlightDeadline(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 		_, err := c.Indicator(ctx, testKey, excess)
 		cancel()
-		checkErr(t, err, &pulsedive.UnavailableError{Reason: "request deadline exceeded"})
+		checkErr(t, err, unavailable(pulsedive.CauseDeadline, "request deadline exceeded"))
 		if n := srv.CallsFor(pulsedivetest.KindInfo, excess); n != 0 {
 			t.Errorf("%s excess call reached Pulsedive (%d calls)", name, n)
 		}
@@ -196,8 +198,8 @@ func TestMaxInFlightSlotsComeBack(t *testing.T) {
 		{name: "503 and its retries", fault: &pulsedivetest.Fault{Status: 503}, want: &pulsedive.StatusError{StatusCode: 503}},
 		{name: "request deadline", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHang}, ctx: func() (context.Context, context.CancelFunc) {
 			return context.WithTimeout(ctx, 30*time.Millisecond)
-		}, want: &pulsedive.UnavailableError{Reason: "request deadline exceeded"}},
-		{name: "reset", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeReset}, want: &pulsedive.UnavailableError{Reason: "connection reset"}},
+		}, want: unavailable(pulsedive.CauseDeadline, "request deadline exceeded")},
+		{name: "reset", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeReset}, want: unavailable(pulsedive.CauseReset, "connection reset")},
 		{name: "huge", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHuge, Size: 64 << 10}, want: pulsedive.ErrTooLarge},
 		{name: "not JSON", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeNotJSON}, want: pulsedive.ErrInvalidJSON},
 		{name: "not found", want: pulsedive.ErrNotFound},
@@ -206,7 +208,7 @@ func TestMaxInFlightSlotsComeBack(t *testing.T) {
 			ctx, cancel := context.WithCancel(ctx)
 			cancel()
 			return ctx, cancel
-		}, want: &pulsedive.UnavailableError{Reason: "request cancelled"}},
+		}, want: unavailable(pulsedive.CauseCancelled, "request cancelled")},
 	}
 	for _, e := range ends {
 		t.Run(e.name, func(t *testing.T) {
@@ -260,4 +262,115 @@ func TestMaxInFlightSlotsComeBack(t *testing.T) {
 			t.Errorf("Indicator: %v", err)
 		}
 	}
+}
+
+// TestMaxInFlightPerKey: one key holds at most its share of the
+// process-wide slots. A tenant that fills its share with slow calls leaves
+// the other slots free, and another key's call gets one at once; the
+// greedy key's excess calls wait, without holding a process-wide slot,
+// and are served in the end. It runs in a synctest bubble: "at once" means
+// before any time passes.
+func TestMaxInFlightPerKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const total, perKey, greedyCalls = 4, 2, 6
+		greedy, modest := testKey, pulsedive.APIKey("modest tenant")
+		var values []string
+		for i := range greedyCalls + 3 {
+			values = append(values, fmt.Sprintf("slow-%d.example", i))
+		}
+		g := newGate(func(pulsedivetest.Request) bool { return true }, true)
+		fk, err := pulsedivetest.New(pulsedivetest.Config{Indicators: tinyEntries(values), OnCall: g.onCall})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(fk.Close)
+		g.start(t)
+		c := newClient(t, "http://pulsedive.test/api/", func(cfg *pulsedive.Config) {
+			cfg.HTTPClient = &http.Client{Transport: fk.Transport()}
+			cfg.MaxInFlight = total
+			cfg.MaxInFlightPerKey = perKey
+		})
+		errs := make(chan error, len(values))
+		call := func(key pulsedive.APIKey, value string) {
+			go func() {
+				_, err := c.Indicator(context.Background(), key, value)
+				errs <- err
+			}()
+		}
+		inFlight := func(want int, when string) {
+			t.Helper()
+			synctest.Wait() // every call is at the fake or waiting for a slot
+			if got := fk.Stats().InFlight; got != want {
+				t.Errorf("%s: %d calls at Pulsedive, want %d", when, got, want)
+			}
+		}
+		start := time.Now()
+
+		for _, v := range values[:greedyCalls] {
+			call(greedy, v)
+		}
+		inFlight(perKey, "the greedy key's calls")
+
+		call(modest, values[greedyCalls])
+		inFlight(perKey+1, "another key's first call")
+		call(modest, values[greedyCalls+1])
+		inFlight(perKey+2, "another key's second call")
+		call(modest, values[greedyCalls+2]) // over its share: waits
+		inFlight(perKey+2, "another key's third call")
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("the other key waited %v for its slots, want none", waited)
+		}
+
+		g.openAll()
+		for range values {
+			if err := <-errs; err != nil {
+				t.Errorf("Indicator: %v", err)
+			}
+		}
+		if got := fk.MaxInFlight(); got != total {
+			t.Errorf("most calls at Pulsedive at once = %d, want %d", got, total)
+		}
+	})
+}
+
+// TestMaxInFlightPerKeyDeadline: a call that waits for its key's share
+// until its deadline fails as the deadline and never reaches Pulsedive.
+func TestMaxInFlightPerKeyDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const held, excess = "held.example", "excess.example"
+		g := newGate(func(r pulsedivetest.Request) bool { return r.Value == held }, true)
+		fk, err := pulsedivetest.New(pulsedivetest.Config{Indicators: tinyEntries([]string{held, excess}), OnCall: g.onCall})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(fk.Close)
+		g.start(t)
+		c := newClient(t, "http://pulsedive.test/api/", func(cfg *pulsedive.Config) {
+			cfg.HTTPClient = &http.Client{Transport: fk.Transport()}
+			cfg.MaxInFlight = 8
+			cfg.MaxInFlightPerKey = 1
+		})
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.Indicator(context.Background(), testKey, held)
+			done <- err
+		}()
+		<-g.arrived
+
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = c.Indicator(ctx, testKey, excess)
+		checkErr(t, err, unavailable(pulsedive.CauseDeadline, "request deadline exceeded"))
+		if n := fk.CallsFor(pulsedivetest.KindInfo, excess); n != 0 {
+			t.Errorf("the excess call reached Pulsedive (%d calls)", n)
+		}
+		// Another key is not held up by it.
+		if _, err := c.Indicator(context.Background(), "another key", excess); err != nil {
+			t.Errorf("another key: %v", err)
+		}
+		g.openAll()
+		if err := <-done; err != nil {
+			t.Errorf("held call: %v", err)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package pulsedive_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"sync"
 	"testing"
@@ -114,16 +115,50 @@ func (e retryAfterError) RetryAfter() time.Duration { return e.d }
 // recObserver records the client's measurements.
 type recObserver struct {
 	mu       sync.Mutex
-	calls    []string // kind/outcome
+	calls    []string // kind/outcome of every call, made or refused
+	timed    []string // kind/outcome of the calls whose latency was observed
 	inFlight int
 	maxIn    int
 	waits    int
+	breakers map[string]int // keys per breaker state, as last reported
 }
 
 func (o *recObserver) PulsediveCall(kind, outcome string, _ time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.calls = append(o.calls, kind+"/"+outcome)
+	o.timed = append(o.timed, kind+"/"+outcome)
+}
+
+func (o *recObserver) PulsediveRefused(kind, outcome string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.calls = append(o.calls, kind+"/"+outcome)
+}
+
+func (o *recObserver) BreakerKeys(state string, n int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.breakers == nil {
+		o.breakers = map[string]int{}
+	}
+	o.breakers[state] = n
+}
+
+// Calls returns the kind/outcome of every call, made or refused, and of
+// those timed.
+func (o *recObserver) Calls() (all, timed []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.calls...), append([]string(nil), o.timed...)
+}
+
+// Breakers returns the keys per breaker state, as last reported; states
+// never reported are absent.
+func (o *recObserver) Breakers() map[string]int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.breakers)
 }
 
 func (o *recObserver) PulsediveInFlight(delta int) {
@@ -137,6 +172,12 @@ func (o *recObserver) LimiterWait(time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.waits++
+}
+
+// unavailable is the error of a call that failed for cause, with the
+// contract's text for it.
+func unavailable(cause pulsedive.Cause, reason string) *pulsedive.UnavailableError {
+	return &pulsedive.UnavailableError{Cause: cause, Reason: reason}
 }
 
 // checkErr fails the test unless got is the error want describes: nil;
@@ -157,6 +198,10 @@ func checkErr(t *testing.T, got, want error) {
 		checkAs(t, got, w)
 	case *pulsedive.UnavailableError:
 		checkAs(t, got, w, cmpopts.IgnoreFields(pulsedive.UnavailableError{}, "Err"))
+	case *pulsedive.RedirectError:
+		checkAs(t, got, w)
+	case *pulsedive.UnexpectedAnswerError:
+		checkAs(t, got, w)
 	case *pulsedive.TLSError:
 		checkAs(t, got, w, cmpopts.IgnoreFields(pulsedive.TLSError{}, "Err"))
 	default:

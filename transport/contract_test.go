@@ -1,9 +1,14 @@
 package transport_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -215,6 +220,16 @@ func TestErrorTable(t *testing.T) {
 		{name: "call timeout", opts: options{callLimit: 50 * time.Millisecond}, fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHang}, code: "service unavailable", message: "Pulsedive is unavailable: timeout"},
 		{name: "request deadline", opts: options{timeout: 50 * time.Millisecond}, fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHang}, code: "service unavailable", message: "Pulsedive is unavailable: request deadline exceeded"},
 		{name: "local budget", opts: options{timeout: time.Second, limiter: &limiter.Config{PerMinute: 1, Burst: 1}}, value: "many", code: "too many requests", message: "Pulsedive rate limit for this API key reached; retry in 60 s"},
+		// Spec section 6 (2026-11-29): a redirect is never followed.
+		{name: "redirect", fault: &pulsedivetest.Fault{Status: 302, Header: http.Header{"Location": {"http://elsewhere.example/"}}}, code: "unknown", message: "Pulsedive answered with a redirect"},
+		{name: "permanent redirect", fault: &pulsedivetest.Fault{Status: 308, Header: http.Header{"Location": {"https://pulsedive.com/api/info.php"}}}, code: "unknown", message: "Pulsedive answered with a redirect"},
+		// Spec section 4 (2026-11-29): "no data" statuses need Pulsedive's
+		// JSON error body.
+		{name: "404 web page", fault: &pulsedivetest.Fault{Status: 404, Body: []byte("<html><body>Not Found</body></html>")}, code: "unknown", message: "Pulsedive answered unexpectedly (HTTP 404); check PULSEDIVE_API_URL"},
+		{name: "404 empty", fault: &pulsedivetest.Fault{Status: 404, Body: []byte{}}, code: "unknown", message: "Pulsedive answered unexpectedly (HTTP 404); check PULSEDIVE_API_URL"},
+		{name: "404 other JSON", fault: &pulsedivetest.Fault{Status: 404, Body: []byte(`{"message":"Not Found"}`)}, code: "unknown", message: "Pulsedive answered unexpectedly (HTTP 404); check PULSEDIVE_API_URL"},
+		{name: "400 web page", fault: &pulsedivetest.Fault{Status: 400, Body: []byte("<html>Bad Request</html>")}, code: "unknown", message: "Pulsedive answered unexpectedly (HTTP 400); check PULSEDIVE_API_URL"},
+		{name: "406 plain text", fault: &pulsedivetest.Fault{Status: 406, Body: []byte("Not Acceptable")}, code: "unknown", message: "Pulsedive answered unexpectedly (HTTP 406); check PULSEDIVE_API_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -376,4 +391,97 @@ func TestPlainEndpoints(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wrongAPIURLs are PULSEDIVE_API_URL values an operator gets wrong: the
+// API base without its "api/" part, and a plain web server (a file server
+// here) instead of Pulsedive.
+func wrongAPIURLs(t *testing.T) map[string]string {
+	t.Helper()
+	other, err := pulsedivetest.NewServer(pulsedivetest.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	files := httptest.NewServer(http.FileServer(http.Dir(t.TempDir())))
+	t.Cleanup(files.Close)
+	return map[string]string{
+		"api/ missing": strings.TrimSuffix(other.URL(), "api/"),
+		"file server":  files.URL + "/api/",
+	}
+}
+
+// TestWrongAPIURL: with PULSEDIVE_API_URL pointing where Pulsedive is not,
+// /health and observe say so instead of answering "ok" and "no data".
+func TestWrongAPIURL(t *testing.T) {
+	const message = "Pulsedive answered unexpectedly (HTTP 404); check PULSEDIVE_API_URL"
+	for name, base := range wrongAPIURLs(t) {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, options{baseURL: base, client: &http.Client{}})
+			_, got := h.post("/health", bearer(h.freshToken()), "")
+			wantSingleError(t, got, "unknown", message)
+			for _, path := range []string{"/observe/observables", "/deliberate/observables"} {
+				_, got = h.post(path, bearer(h.freshToken()), []observable{{"ip", "185.141.25.242"}, {"ip", "23.23.23.23"}})
+				wantSingleError(t, got, "unknown", message)
+			}
+		})
+	}
+}
+
+// TestPulsediveTextNeverCarriesTheKey: Pulsedive's error text reaches the
+// caller as the envelope's message, scrubbed of the caller's key in every
+// form Pulsedive might echo it.
+func TestPulsediveTextNeverCarriesTheKey(t *testing.T) {
+	const apiKey = "K3y/With+Odd&Chars=1 ü"
+	forms := []string{apiKey, url.QueryEscape(apiKey), url.PathEscape(apiKey)}
+	h := newHarness(t, options{})
+	for i, form := range forms {
+		for _, fault := range []pulsedivetest.Fault{
+			{Status: 401, Message: "Invalid API key " + form + "."},
+			{Status: 429, Message: "Requests disabled for key " + form + "."},
+			{Mode: pulsedivetest.ModeErrorField, Message: "No plan for " + form + "."},
+		} {
+			t.Run(fmt.Sprintf("form %d, %s %d", i, fault.Mode, fault.Status), func(t *testing.T) {
+				h.fake.SetFault(pulsedivetest.AnyValue, fault)
+				status, raw := h.postRaw("/observe/observables", bearer(h.token(apiKey, nil)), []observable{{"ip", "185.141.25.242"}})
+				if status != http.StatusOK {
+					t.Errorf("HTTP status %d, want 200", status)
+				}
+				for _, f := range forms {
+					if strings.Contains(strings.ToLower(raw), strings.ToLower(f)) {
+						t.Errorf("the answer holds the key (%q): %s", f, raw)
+					}
+				}
+				if !strings.Contains(raw, "[redacted]") {
+					t.Errorf("answer %s: want Pulsedive's message with the key redacted", raw)
+				}
+			})
+		}
+	}
+}
+
+// postRaw sends body to path as post does and returns the HTTP status and
+// the answer as written.
+func (h *harness) postRaw(path, authorization string, body any) (int, string) {
+	h.t.Helper()
+	raw, err := json.Marshal(body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, h.relay.URL+path, bytes.NewReader(raw))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", authorization)
+	resp, err := h.relay.Client().Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return resp.StatusCode, string(answer)
 }

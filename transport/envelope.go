@@ -25,18 +25,21 @@ type apiError struct {
 
 // Messages of the contract that more than one error kind shares.
 const (
-	msgKeyError     = "The data structure of Pulsedive API has changed. The module is broken."
-	msgAPIError     = "The Pulsedive API error."
-	msgInvalidJSON  = "Pulsedive answered with invalid JSON"
-	msgUnexpected   = "Unexpected error."
-	msgUnavailable  = "Pulsedive is unavailable: "
-	msgTooLarge     = "Pulsedive answered with a document over the size limit"
-	msgLocalLimited = "Pulsedive rate limit for this API key reached; retry in %d s"
+	msgKeyError         = "The data structure of Pulsedive API has changed. The module is broken."
+	msgAPIError         = "The Pulsedive API error."
+	msgInvalidJSON      = "Pulsedive answered with invalid JSON"
+	msgUnexpected       = "Unexpected error."
+	msgUnavailable      = "Pulsedive is unavailable: "
+	msgTooLarge         = "Pulsedive answered with a document over the size limit"
+	msgLocalLimited     = "Pulsedive rate limit for this API key reached; retry in %d s"
+	msgRedirect         = "Pulsedive answered with a redirect"
+	msgUnexpectedAnswer = "Pulsedive answered unexpectedly (HTTP %d); check PULSEDIVE_API_URL"
 )
 
 // envelopeOf is the one table from the relay's error kinds to the
-// contract's codes and messages. known is false for an error no row
-// matches (a bug), which the caller logs.
+// contract's codes and messages. It switches on error types, status codes
+// and causes; only the message may carry an error's text. known is false
+// for an error no row matches (a bug), which the caller logs.
 func envelopeOf(err error) (e apiError, known bool) {
 	var (
 		authErr *auth.Error
@@ -46,6 +49,8 @@ func envelopeOf(err error) (e apiError, known bool) {
 		unavail *pulsedive.UnavailableError
 		tlsErr  *pulsedive.TLSError
 		limited *pulsedive.RateLimitError
+		redir   *pulsedive.RedirectError
+		unexp   *pulsedive.UnexpectedAnswerError
 	)
 	known = true
 	switch {
@@ -63,6 +68,10 @@ func envelopeOf(err error) (e apiError, known bool) {
 		e = apiError{Code: "unknown", Message: msgInvalidJSON}
 	case errors.Is(err, pulsedive.ErrTooLarge):
 		e = apiError{Code: "unknown", Message: msgTooLarge}
+	case errors.As(err, &redir):
+		e = apiError{Code: "unknown", Message: msgRedirect}
+	case errors.As(err, &unexp):
+		e = apiError{Code: "unknown", Message: fmt.Sprintf(msgUnexpectedAnswer, unexp.StatusCode)}
 	case errors.As(err, &tlsErr):
 		e = apiError{Code: "unknown", Message: "Unable to verify SSL certificate: " + tlsErr.Reason}
 	case errors.As(err, &unavail):

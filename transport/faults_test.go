@@ -82,6 +82,12 @@ func TestFaultsInABatch(t *testing.T) {
 			code: "unknown", message: invalidJSON},
 		{name: "links hang", opts: options{callLimit: 400 * time.Millisecond}, fault: pulsedivetest.Fault{Kind: pulsedivetest.KindLinks, Mode: pulsedivetest.ModeHang},
 			outcome: linksLost, code: "service unavailable", message: "Pulsedive is unavailable: timeout"},
+		{name: "redirect", fault: pulsedivetest.Fault{Status: 302, Header: http.Header{"Location": {"http://elsewhere.example/"}}},
+			outcome: errorOnly, code: "unknown", message: "Pulsedive answered with a redirect"},
+		{name: "404 web page", fault: pulsedivetest.Fault{Status: 404, Body: []byte("<html>Not Found</html>")},
+			outcome: errorOnly, code: "unknown", message: "Pulsedive answered unexpectedly (HTTP 404); check PULSEDIVE_API_URL"},
+		{name: "links 404 web page", fault: pulsedivetest.Fault{Kind: pulsedivetest.KindLinks, Status: 404, Body: []byte("<html>Not Found</html>")},
+			outcome: linksLost, code: "unknown", message: "Pulsedive answered unexpectedly (HTTP 404); check PULSEDIVE_API_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -164,6 +165,25 @@ func TestGoldenBatch(t *testing.T) {
 			}
 			want := concatenate(t, endpoint, singles)
 			_, got := h.post("/"+endpoint+"/observables", bearer(h.freshToken()), fixtureObservables)
+			compareGolden(t, want, got)
+		})
+	}
+}
+
+// TestGoldenWrongAPIURL: with a wrong PULSEDIVE_API_URL, the whole
+// fixture batch answers the one error that names it, and /health fails
+// the same way (spec section 4, 2026-11-29).
+func TestGoldenWrongAPIURL(t *testing.T) {
+	want := map[string]any{"errors": []any{map[string]any{
+		"type": "fatal", "code": "unknown",
+		"message": "Pulsedive answered unexpectedly (HTTP 404); check PULSEDIVE_API_URL",
+	}}}
+	for name, base := range wrongAPIURLs(t) {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, options{baseURL: base, client: &http.Client{}})
+			_, got := h.post("/observe/observables", bearer(h.freshToken()), fixtureObservables)
+			compareGolden(t, want, got)
+			_, got = h.post("/health", bearer(h.freshToken()), "")
 			compareGolden(t, want, got)
 		})
 	}

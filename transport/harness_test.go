@@ -38,7 +38,7 @@ type options struct {
 	audiences []string
 
 	// Knobs of the fault tests; their zero values keep the defaults above.
-	clock       func() time.Time // the cache's clock (fixedNow when nil) and the client's (breaker, pauses; time.Now when nil)
+	clock       func() time.Time // the cache's clock (fixedNow when nil) and the client's rate-limit pauses (time.Now when nil); breakers read time.Now
 	breaker     pulsedive.BreakerConfig
 	maxInFlight int               // pulsedive.Config.MaxInFlight
 	maxDoc      int64             // pulsedive.Config.MaxBodyBytes

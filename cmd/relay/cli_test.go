@@ -34,6 +34,9 @@ var badValues = map[string][]string{
 	"RELAY_SHUTDOWN_TIMEOUT": {"-1s", "forever"},
 	"LOG_LEVEL":              {"verbose", "trace"},
 	"LOG_FORMAT":             {"xml", "logfmt"},
+
+	// Above RELAY_MAX_INFLIGHT (256 by default).
+	"RELAY_MAX_INFLIGHT_PER_KEY": {"0", "x", "257"},
 }
 
 // neverBad are the settings every value is acceptable for.

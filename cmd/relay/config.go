@@ -27,6 +27,7 @@ type config struct {
 	RequestTimeout   time.Duration
 	Workers          int
 	MaxInflight      int
+	MaxInflightKey   int
 	BreakerFailures  int
 	BreakerOpenFor   time.Duration
 	MaxObservables   int
@@ -66,6 +67,7 @@ var settings = []setting{
 	{"RELAY_REQUEST_TIMEOUT", "25s", "whole request deadline; partial results after it", func(c *config, v string) error { return duration(&c.RequestTimeout, v, time.Millisecond) }},
 	{"RELAY_WORKERS", "32", "concurrent Pulsedive documents per request", func(c *config, v string) error { return integer(&c.Workers, v, 1, 4096) }},
 	{"RELAY_MAX_INFLIGHT", "256", "concurrent Pulsedive calls for the whole process", func(c *config, v string) error { return integer(&c.MaxInflight, v, 1, 1_000_000) }},
+	{"RELAY_MAX_INFLIGHT_PER_KEY", "", "concurrent Pulsedive calls one API key may hold, at most RELAY_MAX_INFLIGHT; empty: a quarter of RELAY_MAX_INFLIGHT (at least 1)", perKeyShare},
 	{"BREAKER_FAILURES", "10", "consecutive Pulsedive outage failures (5xx, timeouts, refused) that open the circuit breaker (0: no breaker)", func(c *config, v string) error { return integer(&c.BreakerFailures, v, 0, 1_000_000) }},
 	{"BREAKER_OPEN_FOR", "30s", "how long the open breaker answers at once before probing Pulsedive again", func(c *config, v string) error { return duration(&c.BreakerOpenFor, v, time.Second) }},
 	{"RELAY_MAX_OBSERVABLES", "1000", "observables per request", func(c *config, v string) error { return integer(&c.MaxObservables, v, 1, 1_000_000) }},
@@ -81,6 +83,23 @@ var settings = []setting{
 	{"RELAY_SHUTDOWN_TIMEOUT", "20s", "how long in-flight requests may take to finish after that", func(c *config, v string) error { return duration(&c.ShutdownTimeout, v, 0) }},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", func(c *config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
 	{"LOG_FORMAT", "json", "json or text", func(c *config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
+}
+
+// perKeyShare reads RELAY_MAX_INFLIGHT_PER_KEY. It follows
+// RELAY_MAX_INFLIGHT in the settings, so c.MaxInflight is read already
+// (0 when it was invalid, and reported as such).
+func perKeyShare(c *config, v string) error {
+	if v == "" {
+		c.MaxInflightKey = max(1, c.MaxInflight/4)
+		return nil
+	}
+	if err := integer(&c.MaxInflightKey, v, 1, 1_000_000); err != nil {
+		return err
+	}
+	if c.MaxInflight > 0 && c.MaxInflightKey > c.MaxInflight {
+		return fmt.Errorf("must be at most RELAY_MAX_INFLIGHT (%d)", c.MaxInflight)
+	}
+	return nil
 }
 
 // loadConfig reads every setting from getenv, defaults first. It reports

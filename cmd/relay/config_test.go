@@ -26,6 +26,8 @@ func TestDefaultsLoad(t *testing.T) {
 		{"PULSEDIVE_TIMEOUT", cfg.PulsediveTimeout, 10 * time.Second},
 		{"RELAY_REQUEST_TIMEOUT", cfg.RequestTimeout, 25 * time.Second},
 		{"RELAY_WORKERS", cfg.Workers, 32},
+		{"RELAY_MAX_INFLIGHT", cfg.MaxInflight, 256},
+		{"RELAY_MAX_INFLIGHT_PER_KEY", cfg.MaxInflightKey, 64},
 		{"RELAY_MAX_OBSERVABLES", cfg.MaxObservables, 1000},
 		{"RELAY_MAX_BODY_BYTES", cfg.MaxBodyBytes, int64(1048576)},
 		{"CACHE_MAX_BYTES", cfg.CacheMaxBytes, int64(67108864)},
@@ -65,6 +67,42 @@ func TestLoadConfigReportsEveryBadValue(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"https://Relay.Example.com"}, cfg.Audiences); diff != "" {
 		t.Errorf("audiences must keep their case (-want +got):\n%s", diff)
+	}
+}
+
+// TestPerKeyShare: RELAY_MAX_INFLIGHT_PER_KEY defaults to a quarter of
+// RELAY_MAX_INFLIGHT and may not exceed it.
+func TestPerKeyShare(t *testing.T) {
+	tests := []struct {
+		total, perKey string
+		want          int
+		wantErr       string
+	}{
+		{total: "", perKey: "", want: 64},
+		{total: "10", perKey: "", want: 2},
+		{total: "3", perKey: "", want: 1},
+		{total: "1", perKey: "", want: 1},
+		{total: "10", perKey: "10", want: 10},
+		{total: "", perKey: "1", want: 1},
+		{total: "10", perKey: "11", wantErr: "RELAY_MAX_INFLIGHT_PER_KEY=\"11\": must be at most RELAY_MAX_INFLIGHT (10)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.total+"/"+tt.perKey, func(t *testing.T) {
+			env := map[string]string{"RELAY_MAX_INFLIGHT": tt.total, "RELAY_MAX_INFLIGHT_PER_KEY": tt.perKey}
+			cfg, err := loadConfig(func(k string) string { return env[k] })
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MaxInflightKey != tt.want {
+				t.Errorf("per-key share = %d, want %d", cfg.MaxInflightKey, tt.want)
+			}
+		})
 	}
 }
 

@@ -35,6 +35,9 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	fake.SetFault("reset.example", pulsedivetest.Fault{Mode: pulsedivetest.ModeReset})
 	fake.SetFault("slow.example", pulsedivetest.Fault{Mode: pulsedivetest.ModeHang})
 	fake.SetFault("not-json.example", pulsedivetest.Fault{Mode: pulsedivetest.ModeNotJSON})
+	// Pulsedive echoing the key in its error text, as sent and escaped.
+	fake.SetFault("echo.example", pulsedivetest.Fault{Status: http.StatusUnauthorized,
+		Message: "Invalid API key " + logsKey + " (" + url.QueryEscape(logsKey) + ", " + url.PathEscape(logsKey) + ")."})
 	fake.SetFault("2", pulsedivetest.Fault{Kind: pulsedivetest.KindHealth, Status: http.StatusServiceUnavailable})
 	r := startRelay(t, relayEnv(fake.URL(), map[string]string{
 		"LOG_LEVEL":         "debug",
@@ -111,6 +114,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		{"timeout", r, request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + tok, body: obs("domain", "slow.example")}, "service unavailable"},
 		{"not JSON", r, request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + tok, body: obs("domain", "not-json.example")}, "unknown"},
 		{"408", r, request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + tok, body: obs("domain", "processing.example")}, "request timeout"},
+		{"key in Pulsedive's text", r, request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + tok, body: obs("domain", "echo.example")}, "unauthorized"},
 		// Last on this key: a 429 pauses it.
 		{"429", r, request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + tok, body: obs("domain", "rate-limited.example")}, "too many requests"},
 		{"paused key", r, request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + tok, body: obs("domain", "many-factors.example")}, "too many requests"},

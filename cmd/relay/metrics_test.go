@@ -51,7 +51,7 @@ var relayFamilies = map[string]dto.MetricType{
 	"pulsedive_relay_auth_failures_total":                dto.MetricType_COUNTER,
 	"pulsedive_relay_shared_calls_total":                 dto.MetricType_COUNTER,
 	"pulsedive_relay_panics_total":                       dto.MetricType_COUNTER,
-	"pulsedive_relay_breaker_state":                      dto.MetricType_GAUGE,
+	"pulsedive_relay_breakers":                           dto.MetricType_GAUGE,
 	"pulsedive_relay_build_info":                         dto.MetricType_GAUGE,
 	// The Go runtime and process collectors.
 	"go_goroutines":                 dto.MetricType_GAUGE,

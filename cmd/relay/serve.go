@@ -85,20 +85,18 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		return nil, fmt.Errorf("limiter: %w", err)
 	}
 	client, err := pulsedive.New(pulsedive.Config{
-		BaseURL:     cfg.PulsediveURL,
-		HTTPClient:  &http.Client{Transport: pulsediveTransport(cfg)},
-		Timeout:     cfg.PulsediveTimeout,
-		UserAgent:   "pulsedive-relay/" + version + " (+https://github.com/pulsedive-relay/relay)",
-		Limiter:     lim,
-		Observer:    m,
-		MaxInFlight: cfg.MaxInflight,
+		BaseURL:           cfg.PulsediveURL,
+		HTTPClient:        &http.Client{Transport: pulsediveTransport(cfg)},
+		Timeout:           cfg.PulsediveTimeout,
+		UserAgent:         "pulsedive-relay/" + version + " (+https://github.com/pulsedive-relay/relay)",
+		Limiter:           lim,
+		Observer:          m,
+		MaxInFlight:       cfg.MaxInflight,
+		MaxInFlightPerKey: cfg.MaxInflightKey,
 		Breaker: pulsedive.BreakerConfig{
-			Failures: cfg.BreakerFailures,
-			OpenFor:  cfg.BreakerOpenFor,
-			OnStateChange: func(state int) {
-				m.BreakerState(state)
-				log.Warn("pulsedive circuit breakers changed", "worst_state", breakerStateName(state))
-			},
+			Failures:      cfg.BreakerFailures,
+			OpenFor:       cfg.BreakerOpenFor,
+			OnStateChange: breakerLogger(log),
 		},
 	})
 	if err != nil {
@@ -168,14 +166,20 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 	return &wiring{handler: h, metricsHandler: metricsHandler, close: closeCache}, nil
 }
 
-func breakerStateName(state int) string {
-	switch state {
-	case pulsedive.BreakerOpen:
-		return "open"
-	case pulsedive.BreakerHalfOpen:
-		return "half-open"
+// breakerLogger logs each change of one API key's circuit breaker: its
+// opening as a warning, its closing as news, its probing for debugging.
+// The key is not named (metrics count the keys per state).
+func breakerLogger(log *slog.Logger) func(from, to pulsedive.BreakerState) {
+	return func(from, to pulsedive.BreakerState) {
+		level := slog.LevelDebug
+		switch to {
+		case pulsedive.BreakerOpen:
+			level = slog.LevelWarn
+		case pulsedive.BreakerClosed:
+			level = slog.LevelInfo
+		}
+		log.Log(context.Background(), level, "pulsedive circuit breaker of an API key changed", "from", from.String(), "to", to.String())
 	}
-	return "closed"
 }
 
 // pulsediveTransport keeps enough idle connections to Pulsedive for a full

@@ -11,7 +11,10 @@
 //
 // Answers come from the shared fixtures (Fixtures), Config.Indicators and
 // SetIndicator; other values are answered 404 {"error":"Indicator not
-// found."}, or, in synthetic mode, with Synthetic's made-up document.
+// found."}, or, in synthetic mode, with Synthetic's made-up document. Every
+// "no data" answer (400, 404, 406) of info.php is Pulsedive's JSON error;
+// paths other than info.php are answered 404 with an HTML page, as the web
+// server in front of Pulsedive's API would.
 // Each call then goes through, in order: counting, latency, the key check,
 // the rate limits, and the fault set for its value (SetFault).
 //
@@ -396,7 +399,11 @@ func (fk *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if r.URL.Path != fk.infoPath {
-		fk.write(w, http.StatusNotFound, "application/json", nil, errorBody("Page not found."))
+		// Pulsedive's API lives at one path; anything else reaches the web
+		// server in front of it, which answers as web servers do: an HTML
+		// page, not Pulsedive's JSON error. A relay whose PULSEDIVE_API_URL
+		// lacks "api/" sees this.
+		fk.write(w, http.StatusNotFound, "text/html", nil, proxyPage(http.StatusNotFound))
 		return
 	}
 	if r.Method != http.MethodGet {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -261,17 +262,23 @@ func TestRoutes(t *testing.T) {
 	tests := []struct {
 		name, method, path string
 		wantStatus         int
-		wantError          string
+		wantError          string // Pulsedive's JSON error; "" for none
 	}{
 		{"info", http.MethodGet, "info.php?indicator=parkingcrew.net", 200, ""},
-		{"wrong path", http.MethodGet, "explore.php?q=x", 404, "Page not found."},
+		// Not the API: the web server's page, never Pulsedive's JSON error.
+		{"wrong path", http.MethodGet, "explore.php?q=x", 404, ""},
+		{"info.php outside the base path", http.MethodGet, "/info.php?indicator=parkingcrew.net", 404, ""},
 		{"wrong method", http.MethodPost, "info.php?indicator=parkingcrew.net", 405, "Method not allowed."},
 		{"no indicator", http.MethodGet, "info.php?key=k", 400, "Invalid request."},
 		{"unknown get", http.MethodGet, "info.php?indicator=parkingcrew.net&get=properties", 400, "Invalid request."},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := http.NewRequest(tc.method, srv.URL()+tc.path, nil)
+			target := srv.URL() + tc.path
+			if strings.HasPrefix(tc.path, "/") { // from the server's root
+				target = srv.HTTP.URL + tc.path
+			}
+			req, err := http.NewRequest(tc.method, target, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -283,6 +290,11 @@ func TestRoutes(t *testing.T) {
 			body, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != tc.wantStatus {
 				t.Errorf("status = %d, want %d", resp.StatusCode, tc.wantStatus)
+			}
+			if tc.wantStatus == http.StatusNotFound && tc.wantError == "" {
+				if ct := resp.Header.Get("Content-Type"); ct != "text/html" || json.Valid(body) {
+					t.Errorf("answer %s %q, want a web server's HTML page", ct, body)
+				}
 			}
 			if tc.wantError != "" {
 				if got := errorText(t, body); got != tc.wantError {
@@ -827,4 +839,75 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	})
 	wg.Wait()
+}
+
+// TestNoDataAnswersArePulsedivesJSON: every "no data" answer of the
+// fixtures and of the fake's own (400, 404, 406) is Pulsedive's JSON error,
+// an object with an "error" string: the relay treats any other body as
+// "not Pulsedive".
+func TestNoDataAnswersArePulsedivesJSON(t *testing.T) {
+	fx, err := pulsedivetest.Fixtures()
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(name string, a pulsedivetest.Answer) {
+		t.Helper()
+		switch a.Status {
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusNotAcceptable:
+		default:
+			return
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(a.Body, &doc); err != nil {
+			t.Errorf("%s: %d answer %s is not a JSON object", name, a.Status, a.Body)
+			return
+		}
+		if _, ok := doc["error"].(string); !ok {
+			t.Errorf("%s: %d answer %s has no error string", name, a.Status, a.Body)
+		}
+	}
+	for v, e := range fx {
+		check(v+" info", e.Info)
+		check(v+" links", e.Links)
+	}
+	srv := newServer(t, pulsedivetest.Config{})
+	for name, q := range map[string]url.Values{
+		"unknown info": info("unknown.example"), "unknown links": links("unknown.example"), "malformed": {"key": {"k"}},
+	} {
+		got := call(t, srv, q)
+		check(name, pulsedivetest.Answer{Status: got.Status, Body: got.Body})
+	}
+	for _, status := range []int{400, 404, 406} {
+		srv.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Status: status})
+		got := call(t, srv, info("x"))
+		check(fmt.Sprintf("fault %d", status), pulsedivetest.Answer{Status: got.Status, Body: got.Body})
+	}
+}
+
+// TestTransport serves through the in-process transport the answers the
+// fake gives over HTTP, and fails calls the way a connection would.
+func TestTransport(t *testing.T) {
+	fk, err := pulsedivetest.New(pulsedivetest.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fk.Close()
+	c := &http.Client{Transport: fk.Transport()}
+	base := "http://pulsedive.test/api/"
+
+	got, err := tryCall(context.Background(), c, base, info("parkingcrew.net"))
+	if err != nil || got.Status != 200 || !json.Valid(got.Body) {
+		t.Errorf("fixture: %d %q, %v; want 200 and its document", got.Status, got.Body, err)
+	}
+	fk.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Mode: pulsedivetest.ModeReset})
+	got, err = tryCall(context.Background(), c, base, info("parkingcrew.net"))
+	if err != nil || !errors.Is(got.Err, io.ErrUnexpectedEOF) {
+		t.Errorf("reset: %v, body error %v; want headers, then io.ErrUnexpectedEOF", err, got.Err)
+	}
+	fk.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Mode: pulsedivetest.ModeHang})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err = tryCall(ctx, c, base, info("parkingcrew.net")); !errors.Is(err, context.Canceled) {
+		t.Errorf("hang with an ended context: %v, want context.Canceled", err)
+	}
 }
