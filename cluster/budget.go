@@ -178,7 +178,7 @@ func (b *Budget) reserve(ctx context.Context, key string, maxWait time.Duration)
 	}
 	err := b.c.do(ctx, classBudget, func(ctx context.Context) (err error) {
 		res, err = reserveScript.Run(ctx, b.c.rdb, []string{budgetKey(key)},
-			strconv.FormatFloat(b.interval, 'f', -1, 64), b.burst, maxMs).Slice()
+			strconv.FormatFloat(b.interval, 'f', -1, 64), b.burst, maxMs, b.emptyUntil()).Slice()
 		return err
 	})
 	if err != nil {
@@ -191,6 +191,20 @@ func (b *Budget) reserve(ctx context.Context, key string, maxWait time.Duration)
 	waitMs, _ := strconv.ParseFloat(fmt.Sprint(res[1]), 64)
 	tat, _ := res[2].(string)
 	return reservation{granted: granted == 1, wait: time.Duration(waitMs * float64(time.Millisecond)), tat: tat}, nil
+}
+
+// emptyUntil returns, in ms from now, until when the shared bucket is to
+// be taken as empty, or 0. A replica back from fallback mode does not know
+// what the replicas spent meanwhile on their own shares, and the others may
+// go on spending theirs until their probe finds Redis back: it takes the
+// bucket as empty one probe interval after its return, so neither a full
+// burst nor the overlap puts a key over its budget.
+func (b *Budget) emptyUntil() int64 {
+	at := b.c.recoveredAt.Load()
+	if at == 0 || b.interval == 0 {
+		return 0
+	}
+	return max(time.Until(time.Unix(0, at).Add(b.c.probeEvery)).Milliseconds(), 0)
 }
 
 // cancel gives r's slot back when no later slot was granted since.
@@ -232,15 +246,20 @@ local now = (tonumber(t[1]) - 1577836800) * 1000 + tonumber(t[2]) / 1000
 `
 
 // reserveScript: KEYS[1] the bucket; ARGV interval (ms per token, 0: no
-// limit), burst, max wait in ms (-1: none). Returns {1, wait ms, tat} for a
-// granted slot, {0, wait ms, ""} when the slot (or the pause's end) is past
-// the max wait; nothing is taken then.
+// limit), burst, max wait in ms (-1: none), and the ms from now until which
+// the bucket is to be taken as empty (0: none). Returns {1, wait ms, tat}
+// for a granted slot, {0, wait ms, ""} when the slot (or the pause's end)
+// is past the max wait; nothing is taken then.
 var reserveScript = redis.NewScript(scriptNow + `
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local maxwait = tonumber(ARGV[3])
+local empty = tonumber(ARGV[4])
 local v = redis.call('HMGET', KEYS[1], 'tat', 'pause')
 local tat = tonumber(v[1]) or 0
+if empty > 0 then
+  tat = math.max(tat, now + empty + burst * interval)
+end
 local pause = tonumber(v[2]) or 0
 if maxwait >= 0 and pause - now > maxwait then
   return {0, tostring(pause - now), ''}

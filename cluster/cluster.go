@@ -104,6 +104,10 @@ type Cluster struct {
 	addr    string // redacted URL, for logs
 
 	shared atomic.Bool
+	// recoveredAt is when the replica last returned to shared mode (Unix
+	// nanoseconds; 0: never); probeEvery how long the others may take to.
+	recoveredAt atomic.Int64
+	probeEvery  time.Duration
 	// mu orders the mode switches and their hooks.
 	mu         sync.Mutex
 	onFallback []func()
@@ -144,14 +148,15 @@ func New(cfg Config) (*Cluster, error) {
 	opts.ClientName = "pulsedive-relay"
 
 	c := &Cluster{
-		rdb:     redis.NewClient(opts),
-		timeout: cfg.Timeout,
-		obs:     cfg.Observer,
-		log:     cfg.Logger,
-		now:     cfg.Now,
-		addr:    RedactURL(cfg.URL),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		rdb:        redis.NewClient(opts),
+		timeout:    cfg.Timeout,
+		obs:        cfg.Observer,
+		log:        cfg.Logger,
+		now:        cfg.Now,
+		addr:       RedactURL(cfg.URL),
+		probeEvery: cfg.ProbeEvery,
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	if c.obs == nil {
 		c.obs = nopObserver{}
@@ -166,6 +171,8 @@ func New(cfg Config) (*Cluster, error) {
 		c.log.Warn("redis unreachable at start: each replica spends its own share of the Pulsedive budget and uses its own cache until it answers",
 			"redis", c.addr, "error", err.Error())
 		c.obs.ClusterShared(false)
+		// Other replicas may be spending their own shares too: when Redis
+		// answers, this one returns as from a fallback.
 	} else {
 		c.shared.Store(true)
 		c.log.Info("redis reachable: Pulsedive budget, cache and calls shared across replicas", "redis", c.addr)
@@ -248,6 +255,7 @@ func (c *Cluster) recover() {
 	if c.shared.Load() {
 		return
 	}
+	c.recoveredAt.Store(time.Now().UnixNano())
 	c.shared.Store(true)
 	c.obs.ClusterShared(true)
 	c.log.Info("redis reachable again: Pulsedive budget, cache and calls shared across replicas", "redis", c.addr)

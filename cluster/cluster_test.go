@@ -290,9 +290,10 @@ func (p *pollSignal) RedisCommand(class string, d time.Duration, failed bool) {
 func TestFallbackAndReturn(t *testing.T) {
 	srv := startRedis(t)
 	r := newReplica(t, srv.URL())
-	// 600/min over 3 replicas: 200/min each, Budget(200, 5) refills at
-	// 195/min, a token every ~308 ms.
-	b := newBudget(t, r, BudgetConfig{PerMinute: 600, Burst: 5, Replicas: 3})
+	// 12/min over 3 replicas: 4/min each, Budget(4, 5) refills at 2/min
+	// (burst 2), a token every 30 s; shared, Budget(12, 5) refills at
+	// 7/min, a token every 8.6 s.
+	b := newBudget(t, r, BudgetConfig{PerMinute: 12, Burst: 5, Replicas: 3})
 	l1 := &memStore{}
 	store := r.NewStore(l1)
 	if err := tryNow(b, "k"); err != nil {
@@ -306,8 +307,8 @@ func TestFallbackAndReturn(t *testing.T) {
 		t.Fatal("mode after the kill: shared, want fallback")
 	}
 	var we *limiter.WaitError
-	if !errors.As(err, &we) || we.Delay < 250*time.Millisecond {
-		t.Errorf("first call in fallback = %v, want a WaitError: the local share starts empty", err)
+	if !errors.As(err, &we) || we.Delay < 3*time.Second {
+		t.Errorf("first call in fallback = %v, want a WaitError of about 30s: the local share starts empty", err)
 	}
 	store.Set("doc", testDoc("fallback.example"), 10, time.Hour, time.Hour)
 	if _, fresh, ok := store.Get("doc"); !ok || !fresh {
@@ -330,9 +331,16 @@ func TestFallbackAndReturn(t *testing.T) {
 	if n := strings.Count(r.logs.String(), "redis reachable again"); n != 1 {
 		t.Errorf("%d \"redis reachable again\" lines, want 1:\n%s", n, r.logs)
 	}
-	// A fresh Redis has a full bucket.
-	if err := tryNow(b, "k"); err != nil {
-		t.Errorf("back in shared mode: %v", err)
+	// The shared bucket is taken as empty a probe interval after the
+	// return (other replicas may still spend their shares): its first
+	// token is one interval, 8.6 s, after that, where a fresh bucket would
+	// give one at once.
+	err = tryNow(b, "k")
+	if !errors.As(err, &we) || we.Delay < 4*time.Second || we.Delay > 9*time.Second {
+		t.Errorf("first call back in shared mode = %v, want a WaitError of about 8.6s", err)
+	}
+	if n := r.rec.count("redis budget"); n == 0 {
+		t.Error("no budget command back in shared mode")
 	}
 }
 
