@@ -88,7 +88,16 @@ func (b *Budget) Wait(ctx context.Context, key string) error {
 			return err
 		}
 		if !b.c.Shared() {
-			return b.local.Wait(ctx, key)
+			// Until Redis is back: a call still waiting on the local share
+			// then would spend on top of the shared budget.
+			lctx, cancel := b.c.untilShared(ctx)
+			err := b.local.Wait(lctx, key)
+			back := err != nil && lctx.Err() != nil && ctx.Err() == nil
+			cancel()
+			if back {
+				continue // in shared mode again; the local token was given back
+			}
+			return err
 		}
 		maxWait := time.Duration(-1)
 		if dl, ok := ctx.Deadline(); ok {

@@ -111,6 +111,9 @@ type Cluster struct {
 	// mu orders the mode switches and their hooks.
 	mu         sync.Mutex
 	onFallback []func()
+	// back is closed when the replica returns to shared mode; a new one is
+	// made at each fallback.
+	back chan struct{}
 
 	stop chan struct{}
 	done chan struct{}
@@ -155,6 +158,7 @@ func New(cfg Config) (*Cluster, error) {
 		now:        cfg.Now,
 		addr:       RedactURL(cfg.URL),
 		probeEvery: cfg.ProbeEvery,
+		back:       make(chan struct{}),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -224,6 +228,25 @@ func (c *Cluster) Close() {
 	_ = c.rdb.Close()
 }
 
+// untilShared returns a context that ends with ctx or when the replica
+// returns to shared mode, whichever comes first, so that a call waiting on
+// its replica's own share goes back to the shared budget at once. Call
+// cancel when done with it.
+func (c *Cluster) untilShared(ctx context.Context) (context.Context, context.CancelFunc) {
+	c.mu.Lock()
+	back := c.back
+	c.mu.Unlock()
+	sctx, cancel := context.WithCancel(ctx)
+	go func() { // owned by the caller's cancel
+		select {
+		case <-back:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	return sctx, cancel
+}
+
 // whenFallback registers f to run each time the replica enters fallback
 // mode, before any caller sees that mode.
 func (c *Cluster) whenFallback(f func()) {
@@ -242,6 +265,7 @@ func (c *Cluster) fail(class string, err error) {
 	for _, f := range c.onFallback {
 		f()
 	}
+	c.back = make(chan struct{})
 	c.shared.Store(false)
 	c.obs.ClusterShared(false)
 	c.log.Warn("redis unreachable: falling back to this replica's share of the Pulsedive budget and its own cache",
@@ -257,6 +281,7 @@ func (c *Cluster) recover() {
 	}
 	c.recoveredAt.Store(time.Now().UnixNano())
 	c.shared.Store(true)
+	close(c.back)
 	c.obs.ClusterShared(true)
 	c.log.Info("redis reachable again: Pulsedive budget, cache and calls shared across replicas", "redis", c.addr)
 }
