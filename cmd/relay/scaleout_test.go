@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -58,6 +59,19 @@ func (c *callClock) setWatch(f func(fp string)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.watch = f
+}
+
+// timeline lists the times of key's calls from the first, for a failure
+// report.
+func (c *callClock) timeline(key string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ts := c.times[pulsedivetest.KeyFingerprint(key)]
+	var b strings.Builder
+	for _, t := range ts {
+		fmt.Fprintf(&b, "%.3f ", t.Sub(ts[0]).Seconds())
+	}
+	return b.String()
 }
 
 // rate returns the calls made with key and their rate per minute after the
@@ -328,5 +342,15 @@ func TestScaleOut(t *testing.T) {
 			}
 		}
 		t.Logf("%d calls, %.1f/min after the burst (budget %d/min) across a Redis outage", n, rate, scaleRate)
+		if t.Failed() {
+			t.Logf("calls of the key (s from the first): %s", calls.timeline(key))
+			for i, r := range relays {
+				for _, l := range r.logs.lines() {
+					if strings.Contains(l, "redis") {
+						t.Logf("replica %d: %s", i, l)
+					}
+				}
+			}
+		}
 	})
 }
