@@ -130,6 +130,13 @@ var errRestart = fmt.Errorf("cluster: restart the wait")
 
 // sleep waits until r's slot, looking for a pause every pollEvery. A pause
 // that ends after the slot gives the slot back and restarts.
+//
+// A wait that ends more than one token late (the process was starved of
+// CPU, or a poll was slow) restarts too: the slots of every call that
+// overslept together are all in the past, and spending them at once
+// would be a burst larger than the budget's, which Pulsedive, whose own
+// bucket kept refilling only up to its burst meanwhile, answers with
+// 429. Reserving again spaces them out from now.
 func (b *Budget) sleep(ctx context.Context, key string, r reservation) error {
 	act := time.Now().Add(r.wait)
 	for rem := r.wait; rem > 0; rem = time.Until(act) {
@@ -152,6 +159,9 @@ func (b *Budget) sleep(ctx context.Context, key string, r reservation) error {
 			b.cancel(key, r)
 			return errRestart
 		}
+	}
+	if r.wait > 0 && time.Since(act) > time.Duration(b.interval*float64(time.Millisecond)) {
+		return errRestart
 	}
 	return nil
 }
