@@ -35,5 +35,5 @@ run() {
 }
 
 run ./cluster TestBudgetSharedAcrossReplicas TestBudgetReservesInOrder TestPauseStopsEveryReplica \
-	TestPauseNoticedWhileWaiting TestFallbackAndReturn TestStartsInFallback TestStoreSharesDocuments TestCollapse
+	TestPauseNoticedWhileWaiting TestFallbackAndReturn TestStartsInFallback TestStoreSharesDocuments TestCollapse TestSlotLostWithRedisState
 run ./cmd/relay TestScaleOut

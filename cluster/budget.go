@@ -148,11 +148,16 @@ func (b *Budget) sleep(ctx context.Context, key string, r reservation) error {
 			b.cancel(key, r)
 			return ctx.Err()
 		}
-		left, err := b.pauseLeft(ctx, key)
+		left, lost, err := b.check(ctx, key, r)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			return errRestart
+		}
+		if lost {
+			// Redis restarted (or was flushed) since the slot was given:
+			// the slots given since do not know of it.
 			return errRestart
 		}
 		if left > max(time.Until(act), 0) {
@@ -237,18 +242,29 @@ func (b *Budget) cancel(key string, r reservation) {
 	})
 }
 
-// pauseLeft returns how long key stays paused, on Redis's clock.
-func (b *Budget) pauseLeft(ctx context.Context, key string) (time.Duration, error) {
-	var ms float64
-	err := b.c.do(ctx, classBudget, func(ctx context.Context) error {
-		s, err := pauseLeftScript.Run(ctx, b.c.rdb, []string{budgetKey(key)}).Text()
-		if err != nil {
-			return err
-		}
-		ms, err = strconv.ParseFloat(s, 64)
+// check returns how long key stays paused, on Redis's clock, and whether
+// the bucket lost r's slot: its state is older than r (Redis restarted or
+// was flushed), as a bucket's tat only grows but by a slot given back,
+// which is never one granted before r.
+func (b *Budget) check(ctx context.Context, key string, r reservation) (left time.Duration, lost bool, err error) {
+	var res []any
+	err = b.c.do(ctx, classBudget, func(ctx context.Context) (err error) {
+		res, err = checkScript.Run(ctx, b.c.rdb, []string{budgetKey(key)}).Slice()
 		return err
 	})
-	return time.Duration(ms * float64(time.Millisecond)), err
+	if err != nil {
+		return 0, false, err
+	}
+	if len(res) != 2 {
+		return 0, false, fmt.Errorf("cluster: check script answered %d values", len(res))
+	}
+	ms, _ := strconv.ParseFloat(fmt.Sprint(res[0]), 64)
+	if r.tat != "" {
+		mine, _ := strconv.ParseFloat(r.tat, 64)
+		cur, err := strconv.ParseFloat(fmt.Sprint(res[1]), 64)
+		lost = err != nil || cur < mine
+	}
+	return time.Duration(ms * float64(time.Millisecond)), lost, nil
 }
 
 func budgetKey(fp string) string { return keyPrefix + "budget:" + fp }
@@ -324,8 +340,10 @@ end
 return 0
 `)
 
-// pauseLeftScript: KEYS[1] the bucket. Returns the ms the key stays paused.
-var pauseLeftScript = redis.NewScript(scriptNow + `
-local pause = tonumber(redis.call('HGET', KEYS[1], 'pause')) or 0
-return tostring(math.max(pause - now, 0))
+// checkScript: KEYS[1] the bucket. Returns the ms the key stays paused and
+// the bucket's tat ("" when it has none).
+var checkScript = redis.NewScript(scriptNow + `
+local v = redis.call('HMGET', KEYS[1], 'tat', 'pause')
+local pause = tonumber(v[2]) or 0
+return {tostring(math.max(pause - now, 0)), v[1] or ''}
 `)

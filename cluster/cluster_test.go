@@ -607,3 +607,34 @@ func TestURLs(t *testing.T) {
 		})
 	}
 }
+
+// TestSlotLostWithRedisState: a call waiting on a slot of a Redis that
+// restarts empty (here: is flushed) reserves again in the new state
+// instead of spending a slot the new bucket does not know of, which would
+// put it over the budget alongside the slots the new bucket hands out.
+func TestSlotLostWithRedisState(t *testing.T) {
+	srv := startRedis(t)
+	polled := make(chan struct{})
+	r := newReplica(t, srv.URL(), func(c *Config) {
+		c.Observer = &pollSignal{Observer: c.Observer, polled: polled}
+	})
+	b := newBudget(t, r, BudgetConfig{PerMinute: 6, Burst: 1, PollEvery: 10 * time.Millisecond})
+	if err := tryNow(b, "k"); err != nil { // the burst
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.Wait(ctx, "k") }() // its slot is 12 s away
+	<-polled
+	if err := r.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Wait = %v", err)
+	}
+	// The call took a slot of the new bucket: it holds a tat again.
+	if n, err := r.rdb.Exists(ctx, budgetKey("k")).Result(); err != nil || n != 1 {
+		t.Errorf("bucket after the wait: exists %d, %v; want the new reservation's state", n, err)
+	}
+}
