@@ -192,6 +192,7 @@ type reservation struct {
 	granted bool
 	wait    time.Duration
 	tat     string // the bucket's state after this slot, to give it back
+	gen     string // the bucket's generation: a new one after Redis lost it
 }
 
 func (b *Budget) reserve(ctx context.Context, key string, maxWait time.Duration) (reservation, error) {
@@ -202,33 +203,39 @@ func (b *Budget) reserve(ctx context.Context, key string, maxWait time.Duration)
 	}
 	err := b.c.do(ctx, classBudget, func(ctx context.Context) (err error) {
 		res, err = reserveScript.Run(ctx, b.c.rdb, []string{budgetKey(key)},
-			strconv.FormatFloat(b.interval, 'f', -1, 64), b.burst, maxMs, b.emptyUntil()).Slice()
+			strconv.FormatFloat(b.interval, 'f', -1, 64), b.burst, maxMs, b.emptyAt()).Slice()
 		return err
 	})
 	if err != nil {
 		return reservation{}, err
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return reservation{}, fmt.Errorf("cluster: budget script answered %d values", len(res))
 	}
 	granted, _ := res[0].(int64)
 	waitMs, _ := strconv.ParseFloat(fmt.Sprint(res[1]), 64)
 	tat, _ := res[2].(string)
-	return reservation{granted: granted == 1, wait: time.Duration(waitMs * float64(time.Millisecond)), tat: tat}, nil
+	gen, _ := res[3].(string)
+	return reservation{granted: granted == 1, wait: time.Duration(waitMs * float64(time.Millisecond)), tat: tat, gen: gen}, nil
 }
 
-// emptyUntil returns, in ms from now, until when the shared bucket is to
-// be taken as empty, or 0. A replica back from fallback mode does not know
-// what the replicas spent meanwhile on their own shares, and the others may
-// go on spending theirs until their probe finds Redis back: it takes the
-// bucket as empty one probe interval after its return, so neither a full
+// emptyAt returns, in ms from now (negative: past), when the shared
+// bucket is to be taken as empty, or "" when that no longer matters. A
+// replica back from fallback mode does not know what the replicas spent
+// meanwhile on their own shares, and the others may go on spending theirs
+// until their probe finds Redis back: it takes the bucket as empty one
+// probe interval after its return, refilling from there, so neither a full
 // burst nor the overlap puts a key over its budget.
-func (b *Budget) emptyUntil() int64 {
+func (b *Budget) emptyAt() string {
 	at := b.c.recoveredAt.Load()
 	if at == 0 || b.interval == 0 {
-		return 0
+		return ""
 	}
-	return max(time.Until(time.Unix(0, at).Add(b.c.probeEvery)).Milliseconds(), 0)
+	ms := float64(time.Until(time.Unix(0, at).Add(b.c.probeEvery))) / float64(time.Millisecond)
+	if ms+float64(b.burst)*b.interval < 0 {
+		return "" // refilled since
+	}
+	return strconv.FormatFloat(ms, 'f', 3, 64)
 }
 
 // cancel gives r's slot back when no later slot was granted since.
@@ -243,9 +250,8 @@ func (b *Budget) cancel(key string, r reservation) {
 }
 
 // check returns how long key stays paused, on Redis's clock, and whether
-// the bucket lost r's slot: its state is older than r (Redis restarted or
-// was flushed), as a bucket's tat only grows but by a slot given back,
-// which is never one granted before r.
+// the bucket lost r's slot: it is of another generation (Redis restarted
+// or was flushed since, and the bucket was made anew).
 func (b *Budget) check(ctx context.Context, key string, r reservation) (left time.Duration, lost bool, err error) {
 	var res []any
 	err = b.c.do(ctx, classBudget, func(ctx context.Context) (err error) {
@@ -259,11 +265,8 @@ func (b *Budget) check(ctx context.Context, key string, r reservation) (left tim
 		return 0, false, fmt.Errorf("cluster: check script answered %d values", len(res))
 	}
 	ms, _ := strconv.ParseFloat(fmt.Sprint(res[0]), 64)
-	if r.tat != "" {
-		mine, _ := strconv.ParseFloat(r.tat, 64)
-		cur, err := strconv.ParseFloat(fmt.Sprint(res[1]), 64)
-		lost = err != nil || cur < mine
-	}
+	gen, _ := res[1].(string)
+	lost = r.gen != "" && gen != r.gen
 	return time.Duration(ms * float64(time.Millisecond)), lost, nil
 }
 
@@ -281,37 +284,44 @@ local now = (tonumber(t[1]) - 1577836800) * 1000 + tonumber(t[2]) / 1000
 `
 
 // reserveScript: KEYS[1] the bucket; ARGV interval (ms per token, 0: no
-// limit), burst, max wait in ms (-1: none), and the ms from now until which
-// the bucket is to be taken as empty (0: none). Returns {1, wait ms, tat}
-// for a granted slot, {0, wait ms, ""} when the slot (or the pause's end)
-// is past the max wait; nothing is taken then.
+// limit), burst, max wait in ms (-1: none), and when, in ms from now, the
+// bucket is to be taken as empty ("": no such time). Returns {1, wait ms,
+// tat, gen} for a granted slot, {0, wait ms, "", ""} when the slot (or the
+// pause's end) is past the max wait; nothing is taken then. gen names the
+// bucket's life (the time it was made), so that a waiting call can tell
+// its slot from those of a bucket made anew after Redis lost the old.
 var reserveScript = redis.NewScript(scriptNow + `
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local maxwait = tonumber(ARGV[3])
 local empty = tonumber(ARGV[4])
-local v = redis.call('HMGET', KEYS[1], 'tat', 'pause')
+local v = redis.call('HMGET', KEYS[1], 'tat', 'pause', 'gen')
 local tat = tonumber(v[1]) or 0
-if empty > 0 then
+if empty then
   tat = math.max(tat, now + empty + burst * interval)
 end
 local pause = tonumber(v[2]) or 0
 if maxwait >= 0 and pause - now > maxwait then
-  return {0, tostring(pause - now), ''}
+  return {0, tostring(pause - now), '', ''}
 end
 local at = math.max(now, pause)
 if interval <= 0 then
-  return {1, tostring(at - now), ''}
+  return {1, tostring(at - now), '', ''}
 end
 local newtat = math.max(tat, at) + interval
 local act = math.max(at, newtat - burst * interval)
 if maxwait >= 0 and act - now > maxwait then
-  return {0, tostring(act - now), ''}
+  return {0, tostring(act - now), '', ''}
+end
+local gen = v[3]
+if not gen then
+  gen = string.format('%.3f', now)
+  redis.call('HSET', KEYS[1], 'gen', gen)
 end
 local stamp = string.format('%.3f', newtat)
 redis.call('HSET', KEYS[1], 'tat', stamp)
 redis.call('PEXPIRE', KEYS[1], math.ceil(math.max(newtat, pause) - now) + 1000)
-return {1, tostring(act - now), stamp}
+return {1, tostring(act - now), stamp, gen}
 `)
 
 // cancelScript: KEYS[1] the bucket; ARGV the tat a reservation left and the
@@ -341,9 +351,9 @@ return 0
 `)
 
 // checkScript: KEYS[1] the bucket. Returns the ms the key stays paused and
-// the bucket's tat ("" when it has none).
+// the bucket's generation ("" when it has none).
 var checkScript = redis.NewScript(scriptNow + `
-local v = redis.call('HMGET', KEYS[1], 'tat', 'pause')
-local pause = tonumber(v[2]) or 0
-return {tostring(math.max(pause - now, 0)), v[1] or ''}
+local v = redis.call('HMGET', KEYS[1], 'pause', 'gen')
+local pause = tonumber(v[1]) or 0
+return {tostring(math.max(pause - now, 0)), v[2] or ''}
 `)

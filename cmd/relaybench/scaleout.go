@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,17 @@ func (c *callTimes) record(r pulsedivetest.Request) {
 		n, _ := c.span(r.Key)
 		w(n)
 	}
+}
+
+// since lists the times of key's calls relative to t, for a report.
+func (c *callTimes) since(key string, t time.Time) string {
+	c.callRecorder.mu.Lock()
+	defer c.callRecorder.mu.Unlock()
+	var parts []string
+	for _, at := range c.times[pulsedivetest.KeyFingerprint(key)] {
+		parts = append(parts, fmt.Sprintf("%.2f", at.Sub(t).Seconds()))
+	}
+	return strings.Join(parts, " ")
 }
 
 func (c *callTimes) watch(key string, f func(n int)) {
@@ -392,6 +404,9 @@ func runScaleOut(ctx context.Context, b *bench, c scaleOutConfig) (*report, erro
 	r.addDuration("scaleout_back_ms", "from the restart until every relay was back in shared mode (cluster_state 1)", back).want(opAtMost, 10_000)
 	for _, e := range res.errs {
 		r.note("fallback batch: %s", truncate(e, 300))
+	}
+	if len(res.errs) > 0 || fair > budget {
+		r.note("fallback batch calls, seconds from the kill: %s", calls.since(b.apiKey("fallback"), killed))
 	}
 	if fb, err := rs.scrapeAll(ctx, "pulsedive_relay_cluster_fallbacks_total"); err == nil {
 		var sum float64
