@@ -129,6 +129,22 @@ func (rs *replicaSet) scrapeAll(ctx context.Context, family string) ([]float64, 
 	return out, nil
 }
 
+// byLabelAll sums a family by one label over every replica.
+func (rs *replicaSet) byLabelAll(ctx context.Context, family, label string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, u := range rs.urls() {
+		st := &stack{url: u, scraper: rs.st.scraper}
+		m, err := st.scrape(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range m.byLabel(family, label) {
+			out[k] += v
+		}
+	}
+	return out, nil
+}
+
 // waitState polls every replica's cluster_state until all show want.
 func (rs *replicaSet) waitState(ctx context.Context, want float64, limit time.Duration) (time.Duration, error) {
 	start := time.Now()
@@ -313,13 +329,6 @@ func runScaleOut(ctx context.Context, b *bench, c scaleOutConfig) (*report, erro
 			l1Lat = append(l1Lat, d)
 		}
 	}
-	if hits, err := rs.scrapeAll(ctx, "pulsedive_relay_l2_cache_requests_total"); err == nil {
-		var sum float64
-		for _, h := range hits[1:] {
-			sum += h
-		}
-		r.add("scaleout_l2_lookups", "L2 lookups on the other relays (hit, stale, miss, error)", sum, unitCount)
-	}
 	l2, l1 := median(l2Lat), median(l1Lat)
 	r.addDuration("scaleout_l2_hit_ms", "observe of one cached observable, answered from Redis (L2 hit), median", l2)
 	r.addDuration("scaleout_l1_hit_ms", "the same again, answered from the relay's own cache (L1 hit), median", l1)
@@ -348,13 +357,6 @@ func runScaleOut(ctx context.Context, b *bench, c scaleOutConfig) (*report, erro
 	st.fake.SetLatency(c.Latency, 0)
 	r.add("scaleout_collapse_calls", fmt.Sprintf("%d identical requests for %d new observables over %d relays: Pulsedive calls", c.Collapse, len(same), c.Replicas), float64(st.fake.Calls()-before), unitCount).want(opEqual, float64(2*len(same))).headline()
 	r.add("scaleout_collapse_complete", "answers with every verdict and no error", float64(complete.Load()), unitCount).want(opEqual, float64(c.Collapse))
-	if waits, err := rs.scrapeAll(ctx, "pulsedive_relay_collapse_waits_total"); err == nil {
-		var sum float64
-		for _, w := range waits {
-			sum += w
-		}
-		r.add("scaleout_collapse_waits", "cross-replica collapses counted (won, waited, timed out, abandoned)", sum, unitCount)
-	}
 
 	// Redis killed in the middle of a batch, then restarted.
 	b.progress("scaleout: a batch with Redis killed after a third of its calls, then restarted")
@@ -386,6 +388,17 @@ func runScaleOut(ctx context.Context, b *bench, c scaleOutConfig) (*report, erro
 	if err != nil {
 		return nil, err
 	}
+	// Stay away long enough for the relays to spend their own shares.
+	atKill, _ := calls.span(b.apiKey("fallback"))
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		if n, _ := calls.span(b.apiKey("fallback")); n >= atKill+2*c.Replicas {
+			break
+		}
+		if !pause(ctx, 20*time.Millisecond) {
+			return nil, ctx.Err()
+		}
+	}
+	away, _ := calls.span(b.apiKey("fallback"))
 	if err := redis.Restart(); err != nil {
 		return nil, err
 	}
@@ -401,6 +414,7 @@ func runScaleOut(ctx context.Context, b *bench, c scaleOutConfig) (*report, erro
 	r.add("scaleout_fallback_share", "Redis killed mid-batch: rate without the burst / budget", fair/budget, unitRatio).want(opAtMost, 1).headline()
 	r.addDuration("scaleout_to_fallback_ms", "from the kill until every relay reported fallback mode (cluster_state 2)", toFallback)
 	r.addDuration("scaleout_outage_ms", "Redis away", outage)
+	r.add("scaleout_fallback_local_calls", "Pulsedive calls made while Redis was away (each relay on its own share)", float64(away-atKill), unitCount)
 	r.addDuration("scaleout_back_ms", "from the restart until every relay was back in shared mode (cluster_state 1)", back).want(opAtMost, 10_000)
 	for _, e := range res.errs {
 		r.note("fallback batch: %s", truncate(e, 300))
@@ -416,6 +430,15 @@ func runScaleOut(ctx context.Context, b *bench, c scaleOutConfig) (*report, erro
 		r.add("scaleout_fallbacks", "fallbacks counted by the relays", sum, unitCount).want(opAtLeast, float64(c.Replicas))
 	}
 	r.add("scaleout_429", "429 answers sent by Pulsedive, whole run", float64(st.fake.RateLimited()), unitCount).want(opEqual, 0).headline()
+	if m, err := rs.byLabelAll(ctx, "pulsedive_relay_l2_cache_requests_total", "result"); err == nil {
+		countMap(r, "relays: L2 cache lookups by result, whole run", m)
+	}
+	if m, err := rs.byLabelAll(ctx, "pulsedive_relay_collapse_waits_total", "result"); err == nil {
+		countMap(r, "relays: cross-replica collapse by result, whole run", m)
+	}
+	if m, err := rs.byLabelAll(ctx, "pulsedive_relay_redis_errors_total", "command"); err == nil {
+		countMap(r, "relays: failed Redis commands by class, whole run", m)
+	}
 	r.note("Rates count the calls after the first %d (the burst) over the time from a key's first call to its last. The fake holds one token more than the relays' burst: with %d processes calling, arrival jitter exceeds the 3 ms a 295/min bucket keeps over a 300/min one on its first token.", c.Burst, c.Replicas)
 	r.note("Latencies are whole observe requests of one observable (an info and a links document) on loopback; an L2 hit costs two Redis GETs and fills the relay's own cache.")
 
