@@ -43,6 +43,16 @@ type BudgetConfig struct {
 // The pauses learnt from Pulsedive (429, a spent day or month) are stored
 // beside it, so one replica's 429 stops them all.
 //
+// github.com/go-redis/redis_rate (GCRA too) was measured against it on one
+// loopback redis-server: 15.9k against 14.5k operations a second from one
+// client, 66k against 58k from sixteen. It is faster per operation but
+// only allows or denies: a call that must wait retries at its retry-after,
+// the waiting calls of every replica retry against each other, and a
+// pause needs a key of its own beside it. At Pulsedive's budgets (a few
+// calls a second per key) both are far below Redis's capacity; the
+// reservation costs one round trip per call (plus a poll every
+// PollEvery while it waits) where retries cost one per attempt.
+//
 // In fallback mode it is a limiter.Limiter of PerMinute/Replicas (same
 // burst rule), whose buckets start empty and are drained on each fallback:
 // the shared budget may have just been spent.
