@@ -354,3 +354,33 @@ func TestScaleOut(t *testing.T) {
 		}
 	})
 }
+
+// TestRedisAwayAtStart: a relay whose Redis does not answer starts all the
+// same, serves in fallback mode, logs the cause once without the URL's
+// password, and reports the state in its metrics.
+func TestRedisAwayAtStart(t *testing.T) {
+	const secret = "s3cret-redis-password"
+	fake := startFake(t, pulsedivetest.Config{})
+	r := startRelay(t, relayEnv(fake.URL(), map[string]string{
+		"REDIS_URL":     "redis://relay:" + secret + "@" + freePort(t) + "/0",
+		"REDIS_TIMEOUT": "200ms",
+	}))
+	c := newClient(t)
+	a := observeAt(t, c, &process{relay: r}, "redis-away-key", []string{"parkingcrew.net"})
+	if a.status != http.StatusOK || a.verdicts != 1 || len(a.errors) > 0 {
+		t.Errorf("observe without Redis: %+v", a)
+	}
+	if got := scrapeMetrics(t, c, r.URL()+"/metrics").value("pulsedive_relay_cluster_state"); got != 2 {
+		t.Errorf("cluster_state = %v, want 2 (fallback)", got)
+	}
+	logs := r.logs.String()
+	if n := strings.Count(logs, "redis unreachable at start"); n != 1 {
+		t.Errorf("%d \"redis unreachable at start\" lines, want 1:\n%s", n, logs)
+	}
+	if strings.Contains(logs, secret) {
+		t.Errorf("the logs hold the Redis password:\n%s", logs)
+	}
+	if !strings.Contains(logs, "redis://relay:xxxxx@") {
+		t.Errorf("the logs do not name the Redis URL, redacted:\n%s", logs)
+	}
+}
