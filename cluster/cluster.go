@@ -267,9 +267,9 @@ func (c *Cluster) fail(class string, err error) {
 	}
 	c.back = make(chan struct{})
 	c.shared.Store(false)
-	c.obs.ClusterShared(false)
 	c.log.Warn("redis unreachable: falling back to this replica's share of the Pulsedive budget and its own cache",
 		"redis", c.addr, "command", class, "error", err.Error())
+	c.obs.ClusterShared(false)
 }
 
 // recover switches back to shared mode after a successful probe.
@@ -282,8 +282,8 @@ func (c *Cluster) recover() {
 	c.recoveredAt.Store(time.Now().UnixNano())
 	c.shared.Store(true)
 	close(c.back)
-	c.obs.ClusterShared(true)
 	c.log.Info("redis reachable again: Pulsedive budget, cache and calls shared across replicas", "redis", c.addr)
+	c.obs.ClusterShared(true)
 }
 
 // probe pings Redis every interval while in fallback mode, until Close.
