@@ -38,16 +38,17 @@ import (
 var (
 	durationVars = []string{
 		"PULSEDIVE_TIMEOUT", "RELAY_REQUEST_TIMEOUT", "CACHE_TTL", "CACHE_NEGATIVE_TTL",
-		"CACHE_STALE_TTL", "RELAY_DRAIN_DELAY", "RELAY_SHUTDOWN_TIMEOUT",
+		"CACHE_STALE_TTL", "RELAY_DRAIN_DELAY", "RELAY_SHUTDOWN_TIMEOUT", "REDIS_TIMEOUT",
 	}
 	intVars = []string{
 		"PULSEDIVE_RATE_LIMIT", "PULSEDIVE_BURST", "RELAY_WORKERS", "RELAY_MAX_OBSERVABLES",
 		"RELAY_MAX_BODY_BYTES", "CACHE_MAX_BYTES", "CTR_ENTITIES_LIMIT", "RELAY_MAX_INFLIGHT",
 		"RELAY_MAX_INFLIGHT_PER_KEY",
+		"RELAY_REPLICAS",
 	}
 	otherVars = []string{
 		"RELAY_ADDR", "METRICS_ADDR", "PULSEDIVE_API_URL", "RELAY_JWKS_HOSTS", "RELAY_AUDIENCE",
-		"LOG_LEVEL", "LOG_FORMAT",
+		"LOG_LEVEL", "LOG_FORMAT", "REDIS_URL",
 	}
 )
 
@@ -91,6 +92,9 @@ type manifests struct {
 	hpa       autoscalingv2.HorizontalPodAutoscaler
 	pdb       policyv1.PodDisruptionBudget
 	configMap corev1.ConfigMap
+	// The Redis the replicas share.
+	redis        appsv1.Deployment
+	redisService corev1.Service
 }
 
 func loadManifests(t *testing.T) *manifests {
@@ -101,6 +105,8 @@ func loadManifests(t *testing.T) *manifests {
 	decodeStrict(t, filepath.Join(k8sDir, "hpa.yaml"), "autoscaling/v2", "HorizontalPodAutoscaler", &m.hpa)
 	decodeStrict(t, filepath.Join(k8sDir, "pdb.yaml"), "policy/v1", "PodDisruptionBudget", &m.pdb)
 	decodeStrict(t, filepath.Join(k8sDir, "configmap.yaml"), "v1", "ConfigMap", &m.configMap)
+	decodeStrict(t, filepath.Join(k8sDir, "redis-deployment.yaml"), "apps/v1", "Deployment", &m.redis)
+	decodeStrict(t, filepath.Join(k8sDir, "redis-service.yaml"), "v1", "Service", &m.redisService)
 	return &m
 }
 
@@ -123,7 +129,7 @@ func TestEveryManifestIsChecked(t *testing.T) {
 	for _, e := range entries {
 		got = append(got, e.Name())
 	}
-	want := []string{"configmap.yaml", "deployment.yaml", "hpa.yaml", "pdb.yaml", "service.yaml"}
+	want := []string{"configmap.yaml", "deployment.yaml", "hpa.yaml", "pdb.yaml", "redis-deployment.yaml", "redis-service.yaml", "service.yaml"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("files in %s (-want +got); a new manifest needs a strict decode in loadManifests:\n%s", k8sDir, diff)
 	}
@@ -484,6 +490,50 @@ func TestServicePDBAndHPATargetTheDeployment(t *testing.T) {
 	})
 }
 
+// TestSharedState: the replicas share a budget through the Redis the
+// manifests run. RELAY_REPLICAS equals the HPA's maximum, so that with
+// Redis away the replicas together stay within PULSEDIVE_RATE_LIMIT;
+// REDIS_URL names the Redis Service, which selects the Redis pods and no
+// relay pod, while the relay's Service and PDB select no Redis pod.
+func TestSharedState(t *testing.T) {
+	m := loadManifests(t)
+	if got, want := configInt(t, m, "RELAY_REPLICAS"), int64(m.hpa.Spec.MaxReplicas); got != want {
+		t.Errorf("RELAY_REPLICAS = %d, HPA maxReplicas = %d: they must agree", got, want)
+	}
+	u, err := url.Parse(configValue(t, m, "REDIS_URL"))
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+		t.Fatalf("REDIS_URL = %q, want a redis:// URL", configValue(t, m, "REDIS_URL"))
+	}
+	if u.User != nil {
+		t.Error("REDIS_URL in a ConfigMap carries a password: put it in a Secret")
+	}
+	svc := m.redisService
+	if u.Hostname() != svc.Name {
+		t.Errorf("REDIS_URL host %q is not the Redis Service %q", u.Hostname(), svc.Name)
+	}
+	if len(svc.Spec.Ports) != 1 || strconv.Itoa(int(svc.Spec.Ports[0].Port)) != u.Port() {
+		t.Errorf("REDIS_URL port %q is not the Redis Service's port %v", u.Port(), svc.Spec.Ports)
+	}
+	redisPods := labels.Set(m.redis.Spec.Template.Labels)
+	relayPods := labels.Set(m.deploy.Spec.Template.Labels)
+	if sel := labels.SelectorFromSet(svc.Spec.Selector); !sel.Matches(redisPods) || sel.Matches(relayPods) {
+		t.Errorf("Redis Service selector %v: must select the Redis pods %v and not the relay's %v", svc.Spec.Selector, redisPods, relayPods)
+	}
+	if labels.SelectorFromSet(m.service.Spec.Selector).Matches(redisPods) {
+		t.Error("the relay Service selects the Redis pods")
+	}
+	if sel, err := metav1.LabelSelectorAsSelector(m.pdb.Spec.Selector); err != nil || sel.Matches(redisPods) {
+		t.Error("the relay PDB selects the Redis pods")
+	}
+	if sel, err := metav1.LabelSelectorAsSelector(m.redis.Spec.Selector); err != nil || !sel.Matches(redisPods) {
+		t.Error("the Redis Deployment's selector does not select its own pods")
+	}
+	cs := m.redis.Spec.Template.Spec.Containers
+	if len(cs) != 1 || len(cs[0].Ports) != 1 || cs[0].Ports[0].Name != svc.Spec.Ports[0].TargetPort.String() {
+		t.Errorf("the Redis Service's targetPort does not name the Redis container's port")
+	}
+}
+
 // families returns the relay's metric families by name with their type, as
 // metrics.New registers them (Go and process collectors included).
 func families(t *testing.T) map[string]string {
@@ -735,7 +785,7 @@ func TestCompose(t *testing.T) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	if diff := cmp.Diff([]string{"grafana", "prometheus", "relay"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"grafana", "prometheus", "redis", "relay"}, names); diff != "" {
 		t.Fatalf("services (-want +got):\n%s", diff)
 	}
 
@@ -780,6 +830,17 @@ func TestCompose(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(b.Context, b.Dockerfile)); err != nil {
 			t.Skipf("Dockerfile not written yet: %v", err)
+		}
+	})
+
+	t.Run("relay shares state through the redis service", func(t *testing.T) {
+		relay := c.Services["relay"]
+		u, err := url.Parse(relay.Environment["REDIS_URL"])
+		if err != nil || u.Scheme != "redis" || u.Hostname() != "redis" {
+			t.Errorf("relay REDIS_URL = %q, want redis://redis:6379/...", relay.Environment["REDIS_URL"])
+		}
+		if !slices.Contains(relay.DependsOn, "redis") {
+			t.Error("relay does not depend on redis")
 		}
 	})
 

@@ -46,6 +46,11 @@ type Config struct {
 	// after d and a stop function, like time.NewTimer's C and Stop. A real
 	// timer by default; tests inject one they fire by hand.
 	NewTimer func(d time.Duration) (<-chan time.Time, func() bool)
+	// StartEmpty makes a new bucket start with no tokens instead of a full
+	// burst: its first token comes one refill interval after it is made.
+	// For a budget that other processes may just have spent, such as the
+	// share a replica falls back to when the shared budget is out of reach.
+	StartEmpty bool
 }
 
 // Limiter holds one token bucket per key. Keys are opaque strings; the relay
@@ -62,6 +67,7 @@ type Limiter struct {
 	idleAfter time.Duration
 	now       func() time.Time
 	newTimer  func(d time.Duration) (<-chan time.Time, func() bool)
+	empty     bool
 
 	mu      sync.Mutex // guards everything below and every bucket's fields
 	buckets map[string]*bucket
@@ -99,6 +105,7 @@ func New(cfg Config) (*Limiter, error) {
 		idleAfter:  cfg.IdleAfter,
 		now:        cfg.Now,
 		newTimer:   cfg.NewTimer,
+		empty:      cfg.StartEmpty,
 		buckets:    make(map[string]*bucket),
 		untilSweep: minSweepEvery,
 	}
@@ -182,11 +189,7 @@ func (l *Limiter) reserve(key string, now time.Time, maxWait time.Duration) (res
 		l.sweep(now)
 	}
 
-	b := l.buckets[key]
-	if b == nil {
-		b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
-		l.buckets[key] = b
-	}
+	b := l.bucket(key, now)
 	if d := b.pausedUntil.Sub(now); d > 0 && maxWait >= 0 && d > maxWait {
 		return reservation{}, &WaitError{Delay: d}
 	}
@@ -294,17 +297,55 @@ func (l *Limiter) pausedAfter(key string, t time.Time) bool {
 func (l *Limiter) PauseUntil(key string, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.buckets[key]
-	if b == nil {
-		b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
-		l.buckets[key] = b
-	}
+	// A bucket made here has no clock reading yet: its tokens accrue
+	// during the pause, up to the burst, even with StartEmpty.
+	b := l.bucket(key, time.Time{})
 	if until.After(b.pausedUntil) {
 		b.pausedUntil = until
 		if b.paused != nil {
 			close(b.paused)
 			b.paused = nil
 		}
+	}
+}
+
+// bucket returns key's bucket, making it at now when there is none (a zero
+// now: at no particular time). The caller holds l.mu.
+func (l *Limiter) bucket(key string, now time.Time) *bucket {
+	b := l.buckets[key]
+	if b == nil {
+		b = &bucket{lim: rate.NewLimiter(l.limit, l.burst), seen: now}
+		if l.empty && !now.IsZero() {
+			l.spend(b, now)
+		}
+		l.buckets[key] = b
+	}
+	return b
+}
+
+// spend takes every token b holds at now (or at the latest time b has
+// seen). The caller holds l.mu.
+func (l *Limiter) spend(b *bucket, now time.Time) {
+	if l.limit == rate.Inf {
+		return
+	}
+	at := latest(now, b.seen)
+	b.seen = at
+	if n := int(b.lim.TokensAt(at)); n > 0 {
+		b.lim.ReserveN(at, n)
+	}
+}
+
+// Drain empties every bucket at now, as if each key had just spent what it
+// held; pauses stay. New buckets are not affected (see
+// Config.StartEmpty). A replica calls it when it stops sharing a budget
+// with others and falls back to its own share: the shared budget may have
+// been spent a moment ago, and a full local burst on top would overspend.
+func (l *Limiter) Drain(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, b := range l.buckets {
+		l.spend(b, now)
 	}
 }
 

@@ -786,3 +786,59 @@ func TestWaitWakesWhenPaused(t *testing.T) {
 		t.Errorf("after the pause: wait %v, err %v; want a free token", wait, err)
 	}
 }
+
+// TestStartEmptyAndDrain: a limiter standing in for a budget others may have
+// spent gives no burst, neither to a new key (StartEmpty) nor to a rested
+// one (Drain); tokens then come at the refill rate, and pauses stay.
+func TestStartEmptyAndDrain(t *testing.T) {
+	tests := []struct {
+		name  string
+		empty bool
+		drain bool
+		want  []time.Duration // waits of four reservations at start
+	}{
+		{name: "full by default", want: []time.Duration{0, 0, 0, time.Second}},
+		{name: "StartEmpty: a new key waits for its first token", empty: true, want: []time.Duration{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second}},
+		{name: "Drain: a rested key loses its burst", drain: true, want: []time.Duration{time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newLimiter(t, Config{PerMinute: 60, Burst: 3, StartEmpty: tt.empty})
+			if tt.drain {
+				// Make the bucket long before, let it fill, then drain it.
+				if _, err := l.Reserve("k", t0.Add(-time.Hour), -1); err != nil {
+					t.Fatal(err)
+				}
+				l.Drain(t0)
+			}
+			var got []time.Duration
+			for range 4 {
+				w, err := l.Reserve("k", t0, -1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, w)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("waits (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	t.Run("Drain keeps pauses", func(t *testing.T) {
+		l := newLimiter(t, Config{PerMinute: 60, Burst: 3})
+		l.PauseUntil("k", t0.Add(time.Minute))
+		l.Drain(t0)
+		_, err := l.Reserve("k", t0, 10*time.Second)
+		if diff := cmp.Diff(error(&WaitError{Delay: time.Minute}), err, cmp.Comparer(sameError)); diff != "" {
+			t.Errorf("Reserve during the pause (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("unlimited: nothing to drain", func(t *testing.T) {
+		l := newLimiter(t, Config{StartEmpty: true})
+		l.Drain(t0)
+		if w, err := l.Reserve("k", t0, 0); err != nil || w != 0 {
+			t.Errorf("Reserve = %v, %v; want 0, nil", w, err)
+		}
+	})
+}

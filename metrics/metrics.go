@@ -70,6 +70,14 @@ type Metrics struct {
 	breakers          *prometheus.GaugeVec
 	buildInfo         *prometheus.GaugeVec
 	authFailures      *prometheus.CounterVec // see AuthFailure
+
+	// Scale-out over Redis (the cluster package): one group, kept together.
+	redisDuration   *prometheus.HistogramVec
+	redisErrors     *prometheus.CounterVec
+	clusterState    prometheus.Gauge
+	clusterFallback prometheus.Counter
+	l2Requests      *prometheus.CounterVec
+	collapseWaits   *prometheus.CounterVec
 }
 
 // New creates the relay's metric families and registers them, with the Go
@@ -163,6 +171,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 			Help:      "Always 1; labels name the relay version and the Go version that built it.",
 		}, []string{"version", "goversion"}),
 	}
+	m.newClusterFamilies()
 
 	cs := []prometheus.Collector{
 		collectors.NewGoCollector(),
@@ -173,6 +182,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		m.sharedCalls, m.panics, m.breakers, m.buildInfo,
 		m.authFailures,
 	}
+	cs = append(cs, m.clusterCollectors()...)
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, done := range cs[:i] {
@@ -211,6 +221,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	for _, reason := range authFailureReasons() {
 		m.authFailures.WithLabelValues(reason)
 	}
+	m.initClusterSeries()
 	return m, nil
 }
 
@@ -474,6 +485,144 @@ func authFailureReasonLabel(reason string) string {
 		"jwks_host_not_allowed", "jwks_unavailable", "wrong_key", "kid_not_found",
 		"expired", "not_yet_valid", "wrong_audience", "wrong_payload":
 		return reason
+	}
+	return other
+}
+
+// The families of the state replicas share over Redis (REDIS_URL): the
+// Redis commands, shared or fallback mode, the L2 cache and the
+// cross-replica collapse.
+
+func redisBuckets() []float64 {
+	return []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}
+}
+
+func (m *Metrics) newClusterFamilies() {
+	m.redisDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace,
+		Name:      "redis_command_duration_seconds",
+		Help:      "Latency of Redis commands, by class: budget, pause, cache_get, cache_set, lock, ping.",
+		Buckets:   redisBuckets(),
+	}, []string{"command"})
+	m.redisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "redis_errors_total",
+		Help:      "Redis commands that failed (unreachable, timed out, refused), by class.",
+	}, []string{"command"})
+	m.clusterState = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace,
+		Name:      "cluster_state",
+		Help:      "How this replica shares state: 0 no Redis configured, 1 shared over Redis, 2 fallback (Redis away: its share of the budget and its own cache only).",
+	})
+	m.clusterFallback = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "cluster_fallbacks_total",
+		Help:      "Times this replica lost Redis and fell back to its own share of the budget and its own cache.",
+	})
+	m.l2Requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "l2_cache_requests_total",
+		Help:      "Lookups in the Redis cache shared by the replicas, after a miss in the replica's own: hit, stale, miss, error.",
+	}, []string{"result"})
+	m.collapseWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "collapse_waits_total",
+		Help:      "Cross-replica collapse of a document's call: won (this replica called), waited (another replica's answer was used), timed_out (waited, then called itself), abandoned (the other replica's call failed; called itself).",
+	}, []string{"result"})
+}
+
+func (m *Metrics) clusterCollectors() []prometheus.Collector {
+	return []prometheus.Collector{m.redisDuration, m.redisErrors, m.clusterState, m.clusterFallback, m.l2Requests, m.collapseWaits}
+}
+
+func (m *Metrics) initClusterSeries() {
+	for _, c := range redisCommands() {
+		m.redisDuration.WithLabelValues(c)
+		m.redisErrors.WithLabelValues(c)
+	}
+	for _, r := range l2Results() {
+		m.l2Requests.WithLabelValues(r)
+	}
+	for _, r := range collapseResults() {
+		m.collapseWaits.WithLabelValues(r)
+	}
+}
+
+// RedisCommand observes one Redis command of class (budget, pause,
+// cache_get, cache_set, lock or ping; others are counted as "other") and
+// counts it as an error when failed is true.
+func (m *Metrics) RedisCommand(class string, d time.Duration, failed bool) {
+	if m == nil {
+		return
+	}
+	class = redisCommandLabel(class)
+	m.redisDuration.WithLabelValues(class).Observe(seconds(d))
+	if failed {
+		m.redisErrors.WithLabelValues(class).Inc()
+	}
+}
+
+// ClusterShared records whether the replica shares state over Redis (true)
+// or has fallen back to its own (false); each switch to false counts one
+// fallback.
+func (m *Metrics) ClusterShared(shared bool) {
+	if m == nil {
+		return
+	}
+	if shared {
+		m.clusterState.Set(1)
+		return
+	}
+	m.clusterState.Set(2)
+	m.clusterFallback.Inc()
+}
+
+// L2Lookup counts one lookup in the shared Redis cache: hit, stale, miss or
+// error; others are counted as "other".
+func (m *Metrics) L2Lookup(result string) {
+	if m == nil {
+		return
+	}
+	m.l2Requests.WithLabelValues(l2ResultLabel(result)).Inc()
+}
+
+// CollapseWait counts one cross-replica collapse: won, waited, timed_out or
+// abandoned; others are counted as "other".
+func (m *Metrics) CollapseWait(result string) {
+	if m == nil {
+		return
+	}
+	m.collapseWaits.WithLabelValues(collapseResultLabel(result)).Inc()
+}
+
+func redisCommands() []string {
+	return []string{"budget", "pause", "cache_get", "cache_set", "lock", "ping"}
+}
+
+func redisCommandLabel(c string) string {
+	switch c {
+	case "budget", "pause", "cache_get", "cache_set", "lock", "ping":
+		return c
+	}
+	return other
+}
+
+func l2Results() []string { return []string{"hit", "stale", "miss", "error"} }
+
+func l2ResultLabel(r string) string {
+	switch r {
+	case "hit", "stale", "miss", "error":
+		return r
+	}
+	return other
+}
+
+func collapseResults() []string { return []string{"won", "waited", "timed_out", "abandoned"} }
+
+func collapseResultLabel(r string) string {
+	switch r {
+	case "won", "waited", "timed_out", "abandoned":
+		return r
 	}
 	return other
 }

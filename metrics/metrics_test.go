@@ -46,6 +46,12 @@ var (
 	} = (*metrics.Metrics)(nil)
 	_ interface{ JWKSFetch(outcome string) }  = (*metrics.Metrics)(nil)
 	_ interface{ AuthFailure(reason string) } = (*metrics.Metrics)(nil)
+	_ interface {
+		RedisCommand(class string, d time.Duration, failed bool)
+		ClusterShared(shared bool)
+		L2Lookup(result string)
+		CollapseWait(result string)
+	} = (*metrics.Metrics)(nil)
 )
 
 // newMetrics returns Metrics registered on a fresh pedantic registry, which
@@ -149,6 +155,12 @@ func TestFamilies(t *testing.T) {
 		"pulsedive_relay_panics_total":                       "COUNTER",
 		"pulsedive_relay_breakers":                           "GAUGE",
 		"pulsedive_relay_build_info":                         "GAUGE",
+		"pulsedive_relay_redis_command_duration_seconds":     "HISTOGRAM",
+		"pulsedive_relay_redis_errors_total":                 "COUNTER",
+		"pulsedive_relay_cluster_state":                      "GAUGE",
+		"pulsedive_relay_cluster_fallbacks_total":            "COUNTER",
+		"pulsedive_relay_l2_cache_requests_total":            "COUNTER",
+		"pulsedive_relay_collapse_waits_total":               "COUNTER",
 	}
 	// http_requests_total has no pre-initialised series (status codes are
 	// open-ended), so it appears only once a request is counted.
@@ -179,6 +191,10 @@ func TestLint(t *testing.T) {
 	m.SharedCall("info")
 	m.PanicRecovered("/observe/observables")
 	m.BreakerKeys("open", 1)
+	m.RedisCommand("budget", time.Millisecond, true)
+	m.ClusterShared(false)
+	m.L2Lookup("hit")
+	m.CollapseWait("won")
 
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
@@ -236,6 +252,12 @@ func TestPreinitialised(t *testing.T) {
 		{"pulsedive_relay_limiter_wait_seconds", zeros("")},
 		{"pulsedive_relay_pulsedive_in_flight", zeros("")},
 		{"pulsedive_relay_breakers", zeros("state=closed", "state=half_open", "state=open")},
+		{"pulsedive_relay_redis_command_duration_seconds", zeros("command=budget", "command=pause", "command=cache_get", "command=cache_set", "command=lock", "command=ping")},
+		{"pulsedive_relay_redis_errors_total", zeros("command=budget", "command=pause", "command=cache_get", "command=cache_set", "command=lock", "command=ping")},
+		{"pulsedive_relay_cluster_state", zeros("")},
+		{"pulsedive_relay_cluster_fallbacks_total", zeros("")},
+		{"pulsedive_relay_l2_cache_requests_total", zeros("result=hit", "result=stale", "result=miss", "result=error")},
+		{"pulsedive_relay_collapse_waits_total", zeros("result=won", "result=waited", "result=timed_out", "result=abandoned")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.family, func(t *testing.T) {
@@ -693,10 +715,11 @@ func allowedLabelValues(name, value string) bool {
 		"kind": {"info", "links", "health", "other"},
 		"outcome": {"ok", "not_found", "rate_limited", "client_error", "server_error", "timeout",
 			"unavailable", "bad_answer", "refused", "breaker_open", "error", "other"},
-		"result": {"hit", "miss", "stale", "other"},
-		"type":   {"ip", "ipv6", "domain", "url", "other"},
-		"reason": append(authReasons(), "other"),
-		"state":  {"closed", "half_open", "open", "other"},
+		"result":  {"hit", "miss", "stale", "error", "won", "waited", "timed_out", "abandoned", "other"},
+		"type":    {"ip", "ipv6", "domain", "url", "other"},
+		"reason":  append(authReasons(), "other"),
+		"state":   {"closed", "half_open", "open", "other"},
+		"command": {"budget", "pause", "cache_get", "cache_set", "lock", "ping", "other"},
 	}
 	if name == "code" {
 		n, err := strconv.Atoi(value)
@@ -734,6 +757,9 @@ func FuzzLabelsStayBounded(f *testing.F) {
 		m.AuthFailure(s)
 		m.SharedCall(s)
 		m.PanicRecovered(s)
+		m.RedisCommand(s, time.Millisecond, true)
+		m.L2Lookup(s)
+		m.CollapseWait(s)
 
 		mfs, err := reg.Gather()
 		if err != nil {
@@ -771,3 +797,49 @@ var authReasonKeys = func() []string {
 	}
 	return out
 }()
+
+// TestClusterRecording: the scale-out families count what the cluster
+// reports, unknown label values folded into "other".
+func TestClusterRecording(t *testing.T) {
+	m, reg := newMetrics(t)
+	m.RedisCommand("budget", time.Millisecond, false)
+	m.RedisCommand("budget", time.Millisecond, true)
+	m.RedisCommand("FLUSHALL", time.Millisecond, true)
+	m.L2Lookup("hit")
+	m.L2Lookup("hit")
+	m.L2Lookup("bogus")
+	m.CollapseWait("waited")
+	m.CollapseWait("timed_out")
+
+	tests := []struct {
+		family string
+		want   map[string]float64
+	}{
+		{"pulsedive_relay_redis_command_duration_seconds", map[string]float64{"command=budget": 2, "command=other": 1}},
+		{"pulsedive_relay_redis_errors_total", map[string]float64{"command=budget": 1, "command=other": 1}},
+		{"pulsedive_relay_l2_cache_requests_total", map[string]float64{"result=hit": 2, "result=other": 1}},
+		{"pulsedive_relay_collapse_waits_total", map[string]float64{"result=waited": 1, "result=timed_out": 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.family, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, nonZero(values(t, reg, tt.family))); diff != "" {
+				t.Errorf("series (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	t.Run("state and fallbacks", func(t *testing.T) {
+		var got [][2]float64
+		for _, shared := range []bool{true, false, true, false} {
+			m.ClusterShared(shared)
+			got = append(got, [2]float64{
+				values(t, reg, "pulsedive_relay_cluster_state")[""],
+				values(t, reg, "pulsedive_relay_cluster_fallbacks_total")[""],
+			})
+		}
+		want := [][2]float64{{1, 0}, {2, 1}, {1, 1}, {2, 2}}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("(state, fallbacks) after each switch (-want +got):\n%s", diff)
+		}
+	})
+}

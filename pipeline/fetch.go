@@ -70,6 +70,11 @@ func (p *Pipeline) shared(ctx context.Context, ck string, key pulsedive.APIKey, 
 		leader = true
 		callCtx, cancel := detach(ctx, p.cfg.RequestTimeout)
 		defer cancel()
+		doc, done, answered := p.acrossReplicas(callCtx, ck)
+		if answered {
+			return doc, nil
+		}
+		defer done() // after the answer is stored
 		doc, err := p.call(callCtx, key, kind, value)
 		if err == nil || errors.Is(err, pulsedive.ErrNotFound) {
 			p.store(ck, doc)
@@ -90,6 +95,41 @@ func (p *Pipeline) shared(ctx context.Context, ck string, key pulsedive.APIKey, 
 	case <-ctx.Done():
 		return Document{}, ctx.Err()
 	}
+}
+
+// acrossReplicas lets one replica of several call for ck (see Collapser).
+// answered is true when the document came from another replica's call;
+// otherwise this process calls, and then runs done.
+func (p *Pipeline) acrossReplicas(ctx context.Context, ck string) (doc Document, done func(), answered bool) {
+	nothing := func() {}
+	c := p.cfg.Collapser
+	if c == nil || p.cfg.Store == nil {
+		return Document{}, nothing, false
+	}
+	lead, done := c.Lead(ctx, ck)
+	if lead {
+		// Another replica may have stored the document between this
+		// process's miss and the lock.
+		if doc, fresh, ok := p.cfg.Store.Get(ck); ok && fresh {
+			done()
+			return doc, nothing, true
+		}
+		return Document{}, done, false
+	}
+	// Keep time to call after a wait in vain, as the client keeps time to
+	// call after waiting for budget.
+	waitCtx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithDeadline(ctx, dl.Add(-min(time.Second, time.Until(dl)/2)))
+		defer cancel()
+	}
+	if c.Await(waitCtx, ck) {
+		if doc, fresh, ok := p.cfg.Store.Get(ck); ok && fresh {
+			return doc, nothing, true
+		}
+	}
+	return Document{}, nothing, false
 }
 
 // detach returns a context that ignores the parent's cancellation but keeps

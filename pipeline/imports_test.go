@@ -32,6 +32,11 @@ func TestImportRule(t *testing.T) {
 		"transport/auth":          {"pulsedive"},
 		"transport/authtest":      nil,
 		"transport":               {"ctim", "pipeline", "pulsedive", "transport/auth"},
+		// cluster implements the consumers' interfaces over Redis
+		// (pipeline.Store, pipeline.Collapser, pulsedive.Limiter) and falls
+		// back to a limiter; only cmd/relay imports it.
+		"cluster":           {"limiter", "pipeline"},
+		"cluster/redistest": nil,
 	}
 	root, err := filepath.Abs("..")
 	if err != nil {

@@ -6,7 +6,8 @@
 //
 // Imports go one way, and TestImportRule holds it: ctim, cache, limiter,
 // metrics and pulsedive import no other package of the relay; pipeline
-// imports them; transport imports pipeline, ctim and pulsedive; only
+// imports them; transport imports pipeline, ctim and pulsedive; cluster
+// (the state replicas share over Redis) imports pipeline and limiter; only
 // cmd/relay imports everything.
 package pipeline
 
@@ -43,6 +44,19 @@ type Store interface {
 	Set(key string, doc Document, cost int64, ttl, staleTTL time.Duration) bool
 }
 
+// Collapser shares one Pulsedive call among the replicas that miss the same
+// document at once; *cluster.Collapser is one. Within a process the
+// pipeline already shares calls (singleflight); a Collapser extends that
+// across processes through the Store. Lead reports whether this process
+// should make the call for key, and returns done, to call once the answer
+// is stored. Await waits, within ctx, for the process that leads, and
+// reports whether its answer is in the Store; when not, the caller calls
+// Pulsedive itself.
+type Collapser interface {
+	Lead(ctx context.Context, key string) (lead bool, done func())
+	Await(ctx context.Context, key string) bool
+}
+
 // Observer receives the pipeline's measurements; metrics.Metrics is one.
 type Observer interface {
 	CacheLookup(kind, result string)
@@ -57,6 +71,9 @@ type Config struct {
 	Pinger  Pinger  // required for Health
 	// Store caches documents; nil disables caching.
 	Store Store
+	// Collapser shares calls with other replicas through Store; nil (or a
+	// nil Store) means each process calls for itself.
+	Collapser Collapser
 	// Workers bounds the documents one request fetches at once (32).
 	Workers int
 	// RequestTimeout bounds a whole request (25s); when it passes, the

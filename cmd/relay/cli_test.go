@@ -37,6 +37,9 @@ var badValues = map[string][]string{
 
 	// Above RELAY_MAX_INFLIGHT (256 by default).
 	"RELAY_MAX_INFLIGHT_PER_KEY": {"0", "x", "257"},
+	"REDIS_URL":                  {"http://redis.example", "redis://", "redis://redis.example/db1", "localhost:6379"},
+	"REDIS_TIMEOUT":              {"0s", "fast"},
+	"RELAY_REPLICAS":             {"0", "-1", "many"},
 }
 
 // neverBad are the settings every value is acceptable for.
@@ -152,6 +155,28 @@ func TestCheckConfigPrints(t *testing.T) {
 				t.Errorf("last line %q, want configuration OK", got)
 			}
 		})
+	}
+}
+
+// TestCheckConfigRedactsRedisPassword: a Redis URL's password is never
+// printed, valid or not.
+func TestCheckConfigRedactsRedisPassword(t *testing.T) {
+	const secret = "s3cret-redis-pass"
+	stdout, _, err := runCLI(t, map[string]string{"REDIS_URL": "rediss://relay:" + secret + "@redis.example:6380/1", "RELAY_REPLICAS": "6"}, "check-config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"REDIS_URL=rediss://relay:xxxxx@redis.example:6380/1\t(env)", "RELAY_REPLICAS=6\t(env)", "REDIS_TIMEOUT=250ms\t(default)"} {
+		if !strings.Contains(stdout, want+"\n") {
+			t.Errorf("check-config lacks the line %q:\n%s", want, stdout)
+		}
+	}
+	_, _, err = runCLI(t, map[string]string{"REDIS_URL": "redis://:" + secret + "@redis.example/notadb"}, "check-config")
+	if err == nil {
+		t.Fatal("a bad Redis URL was accepted")
+	}
+	if out := stdout + err.Error(); strings.Contains(out, secret) {
+		t.Errorf("check-config shows the Redis password:\n%s", out)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pulsedive-relay/relay/cluster"
 	"github.com/pulsedive-relay/relay/transport/auth"
 )
 
@@ -43,11 +44,15 @@ type config struct {
 	ShutdownTimeout  time.Duration
 	LogLevel         slog.Level
 	LogFormat        string
+	RedisURL         string
+	RedisTimeout     time.Duration
+	Replicas         int
 }
 
 // setting is one environment variable: its name, its default (as text, the
 // way an operator would write it), what it means, and how to read it into
-// the config. secret settings are redacted when printed.
+// the config. The settings of redacted are shown through their function
+// wherever a value is printed.
 type setting struct {
 	name    string
 	def     string
@@ -83,6 +88,21 @@ var settings = []setting{
 	{"RELAY_SHUTDOWN_TIMEOUT", "20s", "how long in-flight requests may take to finish after that", func(c *config, v string) error { return duration(&c.ShutdownTimeout, v, 0) }},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", func(c *config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
 	{"LOG_FORMAT", "json", "json or text", func(c *config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
+	{"REDIS_URL", "", "Redis the replicas share the Pulsedive budget, a cache and calls through: redis://[user:password@]host:port/db, rediss:// for TLS; empty: each replica on its own", func(c *config, v string) error { return redisURL(&c.RedisURL, v) }},
+	{"REDIS_TIMEOUT", "250ms", "timeout of one Redis command; a replica whose Redis fails falls back to its own share of the budget and its own cache", func(c *config, v string) error { return duration(&c.RedisTimeout, v, time.Millisecond) }},
+	{"RELAY_REPLICAS", "1", "most replicas running at once (the HPA maximum): with Redis away each spends PULSEDIVE_RATE_LIMIT / RELAY_REPLICAS", func(c *config, v string) error { return integer(&c.Replicas, v, 1, 10_000) }},
+}
+
+// redacted lists the settings whose values may hold a secret, with how to
+// show them: a Redis URL may carry a password.
+var redacted = map[string]func(string) string{"REDIS_URL": cluster.RedactURL}
+
+// shown is v as it may be printed or logged for setting name.
+func shown(name, v string) string {
+	if f := redacted[name]; f != nil && v != "" {
+		return f(v)
+	}
+	return v
 }
 
 // perKeyShare reads RELAY_MAX_INFLIGHT_PER_KEY. It follows
@@ -114,7 +134,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 			v = s.def
 		}
 		if err := s.parse(&c, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w", s.name, v, err))
+			errs = append(errs, fmt.Errorf("%s=%q: %w", s.name, shown(s.name, v), err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -124,15 +144,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 }
 
 // printConfig writes the effective configuration, one variable a line, as
-// check-config shows it. Nothing in the configuration is secret (API keys
-// arrive inside each request's token), so nothing needs redacting.
+// check-config shows it. API keys arrive inside each request's token, never
+// here; the one secret a setting may hold, a Redis password, is redacted.
 func printConfig(w io.Writer, getenv func(string) string) {
 	for _, s := range settings {
 		v, origin := strings.TrimSpace(getenv(s.name)), "env"
 		if v == "" {
 			v, origin = s.def, "default"
 		}
-		fmt.Fprintf(w, "%s=%s\t(%s)\n", s.name, v, origin)
+		fmt.Fprintf(w, "%s=%s\t(%s)\n", s.name, shown(s.name, v), origin)
 	}
 }
 
@@ -198,6 +218,18 @@ func baseURL(dst *string, v string) error {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
 		return errors.New("not an http(s) URL")
+	}
+	*dst = v
+	return nil
+}
+
+func redisURL(dst *string, v string) error {
+	if v == "" {
+		*dst = ""
+		return nil
+	}
+	if _, err := cluster.ParseURL(v); err != nil {
+		return err
 	}
 	*dst = v
 	return nil

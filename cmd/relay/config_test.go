@@ -40,6 +40,9 @@ func TestDefaultsLoad(t *testing.T) {
 		{"RELAY_DRAIN_DELAY", cfg.DrainDelay, 5 * time.Second},
 		{"RELAY_SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout, 20 * time.Second},
 		{"LOG_FORMAT", cfg.LogFormat, "json"},
+		{"REDIS_URL", cfg.RedisURL, ""},
+		{"REDIS_TIMEOUT", cfg.RedisTimeout, 250 * time.Millisecond},
+		{"RELAY_REPLICAS", cfg.Replicas, 1},
 	}
 	for _, c := range checks {
 		if diff := cmp.Diff(c.want, c.got); diff != "" {

@@ -53,6 +53,12 @@ var relayFamilies = map[string]dto.MetricType{
 	"pulsedive_relay_panics_total":                       dto.MetricType_COUNTER,
 	"pulsedive_relay_breakers":                           dto.MetricType_GAUGE,
 	"pulsedive_relay_build_info":                         dto.MetricType_GAUGE,
+	"pulsedive_relay_redis_command_duration_seconds":     dto.MetricType_HISTOGRAM,
+	"pulsedive_relay_redis_errors_total":                 dto.MetricType_COUNTER,
+	"pulsedive_relay_cluster_state":                      dto.MetricType_GAUGE,
+	"pulsedive_relay_cluster_fallbacks_total":            dto.MetricType_COUNTER,
+	"pulsedive_relay_l2_cache_requests_total":            dto.MetricType_COUNTER,
+	"pulsedive_relay_collapse_waits_total":               dto.MetricType_COUNTER,
 	// The Go runtime and process collectors.
 	"go_goroutines":                 dto.MetricType_GAUGE,
 	"go_memstats_heap_alloc_bytes":  dto.MetricType_GAUGE,

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pulsedive-relay/relay/cache"
+	"github.com/pulsedive-relay/relay/cluster"
 	"github.com/pulsedive-relay/relay/limiter"
 	"github.com/pulsedive-relay/relay/metrics"
 	"github.com/pulsedive-relay/relay/pipeline"
@@ -77,12 +78,38 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		now = time.Now
 	}
 
+	// With REDIS_URL the replicas share the budget, a cache and calls;
+	// without it each replica is on its own, as before.
+	var cl *cluster.Cluster
+	closeAll := func() {}
+	if cfg.RedisURL != "" {
+		cl, err = cluster.New(cluster.Config{URL: cfg.RedisURL, Timeout: cfg.RedisTimeout, Observer: m, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		closeAll = cl.Close
+	}
+	fail := func(err error) (*wiring, error) {
+		closeAll()
+		return nil, err
+	}
+
 	// PULSEDIVE_RATE_LIMIT is the key's budget per minute; the bucket that
 	// never spends more than that in any minute refills a little slower.
-	refill, burst := limiter.Budget(cfg.RateLimit, cfg.Burst)
-	lim, err := limiter.New(limiter.Config{PerMinute: refill, Burst: burst})
-	if err != nil {
-		return nil, fmt.Errorf("limiter: %w", err)
+	var lim pulsedive.Limiter
+	if cl != nil {
+		b, err := cl.NewBudget(cluster.BudgetConfig{PerMinute: cfg.RateLimit, Burst: cfg.Burst, Replicas: cfg.Replicas})
+		if err != nil {
+			return fail(err)
+		}
+		lim = b
+	} else {
+		refill, burst := limiter.Budget(cfg.RateLimit, cfg.Burst)
+		l, err := limiter.New(limiter.Config{PerMinute: refill, Burst: burst})
+		if err != nil {
+			return nil, fmt.Errorf("limiter: %w", err)
+		}
+		lim = l
 	}
 	client, err := pulsedive.New(pulsedive.Config{
 		BaseURL:           cfg.PulsediveURL,
@@ -100,23 +127,30 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		},
 	})
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 
 	var store pipeline.Store
-	closeCache := func() {}
+	var collapser pipeline.Collapser
 	if cfg.CacheMaxBytes > 0 {
 		c, err := cache.New[pipeline.Document](cache.Config{MaxBytes: cfg.CacheMaxBytes})
 		if err != nil {
-			return nil, fmt.Errorf("cache: %w", err)
+			return fail(fmt.Errorf("cache: %w", err))
 		}
-		store, closeCache = c, c.Close
+		store = c
+		closeCluster := closeAll
+		closeAll = func() { closeCluster(); c.Close() }
+		if cl != nil {
+			shared := cl.NewStore(c)
+			store, collapser = shared, cl.NewCollapser(shared)
+		}
 	}
 
 	pipe, err := pipeline.New(pipeline.Config{
 		Fetcher:        client,
 		Pinger:         client,
 		Store:          store,
+		Collapser:      collapser,
 		Workers:        cfg.Workers,
 		RequestTimeout: cfg.RequestTimeout,
 		CacheTTL:       cfg.CacheTTL,
@@ -127,8 +161,7 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		Logger:         log,
 	})
 	if err != nil {
-		closeCache()
-		return nil, err
+		return fail(err)
 	}
 
 	authn, err := auth.New(auth.Config{
@@ -140,8 +173,7 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		Logger:               log,
 	})
 	if err != nil {
-		closeCache()
-		return nil, fmt.Errorf("auth: %w", err)
+		return fail(fmt.Errorf("auth: %w", err))
 	}
 
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
@@ -160,10 +192,9 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 	}
 	h, err := transport.NewHandler(tcfg)
 	if err != nil {
-		closeCache()
-		return nil, err
+		return fail(err)
 	}
-	return &wiring{handler: h, metricsHandler: metricsHandler, close: closeCache}, nil
+	return &wiring{handler: h, metricsHandler: metricsHandler, close: closeAll}, nil
 }
 
 // breakerLogger logs each change of one API key's circuit breaker: its

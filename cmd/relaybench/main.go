@@ -9,7 +9,8 @@
 //	relaybench <scenario> [flags]
 //
 // Scenarios: cold (cold then warm batch), collapse, ratelimit, throughput,
-// memory, soak, and all (cold to memory, with one summary table). Every
+// memory, soak, scaleout (several relays over one Redis; needs
+// redis-server), and all (cold to memory, with one summary table). Every
 // report names its figures, the target each must meet and whether it did;
 // -json prints the same as JSON. The exit status is 1 when an invariant
 // fails (a 5xx, a lost answer, a leak, a wrong call count, RSS over budget),
@@ -87,6 +88,7 @@ func scenarios() []scenario {
 		{"throughput", "cached path: 64 clients on one cached observe, against a bare net/http server", registerThroughput},
 		{"memory", "a minute of mixed load filling the cache: peak and final RSS", registerMemory},
 		{"soak", "mixed traffic with Pulsedive faults: no 5xx, no lost answer, no leak, RSS in budget", registerSoak},
+		{"scaleout", "3 relays sharing one Redis: one budget, one cache, one call per document, Redis killed and back", registerScaleOut},
 		{"all", "cold, collapse, ratelimit, throughput and memory in sequence, with one summary table", registerAll},
 	}
 }

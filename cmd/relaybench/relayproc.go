@@ -112,7 +112,7 @@ func relayEnv(base, scenario map[string]string, extra []string) []string {
 }
 
 func relayVariable(name string) bool {
-	for _, p := range []string{"RELAY_", "PULSEDIVE_", "CACHE_", "LOG_", "CTR_", "METRICS_ADDR", "SSL_CERT_"} {
+	for _, p := range []string{"RELAY_", "PULSEDIVE_", "CACHE_", "LOG_", "CTR_", "METRICS_ADDR", "SSL_CERT_", "REDIS_"} {
 		if strings.HasPrefix(name, p) {
 			return true
 		}
