@@ -33,12 +33,12 @@ import (
 	"github.com/pulsedive-relay/relay/metrics"
 )
 
-// The relay's environment variables: spec section 7 plus METRICS_ADDR and
-// RELAY_MAX_INFLIGHT.
+// The relay's environment variables: spec section 7 plus METRICS_ADDR,
+// RELAY_MAX_INFLIGHT and RELAY_LINKS_MAX_WAIT.
 var (
 	durationVars = []string{
 		"PULSEDIVE_TIMEOUT", "RELAY_REQUEST_TIMEOUT", "CACHE_TTL", "CACHE_NEGATIVE_TTL",
-		"CACHE_STALE_TTL", "RELAY_DRAIN_DELAY", "RELAY_SHUTDOWN_TIMEOUT",
+		"CACHE_STALE_TTL", "RELAY_DRAIN_DELAY", "RELAY_SHUTDOWN_TIMEOUT", "RELAY_LINKS_MAX_WAIT",
 	}
 	intVars = []string{
 		"PULSEDIVE_RATE_LIMIT", "PULSEDIVE_BURST", "RELAY_WORKERS", "RELAY_MAX_OBSERVABLES",
