@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pulsedive-relay/relay/ctim"
@@ -22,6 +23,10 @@ type task func(ctx context.Context, s *schedule, req Request, o ctim.Observable)
 type schedule struct {
 	verdicts chan struct{} // closed when every first step has ended
 	at       time.Time     // when; written before verdicts is closed
+	// drained is set when a links call found no budget free at once while
+	// verdicts were outstanding: the others then wait for the verdicts
+	// without asking, rather than each counting one more refusal.
+	drained atomic.Bool
 }
 
 // verdictsDone reports whether every first step has ended, and when.
@@ -163,7 +168,8 @@ func (q *queue) second(i int, step func() outcome) {
 // leaves after the request's verdicts (spec section 6, tight budgets).
 // While indicator calls of the request are outstanding, it takes only
 // budget free at once, so it never takes a token an indicator call is
-// waiting for; refused, it waits for the verdicts. Once they are all in, it
+// waiting for; refused, it waits for the verdicts, and so do the request's
+// later links calls without asking. Once they are all in, it
 // waits for budget until LinksMaxWait after that moment, never past the
 // request deadline, and is refused (a *pulsedive.RateLimitError, nothing
 // spent, nothing cached) when no token comes in time. An indicator call
@@ -174,9 +180,14 @@ func (q *queue) second(i int, step func() outcome) {
 func (p *Pipeline) budgetedLinks(ctx context.Context, s *schedule, key pulsedive.APIKey, value string) (*pulsedive.Links, error) {
 	at, done := s.verdictsDone()
 	if !done {
-		links, err := p.links(pulsedive.WithBudgetDeadline(ctx, time.Now()), key, value)
-		if !errors.As(err, new(*pulsedive.RateLimitError)) {
-			return links, err
+		var err error = &pulsedive.RateLimitError{}
+		if !s.drained.Load() {
+			var links *pulsedive.Links
+			links, err = p.links(pulsedive.WithBudgetDeadline(ctx, time.Now()), key, value)
+			if !errors.As(err, new(*pulsedive.RateLimitError)) {
+				return links, err
+			}
+			s.drained.Store(true)
 		}
 		select {
 		case <-s.verdicts:
