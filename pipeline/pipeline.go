@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/pulsedive-relay/relay/ctim"
@@ -82,6 +81,16 @@ type Config struct {
 	// CacheTTL keeps documents Pulsedive knows (1h), NegativeTTL its "no
 	// data" answers (10m), StaleTTL expired entries for stale-if-error (24h).
 	CacheTTL, NegativeTTL, StaleTTL time.Duration
+	// LinksMaxWait bounds how long a links (Active DNS) call waits for the
+	// key's budget once the request's verdicts are in (5s), never past the
+	// request deadline; a negative value means links never wait and take
+	// only budget free at once (RELAY_LINKS_MAX_WAIT=0).
+	LinksMaxWait time.Duration
+	// Budget is the per-key budget the Fetcher's limiter keeps. It only
+	// shapes the retry time of the folded rate-limit error; the zero value
+	// means unknown, and the retry time is then the latest the refusals
+	// themselves gave.
+	Budget Budget
 	// Now is the clock of the mapping (the Active DNS window).
 	Now func() time.Time
 	// NewID returns the UUIDs of transient ids; nil means random ones.
@@ -115,6 +124,9 @@ func New(cfg Config) (*Pipeline, error) {
 	setDefault(&cfg.CacheTTL, time.Hour)
 	setDefault(&cfg.NegativeTTL, 10*time.Minute)
 	setDefault(&cfg.StaleTTL, 24*time.Hour)
+	if cfg.LinksMaxWait == 0 {
+		cfg.LinksMaxWait = 5 * time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -148,34 +160,40 @@ type Request struct {
 }
 
 // Result is an observe or deliberate answer: what was found, in request
-// order, and every failure (one per failed document, in request order;
-// the transport reports each distinct one once).
+// order, and the failures in request order: one per failed document, except
+// that every refusal of the relay's own budget is folded into one
+// *BudgetError, at the place of the first (the transport reports each
+// distinct failure once).
 type Result struct {
 	Bundle *ctim.Bundle
 	Errors []error
 }
 
-// ReferResult is a refer answer: pivots in request order and failures.
+// ReferResult is a refer answer: pivots in request order and failures,
+// refusals folded as in Result.
 type ReferResult struct {
 	References []ctim.Reference
 	Errors     []error
 }
 
 // Observe enriches the observables: verdicts, judgements, indicators,
-// sightings and relationships (spec section 4).
+// sightings and relationships (spec section 4). Verdicts come first: every
+// indicator call of the request goes before its links (Active DNS) calls,
+// which take only budget the verdicts leave (see run and budgetedLinks).
 func (p *Pipeline) Observe(ctx context.Context, req Request) Result {
-	return fold(p.run(ctx, req, p.observeOne))
+	return p.fold(p.run(ctx, req, p.observeOne))
 }
 
 // Deliberate answers verdicts only, from the same documents as Observe:
-// the current ones, without judgement_id (there are no judgements).
+// the current ones, without judgement_id (there are no judgements). It
+// never asks for links.
 func (p *Pipeline) Deliberate(ctx context.Context, req Request) Result {
-	return fold(p.run(ctx, req, p.deliberateOne))
+	return p.fold(p.run(ctx, req, p.deliberateOne))
 }
 
 // fold gathers the outcomes of observe or deliberate, in request order,
 // into one answer.
-func fold(outs []outcome) Result {
+func (p *Pipeline) fold(outs []outcome) Result {
 	res := Result{Bundle: &ctim.Bundle{}}
 	for _, o := range outs {
 		switch {
@@ -184,8 +202,8 @@ func fold(outs []outcome) Result {
 		case o.verdict != nil:
 			res.Bundle.AddVerdict(*o.verdict)
 		}
-		res.Errors = append(res.Errors, o.errs...)
 	}
+	res.Errors = p.foldErrors(outs)
 	return res
 }
 
@@ -197,8 +215,8 @@ func (p *Pipeline) Refer(ctx context.Context, req Request) ReferResult {
 	var res ReferResult
 	for _, o := range outs {
 		res.References = append(res.References, o.refs...)
-		res.Errors = append(res.Errors, o.errs...)
 	}
+	res.Errors = p.foldErrors(outs)
 	return res
 }
 
@@ -219,35 +237,9 @@ type outcome struct {
 	verdict  *ctim.Verdict
 	refs     []ctim.Reference
 	errs     []error
-}
-
-// run deduplicates the observables and runs one task per observable on at
-// most Workers goroutines, under the request timeout. Every task runs to
-// its end (collecting its errors, never cancelling the others), and each
-// returns promptly once the deadline passes, so run never outlives the
-// request timeout by more than a task's bookkeeping.
-func (p *Pipeline) run(ctx context.Context, req Request, task func(context.Context, Request, ctim.Observable) outcome) []outcome {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
-	defer cancel()
-	obs := dedupe(req.Observables)
-	outs := make([]outcome, len(obs))
-	for _, o := range obs {
-		p.obs.Observable(o.Type)
-	}
-	if len(obs) == 1 { // the common single lookup needs no goroutine
-		outs[0] = task(ctx, req, obs[0])
-		return outs
-	}
-	var g errgroup.Group
-	g.SetLimit(p.cfg.Workers)
-	for i, o := range obs {
-		g.Go(func() error {
-			outs[i] = task(ctx, req, o)
-			return nil
-		})
-	}
-	_ = g.Wait() // tasks report through outs, never through the group
-	return outs
+	// linked says Pulsedive knows the observable and its Active DNS was
+	// asked for: it counts in the n of "skipped for k of n".
+	linked bool
 }
 
 func dedupe(obs []ctim.Observable) []ctim.Observable {
@@ -263,27 +255,36 @@ func dedupe(obs []ctim.Observable) []ctim.Observable {
 	return out
 }
 
-func (p *Pipeline) observeOne(ctx context.Context, req Request, o ctim.Observable) outcome {
-	var out outcome
+// observeOne is observe's first step: the indicator. When Pulsedive knows
+// the observable, the links follow as a second step.
+func (p *Pipeline) observeOne(ctx context.Context, s *schedule, req Request, o ctim.Observable) (outcome, func() outcome) {
 	info, err := p.indicator(ctx, req.Key, o.Value)
 	if err != nil {
-		return failed(err)
+		return failed(err), nil
 	}
 	if info == nil {
-		return out
+		return outcome{}, nil
 	}
 	r := report(info)
 	// Check the fields every entity needs before spending budget on links.
 	if _, _, err := p.mapper.Verdict(o, r); err != nil {
-		return failed(err)
+		return failed(err), nil
 	}
+	return outcome{}, func() outcome { return p.observeLinks(ctx, s, req, o, r) }
+}
+
+// observeLinks is observe's second step: the links, within what the
+// budget leaves, then the whole mapping. Without links (refused, failed)
+// the observable keeps its verdict, judgements and indicators.
+func (p *Pipeline) observeLinks(ctx context.Context, s *schedule, req Request, o ctim.Observable, r *ctim.Report) outcome {
+	out := outcome{linked: true}
 	var relations []ctim.Relation
-	links, err := p.links(ctx, req.Key, o.Value)
+	links, err := p.budgetedLinks(ctx, s, req.Key, o.Value)
 	if err == nil && links != nil {
 		relations, err = p.mapper.Relations(o, (*activeDNS)(links), req.EntitiesLimit)
 	}
 	if err != nil {
-		out.errs = append(out.errs, err)
+		out.errs = append(out.errs, noteRefusal(err, true))
 	}
 	e, err := p.mapper.Observe(o, r, relations, req.EntitiesLimit)
 	if err != nil {
@@ -293,40 +294,42 @@ func (p *Pipeline) observeOne(ctx context.Context, req Request, o ctim.Observabl
 	return out
 }
 
-func (p *Pipeline) deliberateOne(ctx context.Context, req Request, o ctim.Observable) outcome {
+func (p *Pipeline) deliberateOne(ctx context.Context, _ *schedule, req Request, o ctim.Observable) (outcome, func() outcome) {
 	info, err := p.indicator(ctx, req.Key, o.Value)
 	if err != nil {
-		return failed(err)
+		return failed(err), nil
 	}
 	if info == nil {
-		return outcome{}
+		return outcome{}, nil
 	}
 	v, current, err := p.mapper.Verdict(o, report(info))
 	if err != nil {
-		return failed(err)
+		return failed(err), nil
 	}
 	if !current { // expired verdicts are left out, as in observe (spec 4b)
-		return outcome{}
+		return outcome{}, nil
 	}
-	return outcome{verdict: &v}
+	return outcome{verdict: &v}, nil
 }
 
-func (p *Pipeline) referOne(ctx context.Context, req Request, o ctim.Observable) outcome {
+func (p *Pipeline) referOne(ctx context.Context, _ *schedule, req Request, o ctim.Observable) (outcome, func() outcome) {
 	out := outcome{refs: []ctim.Reference{ctim.SearchReference(o)}}
 	info, err := p.indicator(ctx, req.Key, o.Value)
 	switch {
 	case err != nil:
-		out.errs = []error{err}
+		out.errs = []error{noteRefusal(err, false)}
 	case info == nil:
 	case info.IID == "":
 		out.errs = []error{ctim.ErrBroken}
 	default:
 		out.refs = append(out.refs, ctim.BrowseReference(o, info.IID))
 	}
-	return out
+	return out, nil
 }
 
-func failed(err error) outcome { return outcome{errs: []error{err}} }
+// failed is the outcome of an observable whose indicator (or mapping)
+// failed.
+func failed(err error) outcome { return outcome{errs: []error{noteRefusal(err, false)}} }
 
 type nopObserver struct{}
 

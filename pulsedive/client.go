@@ -327,13 +327,13 @@ func (c *Client) wait(ctx context.Context, fp string) error {
 		return nil
 	}
 	waitCtx := ctx
-	if deadline, ok := ctx.Deadline(); ok {
-		margin := min(callMargin, time.Until(deadline)/2)
+	start := time.Now()
+	deadline, ok, byBudget := waitDeadline(ctx, start)
+	if ok {
 		var cancel context.CancelFunc
-		waitCtx, cancel = context.WithDeadline(ctx, deadline.Add(-margin))
+		waitCtx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	start := time.Now()
 	err := c.limiter.Wait(waitCtx, fp)
 	c.obs.LimiterWait(time.Since(start))
 	if err == nil {
@@ -345,6 +345,11 @@ func (c *Client) wait(ctx context.Context, fp string) error {
 	}
 	if ctx.Err() != nil {
 		return contextError(ctx.Err())
+	}
+	if byBudget && waitCtx.Err() != nil {
+		// The budget deadline passed before the limiter could say when a
+		// token comes (a slow shared limiter): a refusal all the same.
+		return &RateLimitError{}
 	}
 	return unavailable(CauseLimiterFailed, err)
 }

@@ -219,7 +219,12 @@ func TestErrorTable(t *testing.T) {
 		{name: "connection reset", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeReset}, code: "service unavailable", message: "Pulsedive is unavailable: connection reset"},
 		{name: "call timeout", opts: options{callLimit: 50 * time.Millisecond}, fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHang}, code: "service unavailable", message: "Pulsedive is unavailable: timeout"},
 		{name: "request deadline", opts: options{timeout: 50 * time.Millisecond}, fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHang}, code: "service unavailable", message: "Pulsedive is unavailable: request deadline exceeded"},
-		{name: "local budget", opts: options{timeout: time.Second, limiter: &limiter.Config{PerMinute: 1, Burst: 1}}, value: "many", code: "too many requests", message: "Pulsedive rate limit for this API key reached; retry in 60 s"},
+		// The indicator takes the only token; its links call cannot get one
+		// in time, and only Active DNS is missing (issue 15's wording).
+		{name: "local budget", opts: options{timeout: time.Second, limiter: &limiter.Config{PerMinute: 1, Burst: 1}}, value: "many", code: "too many requests", message: "Pulsedive rate limit for this API key reached: Active DNS skipped for 1 of 1 observables; retry in 60 s"},
+		// A second indicator call is refused too: one error for both
+		// refusals and the links one, in the plain wording.
+		{name: "local budget, a verdict refused", opts: options{timeout: time.Second, limiter: &limiter.Config{PerMinute: 1, Burst: 1}}, value: "more", code: "too many requests", message: "Pulsedive rate limit for this API key reached; retry in 60 s"},
 		// Spec section 6 (2026-11-29): a redirect is never followed.
 		{name: "redirect", fault: &pulsedivetest.Fault{Status: 302, Header: http.Header{"Location": {"http://elsewhere.example/"}}}, code: "unknown", message: "Pulsedive answered with a redirect"},
 		{name: "permanent redirect", fault: &pulsedivetest.Fault{Status: 308, Header: http.Header{"Location": {"https://pulsedive.com/api/info.php"}}}, code: "unknown", message: "Pulsedive answered with a redirect"},
@@ -242,6 +247,8 @@ func TestErrorTable(t *testing.T) {
 			case "":
 			case "many": // the first call takes the only token, the second cannot get one in time
 				obs = []observable{{"ip", "110.174.93.63"}}
+			case "more":
+				obs = []observable{{"ip", "110.174.93.63"}, {"ip", "185.141.25.242"}}
 			default:
 				obs = []observable{{"domain", tt.value}}
 			}

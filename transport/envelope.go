@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/pulsedive-relay/relay/ctim"
+	"github.com/pulsedive-relay/relay/pipeline"
 	"github.com/pulsedive-relay/relay/pulsedive"
 	"github.com/pulsedive-relay/relay/transport/auth"
 )
@@ -32,6 +34,7 @@ const (
 	msgUnavailable      = "Pulsedive is unavailable: "
 	msgTooLarge         = "Pulsedive answered with a document over the size limit"
 	msgLocalLimited     = "Pulsedive rate limit for this API key reached; retry in %d s"
+	msgLinksSkipped     = "Pulsedive rate limit for this API key reached: Active DNS skipped for %d of %d observables; retry in %d s"
 	msgRedirect         = "Pulsedive answered with a redirect"
 	msgUnexpectedAnswer = "Pulsedive answered unexpectedly (HTTP %d); check PULSEDIVE_API_URL"
 )
@@ -51,6 +54,7 @@ func envelopeOf(err error) (e apiError, known bool) {
 		limited *pulsedive.RateLimitError
 		redir   *pulsedive.RedirectError
 		unexp   *pulsedive.UnexpectedAnswerError
+		budget  *pipeline.BudgetError
 	)
 	known = true
 	switch {
@@ -80,15 +84,19 @@ func envelopeOf(err error) (e apiError, known bool) {
 		e = apiError{Code: "service unavailable", Message: msgUnavailable + "request deadline exceeded"}
 	case errors.Is(err, context.Canceled):
 		e = apiError{Code: "service unavailable", Message: msgUnavailable + "request cancelled"}
+	case errors.As(err, &budget) && budget.LinksOnly:
+		e = apiError{Code: "too many requests", Message: fmt.Sprintf(msgLinksSkipped, budget.Skipped, budget.Of, retrySeconds(budget.RetryAfter))}
 	case errors.As(err, &limited):
-		secs := max(1, int(math.Ceil(limited.RetryAfter.Seconds())))
-		e = apiError{Code: "too many requests", Message: fmt.Sprintf(msgLocalLimited, secs)}
+		e = apiError{Code: "too many requests", Message: fmt.Sprintf(msgLocalLimited, retrySeconds(limited.RetryAfter))}
 	default:
 		e, known = apiError{Code: "unknown", Message: msgUnexpected}, false
 	}
 	e.Type = "fatal"
 	return e, known
 }
+
+// retrySeconds is a retry time in whole seconds, rounded up, at least 1.
+func retrySeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()))) }
 
 // reasonPhrase is the lower-case HTTP reason phrase of status ("too many
 // requests"), as the original relay reported Pulsedive's statuses.
@@ -107,12 +115,29 @@ func orDefault(s, def string) string {
 }
 
 // envelopeErrors maps errs and keeps each distinct (code, message) once, in
-// first-seen order. onUnknown is called for errors no row of the table
-// matches.
+// first-seen order. Refusals of the relay's own budget (spec section 6,
+// tight budgets) are one entry whatever their retry times: the one with the
+// longest, at the place of the first. onUnknown is called for errors no row
+// of the table matches.
 func envelopeErrors(errs []error, onUnknown func(error)) []apiError {
+	longest := -1 // the refusal reported for all
+	var longestAfter time.Duration
+	for i, err := range errs {
+		var rl *pulsedive.RateLimitError
+		if errors.As(err, &rl) && (longest < 0 || rl.RetryAfter > longestAfter) {
+			longest, longestAfter = i, rl.RetryAfter
+		}
+	}
 	out := make([]apiError, 0, len(errs))
 	seen := make(map[apiError]struct{}, len(errs))
+	folded := false
 	for _, err := range errs {
+		if errors.As(err, new(*pulsedive.RateLimitError)) {
+			if folded {
+				continue
+			}
+			err, folded = errs[longest], true
+		}
 		e, known := envelopeOf(err)
 		if !known && onUnknown != nil {
 			onUnknown(err)

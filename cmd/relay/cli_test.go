@@ -18,6 +18,7 @@ var badValues = map[string][]string{
 	"PULSEDIVE_BURST":        {"0", "many", "1.5"},
 	"PULSEDIVE_TIMEOUT":      {"10", "0s", "soon"},
 	"RELAY_REQUEST_TIMEOUT":  {"25", "-1s"},
+	"RELAY_LINKS_MAX_WAIT":   {"5", "-1s", "never"},
 	"RELAY_WORKERS":          {"0", "4097", "lots"},
 	"RELAY_MAX_INFLIGHT":     {"0", "x"},
 	"RELAY_MAX_OBSERVABLES":  {"0", "1e3"},

@@ -26,6 +26,7 @@ type config struct {
 	Burst            int
 	PulsediveTimeout time.Duration
 	RequestTimeout   time.Duration
+	LinksMaxWait     time.Duration
 	Workers          int
 	MaxInflight      int
 	MaxInflightKey   int
@@ -67,9 +68,10 @@ var settings = []setting{
 	{"METRICS_ADDR", "", "separate listen address for /metrics; empty serves /metrics on RELAY_ADDR", func(c *config, v string) error { return hostPort(&c.MetricsAddr, v, true) }},
 	{"PULSEDIVE_API_URL", "https://pulsedive.com/api/", "Pulsedive API base URL", func(c *config, v string) error { return baseURL(&c.PulsediveURL, v) }},
 	{"PULSEDIVE_RATE_LIMIT", "30", "Pulsedive requests per minute per API key (0: no limit)", func(c *config, v string) error { return number(&c.RateLimit, v, 0) }},
-	{"PULSEDIVE_BURST", "5", "token-bucket burst per API key", func(c *config, v string) error { return integer(&c.Burst, v, 1, 1_000_000) }},
+	{"PULSEDIVE_BURST", "10", "calls a rested API key may make at once (at most half of PULSEDIVE_RATE_LIMIT)", func(c *config, v string) error { return integer(&c.Burst, v, 1, 1_000_000) }},
 	{"PULSEDIVE_TIMEOUT", "10s", "timeout of one Pulsedive call", func(c *config, v string) error { return duration(&c.PulsediveTimeout, v, time.Millisecond) }},
 	{"RELAY_REQUEST_TIMEOUT", "25s", "whole request deadline; partial results after it", func(c *config, v string) error { return duration(&c.RequestTimeout, v, time.Millisecond) }},
+	{"RELAY_LINKS_MAX_WAIT", "5s", "how long Active DNS (links) calls wait for the key's budget once a request's verdicts are in (0: only budget free at once)", func(c *config, v string) error { return duration(&c.LinksMaxWait, v, 0) }},
 	{"RELAY_WORKERS", "32", "concurrent Pulsedive documents per request", func(c *config, v string) error { return integer(&c.Workers, v, 1, 4096) }},
 	{"RELAY_MAX_INFLIGHT", "256", "concurrent Pulsedive calls for the whole process", func(c *config, v string) error { return integer(&c.MaxInflight, v, 1, 1_000_000) }},
 	{"RELAY_MAX_INFLIGHT_PER_KEY", "", "concurrent Pulsedive calls one API key may hold, at most RELAY_MAX_INFLIGHT; empty: a quarter of RELAY_MAX_INFLIGHT (at least 1)", perKeyShare},

@@ -22,7 +22,8 @@ func TestDefaultsLoad(t *testing.T) {
 		{"RELAY_ADDR", cfg.Addr, ":9090"},
 		{"PULSEDIVE_API_URL", cfg.PulsediveURL, "https://pulsedive.com/api/"},
 		{"PULSEDIVE_RATE_LIMIT", cfg.RateLimit, 30.0},
-		{"PULSEDIVE_BURST", cfg.Burst, 5},
+		{"PULSEDIVE_BURST", cfg.Burst, 10}, // issue 15: ten verdicts at once
+		{"RELAY_LINKS_MAX_WAIT", cfg.LinksMaxWait, 5 * time.Second},
 		{"PULSEDIVE_TIMEOUT", cfg.PulsediveTimeout, 10 * time.Second},
 		{"RELAY_REQUEST_TIMEOUT", cfg.RequestTimeout, 25 * time.Second},
 		{"RELAY_WORKERS", cfg.Workers, 32},

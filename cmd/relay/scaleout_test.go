@@ -209,7 +209,10 @@ func TestScaleOut(t *testing.T) {
 		"PULSEDIVE_RATE_LIMIT":  strconv.Itoa(scaleRate),
 		"PULSEDIVE_BURST":       strconv.Itoa(scaleBurst),
 		"RELAY_REQUEST_TIMEOUT": "50s", // within the test client's minute
-		"LOG_LEVEL":             "info",
+		// Measure how fully the replicas spend the budget: Active DNS may
+		// wait for it as long as the request may.
+		"RELAY_LINKS_MAX_WAIT": "50s",
+		"LOG_LEVEL":            "info",
 	})
 	var relays []*process
 	for range scaleReplicas {

@@ -46,6 +46,9 @@ type deps struct {
 	jwksClient *http.Client
 	// now is the clock of the mapping; time.Now when nil.
 	now func() time.Time
+	// pulsedive carries the calls to Pulsedive; nil uses
+	// pulsediveTransport. Tests serve a fake Pulsedive in memory.
+	pulsedive http.RoundTripper
 	// ready, when non-nil, receives the bound addresses once serving.
 	ready func(addr, metricsAddr string)
 }
@@ -96,6 +99,17 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 
 	// PULSEDIVE_RATE_LIMIT is the key's budget per minute; the bucket that
 	// never spends more than that in any minute refills a little slower.
+	// The pipeline learns the same refill and burst, to tell a caller whose
+	// Active DNS was skipped when the budget allows the rest.
+	refill, burst := limiter.Budget(cfg.RateLimit, cfg.Burst)
+	budget := pipeline.Budget{Burst: burst}
+	if refill > 0 {
+		budget.Every = time.Duration(float64(time.Minute) / refill)
+	}
+	linksMaxWait := cfg.LinksMaxWait
+	if linksMaxWait == 0 {
+		linksMaxWait = -1 // the pipeline's "never wait"; its zero is the default
+	}
 	var lim pulsedive.Limiter
 	if cl != nil {
 		b, err := cl.NewBudget(cluster.BudgetConfig{PerMinute: cfg.RateLimit, Burst: cfg.Burst, Replicas: cfg.Replicas})
@@ -104,16 +118,19 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		}
 		lim = b
 	} else {
-		refill, burst := limiter.Budget(cfg.RateLimit, cfg.Burst)
 		l, err := limiter.New(limiter.Config{PerMinute: refill, Burst: burst})
 		if err != nil {
 			return nil, fmt.Errorf("limiter: %w", err)
 		}
 		lim = l
 	}
+	pulsediveRT := d.pulsedive
+	if pulsediveRT == nil {
+		pulsediveRT = pulsediveTransport(cfg)
+	}
 	client, err := pulsedive.New(pulsedive.Config{
 		BaseURL:           cfg.PulsediveURL,
-		HTTPClient:        &http.Client{Transport: pulsediveTransport(cfg)},
+		HTTPClient:        &http.Client{Transport: pulsediveRT},
 		Timeout:           cfg.PulsediveTimeout,
 		UserAgent:         "pulsedive-relay/" + version + " (+https://github.com/pulsedive-relay/relay)",
 		Limiter:           lim,
@@ -153,6 +170,8 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		Collapser:      collapser,
 		Workers:        cfg.Workers,
 		RequestTimeout: cfg.RequestTimeout,
+		LinksMaxWait:   linksMaxWait,
+		Budget:         budget,
 		CacheTTL:       cfg.CacheTTL,
 		NegativeTTL:    cfg.NegativeTTL,
 		StaleTTL:       cfg.StaleTTL,

@@ -8,10 +8,11 @@
 //
 //	relaybench <scenario> [flags]
 //
-// Scenarios: cold (cold then warm batch), collapse, ratelimit, throughput,
-// memory, soak, scaleout (several relays over one Redis; needs
-// redis-server), and all (cold to memory, with one summary table). Every
-// report names its figures, the target each must meet and whether it did;
+// Scenarios: cold (cold then warm batch), collapse, ratelimit, budget,
+// throughput, memory, soak, scaleout (several relays over one Redis; needs
+// redis-server), and all (cold to memory, with one summary table; budget
+// and scaleout are not in it). Every report names its figures, the target
+// each must meet and whether it did;
 // -json prints the same as JSON. The exit status is 1 when an invariant
 // fails (a 5xx, a lost answer, a leak, a wrong call count, RSS over budget),
 // and also when a timing target is missed under -strict; 2 for a bad
@@ -85,6 +86,7 @@ func scenarios() []scenario {
 		{"cold", "100 new observables in one observe request (cold), then the same batch again (warm)", registerCold},
 		{"collapse", "20 concurrent identical observe requests for 10 new observables", registerCollapse},
 		{"ratelimit", "one key's 20-observable batch under a 120/min budget, then two keys at once", registerRateLimit},
+		{"budget", "batches of 1, 5, 10 and 20 new domains under a 30/min key, the relay at its defaults, and again after the retry time", registerBudget},
 		{"throughput", "cached path: 64 clients on one cached observe, against a bare net/http server", registerThroughput},
 		{"memory", "a minute of mixed load filling the cache: peak and final RSS", registerMemory},
 		{"soak", "mixed traffic with Pulsedive faults: no 5xx, no lost answer, no leak, RSS in budget", registerSoak},

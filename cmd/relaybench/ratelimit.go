@@ -121,6 +121,10 @@ func runRateLimit(ctx context.Context, b *bench, c rateLimitConfig) (*report, er
 			"PULSEDIVE_RATE_LIMIT":  strconv.Itoa(c.PerMinute),
 			"PULSEDIVE_BURST":       strconv.Itoa(c.Burst),
 			"RELAY_REQUEST_TIMEOUT": timeout.String(),
+			// Links wait as long as the request: this measures how fully
+			// the limiter spends the budget, not how the relay trades
+			// Active DNS for a fast answer (see the budget scenario).
+			"RELAY_LINKS_MAX_WAIT": timeout.String(),
 		},
 	})
 	if err != nil {

@@ -76,8 +76,9 @@ func wantFigures(t *testing.T, r *report, want map[string]float64) {
 	}
 }
 
-// TestScenarios runs a tiny soak and the cold/warm batch against the real
-// relay binary and checks the invariants of their reports.
+// TestScenarios runs a tiny soak, two small budget batches and the
+// cold/warm batch against the real relay binary and checks the invariants
+// of their reports.
 func TestScenarios(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and launches the relay")
@@ -98,6 +99,21 @@ func TestScenarios(t *testing.T) {
 		}
 		if !r.Passed {
 			t.Errorf("soak failed: %v", r.Failed)
+		}
+	})
+
+	t.Run("budget", func(t *testing.T) {
+		// Batches within the default burst of 10 calls: every verdict and
+		// every Active DNS at once, no retry (the 10-domain batch
+		// waits for its retry time: too long for a test).
+		r := runJSON(t, "budget", "-relay-bin", bin, "-batches", "1,5")
+		wantFigures(t, r, map[string]float64{
+			"budget_1_verdicts": 1, "budget_1_active_dns": 1,
+			"budget_5_verdicts": 5, "budget_5_active_dns": 5,
+			"budget_429": 0,
+		})
+		if !r.Passed {
+			t.Errorf("budget failed: %v", r.Failed)
 		}
 	})
 
@@ -128,6 +144,7 @@ func TestRunUsage(t *testing.T) {
 		{"no scenario", nil, 2},
 		{"unknown scenario", []string{"bogus"}, 2},
 		{"unknown flag", []string{"cold", "-bogus"}, 2},
+		{"bad batch size", []string{"budget", "-batches", "10,0"}, 2},
 		{"stray argument", []string{"cold", "extra"}, 2},
 		{"pid without url", []string{"cold", "-relay-pid", "1"}, 2},
 		{"bad relay env", []string{"cold", "-relay-env", "NOEQUALS"}, 2},

@@ -188,6 +188,9 @@ func runScaleOut(ctx context.Context, b *bench, c scaleOutConfig) (*report, erro
 		"PULSEDIVE_RATE_LIMIT":  strconv.Itoa(c.PerMinute),
 		"PULSEDIVE_BURST":       strconv.Itoa(c.Burst),
 		"RELAY_REQUEST_TIMEOUT": "60s",
+		// Measure how fully the replicas spend the budget: Active DNS may
+		// wait for it as long as the request may.
+		"RELAY_LINKS_MAX_WAIT": "60s",
 	}
 	st, err := b.start(ctx, stackConfig{
 		name: "scaleout",
