@@ -34,6 +34,11 @@ const other = "other"
 // and 405).
 const RouteUnmatched = "unmatched"
 
+// RoutePipeline is the route label of pulsedive_relay_panics_total for a
+// panic recovered inside a Pulsedive call shared by several requests, which
+// no single route owns.
+const RoutePipeline = "pipeline"
+
 // Histogram buckets, in seconds. The boundaries sit on the thresholds the
 // alerting rules in deploy/prometheus/rules.yml ask about (10s HTTP p99, 5s
 // limiter p90) so histogram_quantile interpolates within a narrow bucket
@@ -148,7 +153,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "panics_total",
-			Help:      "Handler panics recovered, by mux route template.",
+			Help:      "Panics recovered, by mux route template, or \"pipeline\" inside a Pulsedive call shared by several requests.",
 		}, []string{"route"}),
 		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace,
@@ -184,6 +189,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		m.httpDuration.WithLabelValues(route)
 		m.panics.WithLabelValues(route)
 	}
+	m.panics.WithLabelValues(RoutePipeline)
 	for _, kind := range kinds() {
 		m.pulsediveDuration.WithLabelValues(kind)
 		for _, outcome := range outcomes() {
@@ -292,13 +298,17 @@ func (m *Metrics) SharedCall(kind string) {
 	m.sharedCalls.WithLabelValues(kindLabel(kind)).Inc()
 }
 
-// PanicRecovered counts one recovered handler panic on route, a mux route
-// template as for HTTPRequest.
+// PanicRecovered counts one recovered panic on route, a mux route template
+// as for HTTPRequest, or RoutePipeline for a panic inside a shared
+// Pulsedive call.
 func (m *Metrics) PanicRecovered(route string) {
 	if m == nil {
 		return
 	}
-	m.panics.WithLabelValues(routeLabel(route)).Inc()
+	if route != RoutePipeline {
+		route = routeLabel(route)
+	}
+	m.panics.WithLabelValues(route).Inc()
 }
 
 // BreakerState sets the worst state of the per-key circuit breakers to

@@ -41,6 +41,7 @@ var (
 		CacheLookup(kind, result string)
 		Observable(typ string)
 		SharedCall(kind string)
+		PanicRecovered(route string)
 		BreakerState(state int)
 	} = (*metrics.Metrics)(nil)
 	_ interface{ JWKSFetch(outcome string) } = (*metrics.Metrics)(nil)
@@ -225,7 +226,7 @@ func TestPreinitialised(t *testing.T) {
 		{"pulsedive_relay_shared_calls_total", zeros("kind=info", "kind=links")},
 		{"pulsedive_relay_observables_total", zeros("type=ip", "type=ipv6", "type=domain", "type=url")},
 		{"pulsedive_relay_jwks_fetches_total", zeros("outcome=ok", "outcome=error")},
-		{"pulsedive_relay_panics_total", zeros(routeKeys...)},
+		{"pulsedive_relay_panics_total", zeros(append(routeKeys, "route=pipeline")...)},
 		{"pulsedive_relay_http_request_duration_seconds", zeros(routeKeys...)},
 		{"pulsedive_relay_http_requests_total", zeros()},
 		{"pulsedive_relay_limiter_wait_seconds", zeros("")},
@@ -438,9 +439,10 @@ func TestRecording(t *testing.T) {
 			record: func(m *metrics.Metrics) {
 				m.PanicRecovered("/observe/observables")
 				m.PanicRecovered("/observe/observables/extra")
+				m.PanicRecovered(metrics.RoutePipeline)
 			},
 			family: "pulsedive_relay_panics_total",
-			want:   map[string]float64{"route=/observe/observables": 1, "route=other": 1},
+			want:   map[string]float64{"route=/observe/observables": 1, "route=other": 1, "route=pipeline": 1},
 		},
 		{
 			name: "breaker state keeps the last value",
@@ -634,7 +636,7 @@ func TestConcurrentUse(t *testing.T) {
 func allowedLabelValues(name, value string) bool {
 	sets := map[string][]string{
 		"route": {"/health", "/observe/observables", "/deliberate/observables", "/refer/observables",
-			"/version", "/watchdog", "/metrics", "/healthz", "/readyz", "unmatched", "other"},
+			"/version", "/watchdog", "/metrics", "/healthz", "/readyz", "unmatched", "pipeline", "other"},
 		"kind": {"info", "links", "health", "other"},
 		"outcome": {"ok", "not_found", "rate_limited", "client_error", "server_error", "timeout",
 			"unavailable", "bad_answer", "refused", "breaker_open", "error", "other"},

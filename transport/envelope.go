@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/pulsedive-relay/relay/ctim"
+	"github.com/pulsedive-relay/relay/pipeline"
 	"github.com/pulsedive-relay/relay/pulsedive"
 	"github.com/pulsedive-relay/relay/transport/auth"
 )
@@ -46,6 +47,7 @@ func envelopeOf(err error) (e apiError, known bool) {
 		unavail *pulsedive.UnavailableError
 		tlsErr  *pulsedive.TLSError
 		limited *pulsedive.RateLimitError
+		panicky *pipeline.PanicError
 	)
 	known = true
 	switch {
@@ -74,6 +76,9 @@ func envelopeOf(err error) (e apiError, known bool) {
 	case errors.As(err, &limited):
 		secs := max(1, int(math.Ceil(limited.RetryAfter.Seconds())))
 		e = apiError{Code: "too many requests", Message: fmt.Sprintf(msgLocalLimited, secs)}
+	case errors.As(err, &panicky):
+		// A bug, already logged once with its stack by the pipeline.
+		e = apiError{Code: "unknown", Message: msgUnexpected}
 	default:
 		e, known = apiError{Code: "unknown", Message: msgUnexpected}, false
 	}

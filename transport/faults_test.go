@@ -288,6 +288,7 @@ func (c *cacheLookups) CacheLookup(kind, result string) {
 
 func (c *cacheLookups) Observable(string) {}
 func (c *cacheLookups) SharedCall(string) {}
+func (c *cacheLookups) PanicRecovered(string) {}
 
 func (c *cacheLookups) reset() {
 	c.mu.Lock()
