@@ -73,6 +73,9 @@ type Metrics struct {
 	sharedCalls       *prometheus.CounterVec
 	panics            *prometheus.CounterVec
 	breakerState      prometheus.Gauge
+	admissionRefused  *prometheus.CounterVec
+	admissionInUse    *prometheus.GaugeVec
+	admissionLimit    *prometheus.GaugeVec
 	buildInfo         *prometheus.GaugeVec
 }
 
@@ -160,6 +163,21 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 			Name:      "breaker_state",
 			Help:      "Worst state of the per-API-key circuit breakers to Pulsedive: 0 all closed, 1 some half-open, 2 some open.",
 		}),
+		admissionRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "admission_refusals_total",
+			Help:      "Requests (or, for connections, connections) refused at once because a bound of the relay was reached, by bound: connections, requests, body_bytes, observables.",
+		}, []string{"bound"}),
+		admissionInUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "admission_in_use",
+			Help:      "What is held of each bound: open connections, requests being served, request body bytes in memory, observables being answered.",
+		}, []string{"bound"}),
+		admissionLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "admission_limit",
+			Help:      "Each bound as configured (0: unbounded).",
+		}, []string{"bound"}),
 		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace,
 			Name:      "build_info",
@@ -173,7 +191,8 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		m.httpRequests, m.httpDuration,
 		m.pulsediveRequests, m.pulsediveDuration, m.pulsediveInFlight,
 		m.cacheRequests, m.limiterWait, m.observables, m.jwksFetches,
-		m.sharedCalls, m.panics, m.breakerState, m.buildInfo,
+		m.sharedCalls, m.panics, m.breakerState,
+		m.admissionRefused, m.admissionInUse, m.admissionLimit, m.buildInfo,
 	}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
@@ -207,6 +226,11 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	}
 	for _, outcome := range jwksOutcomes() {
 		m.jwksFetches.WithLabelValues(outcome)
+	}
+	for _, bound := range bounds() {
+		m.admissionRefused.WithLabelValues(bound)
+		m.admissionInUse.WithLabelValues(bound)
+		m.admissionLimit.WithLabelValues(bound)
 	}
 	return m, nil
 }
@@ -321,6 +345,32 @@ func (m *Metrics) BreakerState(state int) {
 	m.breakerState.Set(float64(state))
 }
 
+// AdmissionRefused counts one request refused, or for bound connections
+// one connection, because bound was reached: connections, requests,
+// body_bytes or observables. Other values are counted as "other".
+func (m *Metrics) AdmissionRefused(bound string) {
+	if m == nil {
+		return
+	}
+	m.admissionRefused.WithLabelValues(boundLabel(bound)).Inc()
+}
+
+// AdmissionInUse adds delta to what is held of bound.
+func (m *Metrics) AdmissionInUse(bound string, delta int64) {
+	if m == nil {
+		return
+	}
+	m.admissionInUse.WithLabelValues(boundLabel(bound)).Add(float64(delta))
+}
+
+// AdmissionLimit records the configured size of bound (0: unbounded).
+func (m *Metrics) AdmissionLimit(bound string, limit int64) {
+	if m == nil {
+		return
+	}
+	m.admissionLimit.WithLabelValues(boundLabel(bound)).Set(float64(limit))
+}
+
 func seconds(d time.Duration) float64 {
 	if d < 0 {
 		return 0
@@ -400,6 +450,16 @@ func observableTypeLabel(typ string) string {
 	switch typ {
 	case "ip", "ipv6", "domain", "url":
 		return typ
+	}
+	return other
+}
+
+func bounds() []string { return []string{"connections", "requests", "body_bytes", "observables"} }
+
+func boundLabel(bound string) string {
+	switch bound {
+	case "connections", "requests", "body_bytes", "observables":
+		return bound
 	}
 	return other
 }

@@ -36,6 +36,13 @@ var (
 	_ interface {
 		HTTPRequest(route string, status int, d time.Duration)
 		PanicRecovered(route string)
+		AdmissionRefused(bound string)
+		AdmissionInUse(bound string, delta int64)
+	} = (*metrics.Metrics)(nil)
+	_ interface {
+		AdmissionRefused(bound string)
+		AdmissionInUse(bound string, delta int64)
+		AdmissionLimit(bound string, limit int64)
 	} = (*metrics.Metrics)(nil)
 	_ interface {
 		CacheLookup(kind, result string)
@@ -145,6 +152,9 @@ func TestFamilies(t *testing.T) {
 		"pulsedive_relay_jwks_fetches_total":                 "COUNTER",
 		"pulsedive_relay_shared_calls_total":                 "COUNTER",
 		"pulsedive_relay_panics_total":                       "COUNTER",
+		"pulsedive_relay_admission_refusals_total":           "COUNTER",
+		"pulsedive_relay_admission_in_use":                   "GAUGE",
+		"pulsedive_relay_admission_limit":                    "GAUGE",
 		"pulsedive_relay_breaker_state":                      "GAUGE",
 		"pulsedive_relay_build_info":                         "GAUGE",
 	}
@@ -213,6 +223,7 @@ func TestPreinitialised(t *testing.T) {
 	for _, r := range routes {
 		routeKeys = append(routeKeys, "route="+r)
 	}
+	boundKeys := []string{"bound=connections", "bound=requests", "bound=body_bytes", "bound=observables"}
 
 	tests := []struct {
 		family string
@@ -232,6 +243,9 @@ func TestPreinitialised(t *testing.T) {
 		{"pulsedive_relay_limiter_wait_seconds", zeros("")},
 		{"pulsedive_relay_pulsedive_in_flight", zeros("")},
 		{"pulsedive_relay_breaker_state", zeros("")},
+		{"pulsedive_relay_admission_refusals_total", zeros(boundKeys...)},
+		{"pulsedive_relay_admission_in_use", zeros(boundKeys...)},
+		{"pulsedive_relay_admission_limit", zeros(boundKeys...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.family, func(t *testing.T) {
@@ -445,6 +459,37 @@ func TestRecording(t *testing.T) {
 			want:   map[string]float64{"route=/observe/observables": 1, "route=other": 1, "route=pipeline": 1},
 		},
 		{
+			name: "admission refusals by bound",
+			record: func(m *metrics.Metrics) {
+				m.AdmissionRefused("body_bytes")
+				m.AdmissionRefused("body_bytes")
+				m.AdmissionRefused("connections")
+				m.AdmissionRefused("key:abc")
+			},
+			family: "pulsedive_relay_admission_refusals_total",
+			want:   map[string]float64{"bound=body_bytes": 2, "bound=connections": 1, "bound=other": 1},
+		},
+		{
+			name: "admission in use goes up and down",
+			record: func(m *metrics.Metrics) {
+				m.AdmissionInUse("observables", 1000)
+				m.AdmissionInUse("observables", -400)
+				m.AdmissionInUse("requests", 1)
+				m.AdmissionInUse("requests", -1)
+			},
+			family: "pulsedive_relay_admission_in_use",
+			want:   map[string]float64{"bound=observables": 600},
+		},
+		{
+			name: "admission limits",
+			record: func(m *metrics.Metrics) {
+				m.AdmissionLimit("connections", 2048)
+				m.AdmissionLimit("body_bytes", 1<<20)
+			},
+			family: "pulsedive_relay_admission_limit",
+			want:   map[string]float64{"bound=connections": 2048, "bound=body_bytes": 1 << 20},
+		},
+		{
 			name: "breaker state keeps the last value",
 			record: func(m *metrics.Metrics) {
 				m.BreakerState(2)
@@ -641,6 +686,7 @@ func allowedLabelValues(name, value string) bool {
 		"outcome": {"ok", "not_found", "rate_limited", "client_error", "server_error", "timeout",
 			"unavailable", "bad_answer", "refused", "breaker_open", "error", "other"},
 		"result": {"hit", "miss", "stale", "other"},
+		"bound":  {"connections", "requests", "body_bytes", "observables", "other"},
 		"type":   {"ip", "ipv6", "domain", "url", "other"},
 	}
 	if name == "code" {
@@ -676,6 +722,9 @@ func FuzzLabelsStayBounded(f *testing.F) {
 		m.JWKSFetch(s)
 		m.SharedCall(s)
 		m.PanicRecovered(s)
+		m.AdmissionRefused(s)
+		m.AdmissionInUse(s, 1)
+		m.AdmissionLimit(s, 1)
 
 		mfs, err := reg.Gather()
 		if err != nil {
