@@ -2,6 +2,7 @@ package transport
 
 import (
 	"container/list"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -11,42 +12,51 @@ import (
 )
 
 // ConnLimit bounds the open connections of one http.Server. Its Listener
-// counts every accepted connection; the server's ConnState, set to its
-// ConnState method, tells it which are idle.
+// counts every accepted connection; the server's ConnState, ConnContext
+// and Handler, set to its methods, tell it what each connection is doing.
 //
-// At the limit a new connection takes the place of the connection idle the
-// longest, when one has been idle for MinIdle (as nginx reuses keep-alive
-// connections): keep-alive clients that went quiet make room for callers
-// with a request to make. With none to take, the new connection is refused
-// at once with HTTP 503 and Retry-After, and closed; it is not left
-// waiting in the kernel's accept queue as netutil.LimitListener would, where
-// a client only sees a timeout. Refusals are counted (bound
-// "connections"), and an operator sees the open connections in the
-// admission_in_use gauge.
+// At the limit a new connection takes the place of another that has done
+// nothing for MinIdle (as nginx reuses keep-alive connections): first the
+// one idle the longest with no request waiting in its socket, else the new
+// one that has gone longest without sending whole headers (a slowloris;
+// net/http reports a request only once its headers are read, so one
+// stalling on a keep-alive connection counts as idle). Clients
+// that went quiet make room for callers with a request to make. With none
+// to take, the new connection is refused at once with HTTP 503 and
+// Retry-After, and closed; it is not left waiting in the kernel's accept
+// queue as netutil.LimitListener would, where a client only sees a
+// timeout. Refusals are counted (bound "connections"), and the open
+// connections are in the admission_in_use gauge.
 type ConnLimit struct {
 	max     int
 	minIdle time.Duration
 	obs     Observer
 	now     func() time.Time
 
-	mu      sync.Mutex
-	conns   map[net.Conn]*list.Element // nil element: not idle
-	idle    *list.List                 // of *idleConn, idle the longest first
-	refusal chan struct{}              // bounds the refusals being written
+	mu    sync.Mutex
+	conns map[net.Conn]*tracked
+	// idle holds the idle connections, reading those that have not
+	// reached a handler since their request began (or since they were
+	// accepted), each in the order they got there.
+	idle, reading *list.List
+	refusal       chan struct{} // bounds the refusals being written
 }
 
-type idleConn struct {
+// tracked is one connection: in at most one of the lists.
+type tracked struct {
 	conn  net.Conn
 	since time.Time
+	in    *list.List
+	elem  *list.Element
 }
 
 // ConnLimitConfig configures a ConnLimit.
 type ConnLimitConfig struct {
 	// Max is the most connections open at once; 0 leaves them unbounded.
 	Max int
-	// MinIdle is how long a connection must have been idle before a new
-	// one may take its place (1s): a client that just got its answer is
-	// likely to send its next request on it.
+	// MinIdle is how long a connection must have been idle, or sending
+	// headers, before a new one may take its place (2s): a client that
+	// just got its answer is likely to send its next request on it.
 	MinIdle  time.Duration
 	Observer Observer
 	// Now is the clock of idle times; time.Now when nil.
@@ -61,10 +71,11 @@ const maxRefusing = 64
 func NewConnLimit(cfg ConnLimitConfig) *ConnLimit {
 	c := &ConnLimit{
 		max: cfg.Max, minIdle: cfg.MinIdle, obs: cfg.Observer, now: cfg.Now,
-		conns: map[net.Conn]*list.Element{}, idle: list.New(), refusal: make(chan struct{}, maxRefusing),
+		conns: map[net.Conn]*tracked{}, idle: list.New(), reading: list.New(),
+		refusal: make(chan struct{}, maxRefusing),
 	}
 	if c.minIdle <= 0 {
-		c.minIdle = time.Second
+		c.minIdle = 2 * time.Second
 	}
 	if c.obs == nil {
 		c.obs = nopObserver{}
@@ -97,26 +108,38 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-// admit counts conn in, making room by closing the connection idle the
-// longest if need be, or refuses it.
+// move puts t at the back of list to (nil: in none) from now.
+func (c *ConnLimit) move(t *tracked, to *list.List) {
+	if t.in != nil {
+		t.in.Remove(t.elem)
+		t.in, t.elem = nil, nil
+	}
+	t.since = c.now()
+	if to != nil {
+		t.in, t.elem = to, to.PushBack(t)
+	}
+}
+
+// admit counts conn in, making room by closing a connection that does
+// nothing if need be, or refuses it.
 func (c *ConnLimit) admit(conn net.Conn) bool {
 	if c.max <= 0 {
 		return true
 	}
-	var victim net.Conn
 	c.mu.Lock()
+	var victim net.Conn
 	if len(c.conns) >= c.max {
-		if front := c.idle.Front(); front != nil {
-			if ic := front.Value.(*idleConn); c.now().Sub(ic.since) >= c.minIdle {
-				victim = ic.conn
-				c.idle.Remove(front)
-				delete(c.conns, victim) // its StateClosed will find it gone
-			}
+		if t := c.victim(); t != nil {
+			victim = t.conn
+			c.move(t, nil)
+			delete(c.conns, victim) // its StateClosed will find it gone
 		}
 	}
 	admitted := len(c.conns) < c.max
 	if admitted {
-		c.conns[conn] = nil
+		t := &tracked{conn: conn}
+		c.move(t, c.reading) // nothing read from it yet
+		c.conns[conn] = t
 	}
 	c.mu.Unlock()
 
@@ -131,6 +154,37 @@ func (c *ConnLimit) admit(conn net.Conn) bool {
 	}
 	c.obs.AdmissionInUse(BoundConnections, 1)
 	return true
+}
+
+// victimScan bounds how many idle connections admit looks at for one
+// with no request arriving.
+const victimScan = 8
+
+// victim picks the connection to close, c.mu held: the longest idle one
+// (idle for minIdle, no bytes of a request waiting on it), else the one
+// sending its headers the longest (for minIdle); nil when none may go.
+func (c *ConnLimit) victim() *tracked {
+	now := c.now()
+	e := c.idle.Front()
+	for range victimScan {
+		if e == nil {
+			break
+		}
+		t := e.Value.(*tracked)
+		if now.Sub(t.since) < c.minIdle {
+			break // the rest went idle later still
+		}
+		if !pendingInput(t.conn) {
+			return t
+		}
+		e = e.Next()
+	}
+	if e := c.reading.Front(); e != nil {
+		if t := e.Value.(*tracked); now.Sub(t.since) >= c.minIdle {
+			return t
+		}
+	}
+	return nil
 }
 
 // refusal503 is the whole answer to a connection over the limit.
@@ -171,27 +225,25 @@ func (c *ConnLimit) refuse(conn net.Conn) {
 	}()
 }
 
-// ConnState is the http.Server's ConnState hook: it keeps the idle
-// connections in the order they went idle and forgets closed ones.
+// ConnState is the http.Server's ConnState hook: an idle connection goes
+// to the idle list, one whose request headers were read to the reading
+// list until its handler runs (an accepted one is there from the start),
+// and a closed one is forgotten.
 func (c *ConnLimit) ConnState(conn net.Conn, state http.ConnState) {
 	if c.max <= 0 {
 		return
 	}
 	c.mu.Lock()
-	elem, tracked := c.conns[conn]
-	if !tracked {
-		c.mu.Unlock()
-		return // taken as a victim, or never admitted
-	}
-	if elem != nil {
-		c.idle.Remove(elem)
-		c.conns[conn] = nil
-	}
+	t, tracked := c.conns[conn]
 	gone := false
-	switch state {
-	case http.StateIdle:
-		c.conns[conn] = c.idle.PushBack(&idleConn{conn: conn, since: c.now()})
-	case http.StateClosed, http.StateHijacked:
+	switch {
+	case !tracked: // taken as a victim, or never admitted
+	case state == http.StateIdle:
+		c.move(t, c.idle)
+	case state == http.StateActive:
+		c.move(t, c.reading)
+	case state == http.StateClosed, state == http.StateHijacked:
+		c.move(t, nil)
 		delete(c.conns, conn)
 		gone = true
 	}
@@ -199,6 +251,33 @@ func (c *ConnLimit) ConnState(conn net.Conn, state http.ConnState) {
 	if gone {
 		c.obs.AdmissionInUse(BoundConnections, -1)
 	}
+}
+
+type connKey struct{}
+
+// ConnContext is the http.Server's ConnContext hook: it lets Handler find
+// the request's connection.
+func (c *ConnLimit) ConnContext(ctx context.Context, conn net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, conn)
+}
+
+// Handler wraps the server's handler: a connection whose request has
+// reached it is no longer sending headers, and is never taken as a victim
+// while it is served.
+func (c *ConnLimit) Handler(next http.Handler) http.Handler {
+	if c.max <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if conn, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+			c.mu.Lock()
+			if t, ok := c.conns[conn]; ok {
+				c.move(t, nil)
+			}
+			c.mu.Unlock()
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Open is the number of connections counted in.

@@ -29,29 +29,69 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// limitedServer serves /healthz behind a ConnLimit of max; idle receives
-// each connection as it goes idle.
-func limitedServer(t *testing.T, max int, clock *fakeClock, obs Observer) (addr string, idle <-chan net.Conn) {
+// limited is a server of /healthz and /slow (held until release is
+// closed) behind a ConnLimit; states receives each connection's new state
+// once the ConnLimit knows it, and entered each request to /slow.
+type limited struct {
+	addr    string
+	clock   *fakeClock
+	states  chan http.ConnState
+	entered chan struct{}
+	release chan struct{}
+}
+
+func newLimited(t *testing.T, max int, obs Observer) *limited {
 	t.Helper()
-	cl := NewConnLimit(ConnLimitConfig{Max: max, MinIdle: time.Second, Observer: obs, Now: clock.Now})
-	idleCh := make(chan net.Conn, 16)
+	l := &limited{
+		clock:  &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+		states: make(chan http.ConnState, 64), entered: make(chan struct{}, 8), release: make(chan struct{}),
+	}
+	cl := NewConnLimit(ConnLimitConfig{Max: max, MinIdle: time.Second, Observer: obs, Now: l.clock.Now})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.addr = ln.Addr().String()
 	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }),
+		Handler: cl.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				l.entered <- struct{}{}
+				<-l.release
+			}
+			_, _ = io.WriteString(w, "ok")
+		})),
+		ConnContext: cl.ConnContext,
 		ConnState: func(c net.Conn, s http.ConnState) {
 			cl.ConnState(c, s)
-			if s == http.StateIdle {
-				idleCh <- c
-			}
+			l.states <- s
 		},
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: time.Minute,
 	}
 	go func() { _ = srv.Serve(cl.Listener(ln)) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String(), idleCh
+	t.Cleanup(func() {
+		select {
+		case <-l.release:
+		default:
+			close(l.release)
+		}
+		_ = srv.Close()
+	})
+	return l
+}
+
+// await waits for the next connection state the server reports.
+func (l *limited) await(t *testing.T, want http.ConnState) {
+	t.Helper()
+	for {
+		select {
+		case s := <-l.states:
+			if s == want {
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no connection went %v", want)
+		}
+	}
 }
 
 // client is one raw keep-alive connection.
@@ -60,9 +100,9 @@ type client struct {
 	br   *bufio.Reader
 }
 
-func dial(t *testing.T, addr string) *client {
+func (l *limited) dial(t *testing.T) *client {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	conn, err := net.Dial("tcp", l.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,11 +110,15 @@ func dial(t *testing.T, addr string) *client {
 	return &client{conn: conn, br: bufio.NewReader(conn)}
 }
 
-// get sends GET /healthz and reads the answer.
-func (c *client) get() (*http.Response, error) {
-	if _, err := fmt.Fprint(c.conn, "GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n"); err != nil {
+// get sends GET path and reads the answer.
+func (c *client) get(path string) (*http.Response, error) {
+	if _, err := fmt.Fprintf(c.conn, "GET %s HTTP/1.1\r\nHost: relay\r\n\r\n", path); err != nil {
 		return nil, err
 	}
+	return c.read()
+}
+
+func (c *client) read() (*http.Response, error) {
 	resp, err := http.ReadResponse(c.br, nil)
 	if err != nil {
 		return nil, err
@@ -84,48 +128,58 @@ func (c *client) get() (*http.Response, error) {
 	return resp, nil
 }
 
-// TestConnLimit: at the limit, a new connection takes the place of the
-// one idle longest once it has been idle a second; with none to take, it
-// is answered 503 with Retry-After and closed.
-func TestConnLimit(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	obs := &recorder{}
-	addr, idle := limitedServer(t, 2, clock, obs)
+// closed says whether the server closed c.
+func (c *client) closed() bool {
+	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.br.ReadByte()
+	return err == io.EOF
+}
 
-	first, second := dial(t, addr), dial(t, addr)
-	for _, c := range []*client{first, second} {
-		if resp, err := c.get(); err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("within the limit: %v %v", resp, err)
-		}
-		<-idle
+func wantServed(t *testing.T, what string, resp *http.Response, err error) {
+	t.Helper()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %v %v, want served", what, resp, err)
 	}
+}
 
-	// Both are idle, but for less than a second: the newcomer is refused.
-	third := dial(t, addr)
-	resp, err := http.ReadResponse(third.br, nil)
+// wantRefused checks c was answered 503 with Retry-After and closed.
+func wantRefused(t *testing.T, what string, c *client) {
+	t.Helper()
+	resp, err := c.read()
 	if err != nil {
-		t.Fatalf("over the limit: %v, want a 503", err)
+		t.Fatalf("%s: %v, want a 503", what, err)
 	}
-	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
-		t.Errorf("over the limit: %d Retry-After %q %s, want 503 with Retry-After 1", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		t.Errorf("%s: %d Retry-After %q, want 503 with Retry-After 1", what, resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	if _, err := third.br.ReadByte(); err != io.EOF {
-		t.Errorf("the refused connection stays open (%v)", err)
+	if !c.closed() {
+		t.Errorf("%s: the refused connection stays open", what)
+	}
+}
+
+// TestConnLimitReplacesTheLongestIdle: at the limit, a new connection
+// takes the place of the one idle longest once it has been idle MinIdle;
+// before that, it is answered 503 with Retry-After and closed.
+func TestConnLimitReplacesTheLongestIdle(t *testing.T) {
+	obs := &recorder{}
+	l := newLimited(t, 2, obs)
+	first, second := l.dial(t), l.dial(t)
+	for _, c := range []*client{first, second} {
+		resp, err := c.get("/healthz")
+		wantServed(t, "within the limit", resp, err)
+		l.await(t, http.StateIdle)
 	}
 
-	// A second later the first is the longest idle: a newcomer replaces it.
-	clock.Advance(time.Second)
-	fourth := dial(t, addr)
-	if resp, err := fourth.get(); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("newcomer after the idle time: %v %v, want served", resp, err)
-	}
-	if _, err := first.br.ReadByte(); err == nil {
+	wantRefused(t, "over the limit, nothing idle for a second", l.dial(t))
+
+	l.clock.Advance(time.Second)
+	resp, err := l.dial(t).get("/healthz")
+	wantServed(t, "over the limit, the first idle for a second", resp, err)
+	if !first.closed() {
 		t.Error("the longest idle connection was not closed")
 	}
-	if resp, err := second.get(); err != nil || resp.StatusCode != http.StatusOK {
-		t.Errorf("the other idle connection: %v %v, want still served", resp, err)
-	}
+	resp, err = second.get("/healthz")
+	wantServed(t, "the other idle connection", resp, err)
 
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
@@ -137,13 +191,89 @@ func TestConnLimit(t *testing.T) {
 	}
 }
 
-func TestConnLimitOffAdmitsAll(t *testing.T) {
-	clock := &fakeClock{now: time.Now()}
-	addr, idle := limitedServer(t, 0, clock, nil)
-	for range 5 {
-		if resp, err := dial(t, addr).get(); err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("unbounded: %v %v", resp, err)
+// TestConnLimitReplacesSlowHeaders: a connection still sending its
+// headers after MinIdle makes room; one whose request is being served
+// never does.
+func TestConnLimitReplacesSlowHeaders(t *testing.T) {
+	l := newLimited(t, 1, nil)
+	served := l.dial(t)
+	if _, err := fmt.Fprint(served.conn, "GET /slow HTTP/1.1\r\nHost: relay\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-l.entered
+	l.clock.Advance(time.Minute)
+	wantRefused(t, "while the only connection is served", l.dial(t))
+	l.release <- struct{}{}
+	if resp, err := served.read(); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the served request: %v %v", resp, err)
+	}
+	close(l.release)
+	if err := served.conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l.await(t, http.StateClosed)
+
+	// net/http reports nothing until the headers are whole: the
+	// connection is new, sending them since it was accepted.
+	slow := l.dial(t)
+	l.await(t, http.StateNew)
+	if _, err := fmt.Fprint(slow.conn, "GET /healthz HTTP/1.1\r\nHost: rel"); err != nil {
+		t.Fatal(err)
+	}
+	wantRefused(t, "headers begun a moment ago", l.dial(t))
+	l.clock.Advance(time.Second)
+	resp, err := l.dial(t).get("/healthz")
+	wantServed(t, "headers begun a second ago", resp, err)
+	if !slow.closed() {
+		t.Error("the connection stuck in its headers was not closed")
+	}
+}
+
+// TestPendingInput: bytes a client sent and the server has not read are
+// seen, so that a connection with a request arriving is not taken for
+// idle.
+func TestPendingInput(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	if pendingInput(server) {
+		t.Fatal("input pending before the client wrote")
+	}
+	if _, err := io.WriteString(client, "GET / HTTP/1.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Loopback delivers as the write returns; allow the stack a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for !pendingInput(server) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client's bytes never showed as pending")
 		}
-		<-idle
+	}
+	buf := make([]byte, 64)
+	if _, err := server.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	if pendingInput(server) {
+		t.Error("input pending after it was read")
+	}
+}
+
+func TestConnLimitOffAdmitsAll(t *testing.T) {
+	l := newLimited(t, 0, nil)
+	for range 5 {
+		resp, err := l.dial(t).get("/healthz")
+		wantServed(t, "unbounded", resp, err)
 	}
 }

@@ -298,7 +298,8 @@ const metricsConnections = 32
 // conns the number of connections open at once.
 func newServer(cfg config, h http.Handler, conns *transport.ConnLimit, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler:           conns.Handler(h),
+		ConnContext:       conns.ConnContext,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout(cfg.RequestTimeout),
