@@ -9,7 +9,9 @@
 //	relaybench <scenario> [flags]
 //
 // Scenarios: cold (cold then warm batch), collapse, ratelimit, throughput,
-// memory, soak, and all (cold to memory, with one summary table). Every
+// memory, soak, attack (hostile load, one attack a row, on the
+// deployment's memory limit), and all (cold to memory, with one summary
+// table). Every
 // report names its figures, the target each must meet and whether it did;
 // -json prints the same as JSON. The exit status is 1 when an invariant
 // fails (a 5xx, a lost answer, a leak, a wrong call count, RSS over budget),
@@ -19,7 +21,8 @@
 // From the module root:
 //
 //	go run ./cmd/relaybench all                            # the README's table
-//	go run ./cmd/relaybench soak -duration 15s -clients 50 # the CI gate
+//	go run ./cmd/relaybench soak -duration 15s -clients 50 # the CI gates
+//	go run ./cmd/relaybench attack -short
 //
 // Each scenario launches its own relay (built with go build unless
 // -relay-bin names one) with the environment it needs, and stops it with
@@ -36,6 +39,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/signal"
 	"strings"
@@ -43,6 +47,10 @@ import (
 )
 
 func main() {
+	// net/http's client logs through the standard logger when a server
+	// answers on a connection it had not used yet, which is how the relay
+	// refuses connections over its bound: the attack run would drown in it.
+	log.SetOutput(io.Discard)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -87,6 +95,7 @@ func scenarios() []scenario {
 		{"throughput", "cached path: 64 clients on one cached observe, against a bare net/http server", registerThroughput},
 		{"memory", "a minute of mixed load filling the cache: peak and final RSS", registerMemory},
 		{"soak", "mixed traffic with Pulsedive faults: no 5xx, no lost answer, no leak, RSS in budget", registerSoak},
+		{"attack", "hostile load, one attack a row, on a relay held to the deployment's memory: survival, peak RSS, legitimate traffic", registerAttack},
 		{"all", "cold, collapse, ratelimit, throughput and memory in sequence, with one summary table", registerAll},
 	}
 }
