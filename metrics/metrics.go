@@ -77,6 +77,10 @@ type Metrics struct {
 	admissionInUse    *prometheus.GaugeVec
 	admissionLimit    *prometheus.GaugeVec
 	buildInfo         *prometheus.GaugeVec
+
+	// inUse holds admissionInUse's series by bound, resolved once: they
+	// change twice per request on the hot path.
+	inUse map[string]prometheus.Gauge
 }
 
 // New creates the relay's metric families and registers them, with the Go
@@ -227,9 +231,10 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	for _, outcome := range jwksOutcomes() {
 		m.jwksFetches.WithLabelValues(outcome)
 	}
+	m.inUse = make(map[string]prometheus.Gauge, len(bounds()))
 	for _, bound := range bounds() {
+		m.inUse[bound] = m.admissionInUse.WithLabelValues(bound)
 		m.admissionRefused.WithLabelValues(bound)
-		m.admissionInUse.WithLabelValues(bound)
 		m.admissionLimit.WithLabelValues(bound)
 	}
 	return m, nil
@@ -360,7 +365,11 @@ func (m *Metrics) AdmissionInUse(bound string, delta int64) {
 	if m == nil {
 		return
 	}
-	m.admissionInUse.WithLabelValues(boundLabel(bound)).Add(float64(delta))
+	g, ok := m.inUse[bound]
+	if !ok {
+		g = m.admissionInUse.WithLabelValues(other)
+	}
+	g.Add(float64(delta))
 }
 
 // AdmissionLimit records the configured size of bound (0: unbounded).
