@@ -45,7 +45,8 @@ func (h *handler) answer(w http.ResponseWriter, r *http.Request, body dataBody) 
 	buf = append(buf, `{"data":`...)
 	buf, err := data.StreamJSON(buf, answerChunk, flush)
 	if err != nil {
-		return // the client is gone or stalled: nothing more can reach it
+		info(r).cutOff = true // the client is gone or stalled: nothing more can reach it
+		return
 	}
 	if len(body.Errors) > 0 {
 		buf = append(buf, `,"errors":`...)
@@ -54,7 +55,9 @@ func (h *handler) answer(w http.ResponseWriter, r *http.Request, body dataBody) 
 	}
 	buf = append(buf, "}\n"...)
 	if streaming {
-		_ = flush(buf)
+		if flush(buf) != nil {
+			info(r).cutOff = true
+		}
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,11 +129,11 @@ func TestAnswerStreams(t *testing.T) {
 // reads its big answer ties the handler up for one chunk's write timeout,
 // not for the whole answer.
 func TestStalledReaderIsCutOff(t *testing.T) {
-	done := make(chan struct{}, 1)
+	logs := &syncBuffer{wrote: make(chan struct{}, 1)}
 	h, err := NewHandler(Config{
 		Enricher: manyVerdicts{n: 200_000}, Auth: acceptAll{},
 		ChunkWriteTimeout: 100 * time.Millisecond,
-		Observer:          handlerDone(done),
+		Logger:            slog.New(slog.NewJSONHandler(logs, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -155,23 +158,40 @@ func TestStalledReaderIsCutOff(t *testing.T) {
 		t.Fatalf("status %d, length %d: want a streamed 200", resp.StatusCode, resp.ContentLength)
 	}
 	// Read nothing more: the handler must give up on its own, long before
-	// the server's WriteTimeout (none here) or the answer's end.
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the handler still writes to a client that stopped reading")
+	// the server's WriteTimeout (none here) or the answer's end, and say
+	// so in its access line.
+	for !strings.Contains(logs.String(), `"msg":"request"`) {
+		select {
+		case <-logs.wrote:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the handler still writes to a client that stopped reading")
+		}
+	}
+	if line := logs.String(); !strings.Contains(line, `"status":200`) || !strings.Contains(line, `"cut_off":true`) {
+		t.Errorf("access line %s, want status 200 and cut_off", line)
 	}
 }
 
-// handlerDone is an Observer that signals each answered request.
-type handlerDone chan struct{}
+// syncBuffer is a bytes.Buffer safe for a handler and a test at once.
+// Each write is signalled on wrote.
+type syncBuffer struct {
+	mu    sync.Mutex
+	b     bytes.Buffer
+	wrote chan struct{}
+}
 
-func (d handlerDone) HTTPRequest(string, int, time.Duration) {
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	select {
-	case d <- struct{}{}:
+	case s.wrote <- struct{}{}:
 	default:
 	}
+	return s.b.Write(p)
 }
-func (handlerDone) PanicRecovered(string)        {}
-func (handlerDone) AdmissionRefused(string)      {}
-func (handlerDone) AdmissionInUse(string, int64) {}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

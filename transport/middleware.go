@@ -22,6 +22,7 @@ type requestInfo struct {
 	route       string
 	observables int
 	errors      []string // envelope codes answered
+	cutOff      bool     // the answer could not be written whole
 }
 
 type infoKey struct{}
@@ -83,6 +84,9 @@ func (h *handler) instrument(next http.Handler) http.Handler {
 			}
 			if len(ri.errors) > 0 {
 				attrs = append(attrs, slog.Any("errors", ri.errors))
+			}
+			if ri.cutOff {
+				attrs = append(attrs, slog.Bool("cut_off", true))
 			}
 			h.log.LogAttrs(r.Context(), accessLevel(ri.route), "request", attrs...)
 		}()
