@@ -38,7 +38,13 @@ func (h *handler) answer(w http.ResponseWriter, r *http.Request, body dataBody) 
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusOK)
 		}
-		_ = rc.SetWriteDeadline(time.Now().Add(h.cfg.ChunkWriteTimeout))
+		deadline := time.Now().Add(h.cfg.ChunkWriteTimeout)
+		if h.cfg.WriteTimeout > 0 {
+			if whole := info(r).start.Add(h.cfg.WriteTimeout); whole.Before(deadline) {
+				deadline = whole
+			}
+		}
+		_ = rc.SetWriteDeadline(deadline)
 		_, err := w.Write(chunk)
 		return err
 	}

@@ -55,9 +55,11 @@ type Config struct {
 	// value bounds nothing.
 	Admission Admission
 	// ChunkWriteTimeout bounds the write of each chunk of a streamed
-	// answer (10s), so a reader that stalls is cut off early; the server's
-	// WriteTimeout still bounds the whole answer.
+	// answer (10s), so a reader that stalls is cut off early; WriteTimeout,
+	// when set (the server's), bounds the whole answer from the request's
+	// start, which no chunk's deadline passes.
 	ChunkWriteTimeout time.Duration
+	WriteTimeout      time.Duration
 	// Metrics serves GET /metrics; nil leaves the route out (the metrics
 	// are then on a listener of their own).
 	Metrics http.Handler

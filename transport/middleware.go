@@ -23,6 +23,7 @@ type requestInfo struct {
 	observables int
 	errors      []string // envelope codes answered
 	cutOff      bool     // the answer could not be written whole
+	start       time.Time
 }
 
 type infoKey struct{}
@@ -55,7 +56,7 @@ func (h *handler) routeName(next http.Handler) http.Handler {
 func (h *handler) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		ri := &requestInfo{id: requestID(r.Header.Get("X-Request-Id")), route: unmatched}
+		ri := &requestInfo{id: requestID(r.Header.Get("X-Request-Id")), route: unmatched, start: start}
 		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 		w.Header().Set("X-Request-Id", ri.id)
 		sw := &statusWriter{ResponseWriter: w}

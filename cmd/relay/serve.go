@@ -168,6 +168,7 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		MaxObservables:    cfg.MaxObservables,
 		Admission:         admission,
 		ChunkWriteTimeout: chunkWriteTimeout,
+		WriteTimeout:      writeTimeout(cfg.RequestTimeout),
 		Ready:             ready,
 		Observer:          m,
 		Logger:            log,
