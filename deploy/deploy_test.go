@@ -53,9 +53,13 @@ var (
 )
 
 const (
-	k8sDir       = "kubernetes"
-	minGrace     = 35 * time.Second // RELAY_DRAIN_DELAY 5s + RELAY_SHUTDOWN_TIMEOUT 20s + margin
-	graceMargin  = 5 * time.Second
+	k8sDir      = "kubernetes"
+	minGrace    = 55 * time.Second // RELAY_DRAIN_DELAY 5s + RELAY_SHUTDOWN_TIMEOUT 45s + margin
+	graceMargin = 5 * time.Second
+	// drainSlack is what RELAY_SHUTDOWN_TIMEOUT must add to
+	// RELAY_REQUEST_TIMEOUT for a request taken as the listener closes:
+	// 5s for its headers and 15s to write its answer (cmd/relay/budget.go).
+	drainSlack   = 20 * time.Second
 	relayPort    = 9090
 	composeFile  = "docker-compose.yml"
 	rulesFile    = "prometheus/rules.yml"
@@ -274,6 +278,13 @@ func TestDeployment(t *testing.T) {
 			if soft.Cmp(limit) >= 0 {
 				t.Errorf("GOMEMLIMIT %s not below the memory limit %v", e.Value, limit.String())
 			}
+		}
+	})
+
+	t.Run("shutdown timeout covers a request taken as the drain ends", func(t *testing.T) {
+		shutdown, request := configDuration(t, m, "RELAY_SHUTDOWN_TIMEOUT"), configDuration(t, m, "RELAY_REQUEST_TIMEOUT")
+		if shutdown < request+drainSlack {
+			t.Errorf("RELAY_SHUTDOWN_TIMEOUT = %v, want at least RELAY_REQUEST_TIMEOUT %v + %v", shutdown, request, drainSlack)
 		}
 	})
 

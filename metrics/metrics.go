@@ -34,6 +34,11 @@ const other = "other"
 // and 405).
 const RouteUnmatched = "unmatched"
 
+// RoutePipeline is the route label of pulsedive_relay_panics_total for a
+// panic recovered inside a Pulsedive call shared by several requests, which
+// no single route owns.
+const RoutePipeline = "pipeline"
+
 // Histogram buckets, in seconds. The boundaries sit on the thresholds the
 // alerting rules in deploy/prometheus/rules.yml ask about (10s HTTP p99, 5s
 // limiter p90) so histogram_quantile interpolates within a narrow bucket
@@ -68,8 +73,15 @@ type Metrics struct {
 	sharedCalls       *prometheus.CounterVec
 	panics            *prometheus.CounterVec
 	breakers          *prometheus.GaugeVec
+	admissionRefused  *prometheus.CounterVec
+	admissionInUse    *prometheus.GaugeVec
+	admissionLimit    *prometheus.GaugeVec
 	buildInfo         *prometheus.GaugeVec
 	authFailures      *prometheus.CounterVec // see AuthFailure
+
+	// inUse holds admissionInUse's series by bound, resolved once: they
+	// change twice per request on the hot path.
+	inUse map[string]prometheus.Gauge
 
 	// Scale-out over Redis (the cluster package): one group, kept together.
 	redisDuration   *prometheus.HistogramVec
@@ -158,13 +170,28 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "panics_total",
-			Help:      "Handler panics recovered, by mux route template.",
+			Help:      "Panics recovered, by mux route template, or \"pipeline\" inside a Pulsedive call shared by several requests.",
 		}, []string{"route"}),
 		breakers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace,
 			Name:      "breakers",
 			Help:      "API keys whose circuit breaker to Pulsedive is in each state; closed counts only keys with a call in flight or a recent failure.",
 		}, []string{"state"}),
+		admissionRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "admission_refusals_total",
+			Help:      "Requests (or, for connections, connections) refused at once because a bound of the relay was reached, by bound: connections, requests, body_bytes, observables.",
+		}, []string{"bound"}),
+		admissionInUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "admission_in_use",
+			Help:      "What is held of each bound: open connections, requests being served, request body bytes in memory, observables being answered.",
+		}, []string{"bound"}),
+		admissionLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "admission_limit",
+			Help:      "Each bound as configured (0: unbounded).",
+		}, []string{"bound"}),
 		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace,
 			Name:      "build_info",
@@ -179,7 +206,8 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		m.httpRequests, m.httpDuration,
 		m.pulsediveRequests, m.pulsediveDuration, m.pulsediveInFlight,
 		m.cacheRequests, m.limiterWait, m.observables, m.jwksFetches,
-		m.sharedCalls, m.panics, m.breakers, m.buildInfo,
+		m.sharedCalls, m.panics, m.breakers,
+		m.admissionRefused, m.admissionInUse, m.admissionLimit, m.buildInfo,
 		m.authFailures,
 	}
 	cs = append(cs, m.clusterCollectors()...)
@@ -197,6 +225,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		m.httpDuration.WithLabelValues(route)
 		m.panics.WithLabelValues(route)
 	}
+	m.panics.WithLabelValues(RoutePipeline)
 	for _, kind := range kinds() {
 		m.pulsediveDuration.WithLabelValues(kind)
 		for _, outcome := range outcomes() {
@@ -222,6 +251,12 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		m.authFailures.WithLabelValues(reason)
 	}
 	m.initClusterSeries()
+	m.inUse = make(map[string]prometheus.Gauge, len(bounds()))
+	for _, bound := range bounds() {
+		m.inUse[bound] = m.admissionInUse.WithLabelValues(bound)
+		m.admissionRefused.WithLabelValues(bound)
+		m.admissionLimit.WithLabelValues(bound)
+	}
 	return m, nil
 }
 
@@ -324,13 +359,17 @@ func (m *Metrics) SharedCall(kind string) {
 	m.sharedCalls.WithLabelValues(kindLabel(kind)).Inc()
 }
 
-// PanicRecovered counts one recovered handler panic on route, a mux route
-// template as for HTTPRequest.
+// PanicRecovered counts one recovered panic on route, a mux route template
+// as for HTTPRequest, or RoutePipeline for a panic inside a shared
+// Pulsedive call.
 func (m *Metrics) PanicRecovered(route string) {
 	if m == nil {
 		return
 	}
-	m.panics.WithLabelValues(routeLabel(route)).Inc()
+	if route != RoutePipeline {
+		route = routeLabel(route)
+	}
+	m.panics.WithLabelValues(route).Inc()
 }
 
 // BreakerKeys sets how many API keys have their circuit breaker to
@@ -343,6 +382,36 @@ func (m *Metrics) BreakerKeys(state string, n int) {
 		return
 	}
 	m.breakers.WithLabelValues(breakerStateLabel(state)).Set(float64(n))
+}
+
+// AdmissionRefused counts one request refused, or for bound connections
+// one connection, because bound was reached: connections, requests,
+// body_bytes or observables. Other values are counted as "other".
+func (m *Metrics) AdmissionRefused(bound string) {
+	if m == nil {
+		return
+	}
+	m.admissionRefused.WithLabelValues(boundLabel(bound)).Inc()
+}
+
+// AdmissionInUse adds delta to what is held of bound.
+func (m *Metrics) AdmissionInUse(bound string, delta int64) {
+	if m == nil {
+		return
+	}
+	g, ok := m.inUse[bound]
+	if !ok {
+		g = m.admissionInUse.WithLabelValues(other)
+	}
+	g.Add(float64(delta))
+}
+
+// AdmissionLimit records the configured size of bound (0: unbounded).
+func (m *Metrics) AdmissionLimit(bound string, limit int64) {
+	if m == nil {
+		return
+	}
+	m.admissionLimit.WithLabelValues(boundLabel(bound)).Set(float64(limit))
 }
 
 func seconds(d time.Duration) float64 {
@@ -424,6 +493,16 @@ func observableTypeLabel(typ string) string {
 	switch typ {
 	case "ip", "ipv6", "domain", "url":
 		return typ
+	}
+	return other
+}
+
+func bounds() []string { return []string{"connections", "requests", "body_bytes", "observables"} }
+
+func boundLabel(bound string) string {
+	switch bound {
+	case "connections", "requests", "body_bytes", "observables":
+		return bound
 	}
 	return other
 }

@@ -38,11 +38,19 @@ var (
 	_ interface {
 		HTTPRequest(route string, status int, d time.Duration)
 		PanicRecovered(route string)
+		AdmissionRefused(bound string)
+		AdmissionInUse(bound string, delta int64)
+	} = (*metrics.Metrics)(nil)
+	_ interface {
+		AdmissionRefused(bound string)
+		AdmissionInUse(bound string, delta int64)
+		AdmissionLimit(bound string, limit int64)
 	} = (*metrics.Metrics)(nil)
 	_ interface {
 		CacheLookup(kind, result string)
 		Observable(typ string)
 		SharedCall(kind string)
+		PanicRecovered(route string)
 	} = (*metrics.Metrics)(nil)
 	_ interface{ JWKSFetch(outcome string) }  = (*metrics.Metrics)(nil)
 	_ interface{ AuthFailure(reason string) } = (*metrics.Metrics)(nil)
@@ -154,6 +162,9 @@ func TestFamilies(t *testing.T) {
 		"pulsedive_relay_shared_calls_total":                 "COUNTER",
 		"pulsedive_relay_panics_total":                       "COUNTER",
 		"pulsedive_relay_breakers":                           "GAUGE",
+		"pulsedive_relay_admission_refusals_total":           "COUNTER",
+		"pulsedive_relay_admission_in_use":                   "GAUGE",
+		"pulsedive_relay_admission_limit":                    "GAUGE",
 		"pulsedive_relay_build_info":                         "GAUGE",
 		"pulsedive_relay_redis_command_duration_seconds":     "HISTOGRAM",
 		"pulsedive_relay_redis_errors_total":                 "COUNTER",
@@ -232,6 +243,7 @@ func TestPreinitialised(t *testing.T) {
 	for _, r := range routes {
 		routeKeys = append(routeKeys, "route="+r)
 	}
+	boundKeys := []string{"bound=connections", "bound=requests", "bound=body_bytes", "bound=observables"}
 
 	tests := []struct {
 		family string
@@ -246,7 +258,7 @@ func TestPreinitialised(t *testing.T) {
 		{"pulsedive_relay_observables_total", zeros("type=ip", "type=ipv6", "type=domain", "type=url")},
 		{"pulsedive_relay_jwks_fetches_total", zeros("outcome=ok", "outcome=error")},
 		{"pulsedive_relay_auth_failures_total", zeros(authReasonKeys...)},
-		{"pulsedive_relay_panics_total", zeros(routeKeys...)},
+		{"pulsedive_relay_panics_total", zeros(append(routeKeys, "route=pipeline")...)},
 		{"pulsedive_relay_http_request_duration_seconds", zeros(routeKeys...)},
 		{"pulsedive_relay_http_requests_total", zeros()},
 		{"pulsedive_relay_limiter_wait_seconds", zeros("")},
@@ -258,6 +270,9 @@ func TestPreinitialised(t *testing.T) {
 		{"pulsedive_relay_cluster_fallbacks_total", zeros("")},
 		{"pulsedive_relay_l2_cache_requests_total", zeros("result=hit", "result=stale", "result=miss", "result=error")},
 		{"pulsedive_relay_collapse_waits_total", zeros("result=won", "result=waited", "result=timed_out", "result=abandoned")},
+		{"pulsedive_relay_admission_refusals_total", zeros(boundKeys...)},
+		{"pulsedive_relay_admission_in_use", zeros(boundKeys...)},
+		{"pulsedive_relay_admission_limit", zeros(boundKeys...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.family, func(t *testing.T) {
@@ -476,9 +491,41 @@ func TestRecording(t *testing.T) {
 			record: func(m *metrics.Metrics) {
 				m.PanicRecovered("/observe/observables")
 				m.PanicRecovered("/observe/observables/extra")
+				m.PanicRecovered(metrics.RoutePipeline)
 			},
 			family: "pulsedive_relay_panics_total",
-			want:   map[string]float64{"route=/observe/observables": 1, "route=other": 1},
+			want:   map[string]float64{"route=/observe/observables": 1, "route=other": 1, "route=pipeline": 1},
+		},
+		{
+			name: "admission refusals by bound",
+			record: func(m *metrics.Metrics) {
+				m.AdmissionRefused("body_bytes")
+				m.AdmissionRefused("body_bytes")
+				m.AdmissionRefused("connections")
+				m.AdmissionRefused("key:abc")
+			},
+			family: "pulsedive_relay_admission_refusals_total",
+			want:   map[string]float64{"bound=body_bytes": 2, "bound=connections": 1, "bound=other": 1},
+		},
+		{
+			name: "admission in use goes up and down",
+			record: func(m *metrics.Metrics) {
+				m.AdmissionInUse("observables", 1000)
+				m.AdmissionInUse("observables", -400)
+				m.AdmissionInUse("requests", 1)
+				m.AdmissionInUse("requests", -1)
+			},
+			family: "pulsedive_relay_admission_in_use",
+			want:   map[string]float64{"bound=observables": 600},
+		},
+		{
+			name: "admission limits",
+			record: func(m *metrics.Metrics) {
+				m.AdmissionLimit("connections", 2048)
+				m.AdmissionLimit("body_bytes", 1<<20)
+			},
+			family: "pulsedive_relay_admission_limit",
+			want:   map[string]float64{"bound=connections": 2048, "bound=body_bytes": 1 << 20},
 		},
 		{
 			name: "refused calls are counted",
@@ -711,7 +758,7 @@ func TestConcurrentUse(t *testing.T) {
 func allowedLabelValues(name, value string) bool {
 	sets := map[string][]string{
 		"route": {"/health", "/observe/observables", "/deliberate/observables", "/refer/observables",
-			"/version", "/watchdog", "/metrics", "/healthz", "/readyz", "unmatched", "other"},
+			"/version", "/watchdog", "/metrics", "/healthz", "/readyz", "unmatched", "pipeline", "other"},
 		"kind": {"info", "links", "health", "other"},
 		"outcome": {"ok", "not_found", "rate_limited", "client_error", "server_error", "timeout",
 			"unavailable", "bad_answer", "refused", "breaker_open", "error", "other"},
@@ -720,6 +767,7 @@ func allowedLabelValues(name, value string) bool {
 		"reason":  append(authReasons(), "other"),
 		"state":   {"closed", "half_open", "open", "other"},
 		"command": {"budget", "pause", "cache_get", "cache_set", "lock", "ping", "other"},
+		"bound":   {"connections", "requests", "body_bytes", "observables", "other"},
 	}
 	if name == "code" {
 		n, err := strconv.Atoi(value)
@@ -760,6 +808,9 @@ func FuzzLabelsStayBounded(f *testing.F) {
 		m.RedisCommand(s, time.Millisecond, true)
 		m.L2Lookup(s)
 		m.CollapseWait(s)
+		m.AdmissionRefused(s)
+		m.AdmissionInUse(s, 1)
+		m.AdmissionLimit(s, 1)
 
 		mfs, err := reg.Gather()
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"runtime/debug"
 	"time"
 
 	"github.com/pulsedive-relay/relay/ctim"
@@ -66,7 +67,8 @@ func (p *Pipeline) document(ctx context.Context, key pulsedive.APIKey, kind, val
 // context ends stops waiting and leaves the call to the rest.
 func (p *Pipeline) shared(ctx context.Context, ck string, key pulsedive.APIKey, kind, value string) (Document, error) {
 	leader := false
-	ch := p.flight.DoChan(ck, func() (any, error) {
+	ch := p.flight.DoChan(ck, func() (_ any, err error) {
+		defer p.recoverShared(kind, &err)
 		leader = true
 		callCtx, cancel := detach(ctx, p.cfg.RequestTimeout)
 		defer cancel()
@@ -75,7 +77,7 @@ func (p *Pipeline) shared(ctx context.Context, ck string, key pulsedive.APIKey, 
 			return doc, nil
 		}
 		defer done() // after the answer is stored
-		doc, err := p.call(callCtx, key, kind, value)
+		doc, err = p.call(callCtx, key, kind, value)
 		if err == nil || errors.Is(err, pulsedive.ErrNotFound) {
 			p.store(ck, doc)
 			err = nil
@@ -130,6 +132,44 @@ func (p *Pipeline) acrossReplicas(ctx context.Context, ck string) (doc Document,
 		}
 	}
 	return Document{}, nothing, false
+}
+
+// PanicError is what every request waiting on a shared call gets when the
+// call panicked (a bug in fetching, decoding or caching a document). Its
+// text names the document kind only, never the panic's value.
+type PanicError struct{ Kind string }
+
+func (e *PanicError) Error() string { return "pipeline: the shared " + e.Kind + " call panicked" }
+
+// recoverShared, deferred in the function the singleflight runs, turns a
+// panic into a *PanicError for the leader and every request that joined
+// it. It must be: singleflight.DoChan re-panics on a goroutine of its own,
+// out of any handler's recovery, and would end the process. The panic is
+// counted and logged once, with its stack.
+func (p *Pipeline) recoverShared(kind string, err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	p.obs.PanicRecovered(panicRoute)
+	p.log.Error("panic recovered in a shared Pulsedive call", "kind", kind, "panic", panicText(v), "stack", string(debug.Stack()))
+	*err = &PanicError{Kind: kind}
+}
+
+// panicRoute is the route label under which the panics metric counts a
+// panic inside a shared call, which no single route owns.
+const panicRoute = "pipeline"
+
+// panicText describes a recovered panic without echoing arbitrary values
+// that might hold request data.
+func panicText(v any) string {
+	if err, ok := v.(error); ok {
+		return "error: " + err.Error()
+	}
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return "non-error panic value"
 }
 
 // detach returns a context that ignores the parent's cancellation but keeps

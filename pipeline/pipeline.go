@@ -61,6 +61,9 @@ type Observer interface {
 	CacheLookup(kind, result string)
 	Observable(typ string)
 	SharedCall(kind string)
+	// PanicRecovered counts a panic recovered inside a shared call, under
+	// the route label "pipeline".
+	PanicRecovered(route string)
 }
 
 // Config configures a Pipeline. Zero durations and counts take the
@@ -336,3 +339,4 @@ type nopObserver struct{}
 func (nopObserver) CacheLookup(string, string) {}
 func (nopObserver) Observable(string)          {}
 func (nopObserver) SharedCall(string)          {}
+func (nopObserver) PanicRecovered(string)      {}

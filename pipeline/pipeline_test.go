@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -471,3 +473,101 @@ func (o *countingObserver) get(k string) int {
 func (o *countingObserver) CacheLookup(kind, result string) { o.add(kind + " " + result) }
 func (o *countingObserver) Observable(typ string)           { o.add("type " + typ) }
 func (o *countingObserver) SharedCall(kind string)          { o.add("shared " + kind) }
+
+func (o *countingObserver) PanicRecovered(route string) { o.add("panic " + route) }
+
+// TestPanicInSharedCall: a fetcher that panics while several requests wait
+// on its call gives each of them a *PanicError (the envelope's "Unexpected
+// error."), counts the panic once and logs it once with its stack; the
+// process lives on (a panic escaping singleflight.DoChan would end it,
+// failing the whole test binary) and the next call works.
+func TestPanicInSharedCall(t *testing.T) {
+	const requests = 5
+	start := make(chan struct{})
+	var panicking atomic.Bool
+	panicking.Store(true)
+	f := &fakeFetcher{gate: func(_ context.Context, kind, _ string) {
+		if kind != pulsedive.KindInfo {
+			return
+		}
+		<-start
+		if panicking.Load() {
+			panic(errors.New("decoding: unexpected shape")) // a bug in decoding
+		}
+	}}
+	var logs strings.Builder
+	var logMu sync.Mutex
+	obs := &countingObserver{}
+	p := newPipeline(t, f, nil, func(c *Config) {
+		c.Observer = obs
+		c.Logger = slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))
+	})
+	var joined sync.WaitGroup
+	joined.Add(requests)
+	p.joined = func(kind string) {
+		if kind == pulsedive.KindInfo {
+			joined.Done()
+		}
+	}
+	req := Request{Observables: []ctim.Observable{{Type: "domain", Value: "panic.example"}}, EntitiesLimit: 100}
+	results := make([]Result, requests)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = p.Observe(context.Background(), req)
+		}()
+	}
+	joined.Wait() // every request waits on the one held call
+	close(start)
+	wg.Wait()
+
+	for i, r := range results {
+		var pe *PanicError
+		if len(r.Errors) != 1 || !errors.As(r.Errors[0], &pe) {
+			t.Errorf("request %d: errors %v, want one *PanicError", i, r.Errors)
+			continue
+		}
+		if pe.Kind != pulsedive.KindInfo {
+			t.Errorf("request %d: PanicError.Kind = %q, want info", i, pe.Kind)
+		}
+		if !r.Bundle.Empty() {
+			t.Errorf("request %d: data %+v beside the panic", i, r.Bundle)
+		}
+	}
+	if got := f.count(pulsedive.KindInfo, "panic.example"); got != 1 {
+		t.Errorf("info calls = %d, want the one shared call", got)
+	}
+	if got := obs.get("panic pipeline"); got != 1 {
+		t.Errorf("panics counted = %d, want 1", got)
+	}
+	logMu.Lock()
+	text := logs.String()
+	logMu.Unlock()
+	if n := strings.Count(text, "panic recovered in a shared Pulsedive call"); n != 1 {
+		t.Errorf("panic logged %d times, want once:\n%s", n, text)
+	}
+	for _, want := range []string{`"kind":"info"`, `"panic":"error: decoding: unexpected shape"`, "pipeline.(*fakeFetcher).Indicator"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("panic log lacks %q (the cause and the stack):\n%s", want, text)
+		}
+	}
+
+	panicking.Store(false)
+	p.joined = nil
+	if res := p.Observe(context.Background(), req); len(res.Errors) != 0 || len(res.Bundle.Verdicts) != 1 {
+		t.Errorf("after the panic: %d verdicts, errors %v; want the answer", len(res.Bundle.Verdicts), res.Errors)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -5,13 +5,23 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/pulsedive-relay/relay/transport"
 )
 
 // BenchmarkObserveCached is the relay's hot path: one observable whose
 // documents are cached, a token already verified, answered by the handler
 // without a network in between. allocs/op is the figure to watch.
-func BenchmarkObserveCached(b *testing.B) {
-	h := newHarness(b, options{cache: true})
+func BenchmarkObserveCached(b *testing.B) { benchObserveCached(b, options{cache: true}) }
+
+// BenchmarkObserveCachedAdmitted is the same under the deployment's
+// admission bounds: the cost of charging and releasing them.
+func BenchmarkObserveCachedAdmitted(b *testing.B) {
+	benchObserveCached(b, options{cache: true, admission: transport.Admission{Requests: 352, BodyBytes: 22 << 20, Observables: 2112}})
+}
+
+func benchObserveCached(b *testing.B, o options) {
+	h := newHarness(b, o)
 	handler := h.relay.Config.Handler
 	body := []byte(`[{"type":"ip","value":"185.141.25.242"}]`)
 	authz := bearer(h.token("bench-key", nil))

@@ -39,80 +39,157 @@ type bodyLimits struct {
 	maxObservables int
 }
 
-// readObservables reads the body of an observable endpoint (spec section
+// bodyChunk is the step by which a body of unknown length (chunked) is
+// read, each step charged to the body budget before it is read.
+const bodyChunk = 32 << 10
+
+// readBody reads a request body of at most lim.maxBytes, charging every
+// byte it will hold to charge before reading it: the whole Content-Length
+// up front, or bodyChunk at a time for a body of unknown length. charge
+// returns false when the budget is spent; readBody then stops at once with
+// the *overload it returns. held is what was charged, to give back once
+// the body is parsed, also on error.
+func readBody(r *http.Request, lim bodyLimits, charge func(n int64) error) (body []byte, held int64, err error) {
+	tooLarge := schemaProblem("The request body is larger than " + strconv.FormatInt(lim.maxBytes, 10) + " bytes.")
+	if n := r.ContentLength; n >= 0 {
+		if n > lim.maxBytes {
+			return nil, 0, tooLarge
+		}
+		if err := charge(n); err != nil {
+			return nil, 0, err
+		}
+		body = make([]byte, n)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, n, schemaProblem("The request body could not be read.")
+		}
+		return body, n, nil
+	}
+	for {
+		if len(body) == cap(body) {
+			step := int64(min(bodyChunk, lim.maxBytes+1-int64(len(body))))
+			if step <= 0 {
+				return nil, held, tooLarge
+			}
+			if err := charge(step); err != nil {
+				return nil, held, err
+			}
+			held += step
+			body = slicesGrow(body, int(step))
+		}
+		n, err := r.Body.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if err == io.EOF {
+			if int64(len(body)) > lim.maxBytes {
+				return nil, held, tooLarge
+			}
+			return body, held, nil
+		}
+		if err != nil {
+			return nil, held, schemaProblem("The request body could not be read.")
+		}
+	}
+}
+
+// slicesGrow returns b with room for exactly n more bytes (append would
+// round up past what was charged).
+func slicesGrow(b []byte, n int) []byte {
+	grown := make([]byte, len(b), len(b)+n)
+	copy(grown, b)
+	return grown
+}
+
+// parseObservables reads the body of an observable endpoint (spec section
 // 1): a JSON array of {"type", "value"} with both fields non-blank strings;
 // extra fields are ignored. The count limit applies to every item before
 // unsupported types are dropped. It returns the supported observables,
 // type lower-cased, value as sent, in body order (duplicates kept; the
-// pipeline looks each up once).
-func readObservables(r *http.Request, lim bodyLimits) ([]ctim.Observable, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, lim.maxBytes+1))
-	if err != nil {
-		return nil, schemaProblem("The request body could not be read.")
-	}
-	if int64(len(body)) > lim.maxBytes {
-		return nil, schemaProblem("The request body is larger than " + strconv.FormatInt(lim.maxBytes, 10) + " bytes.")
-	}
-	return parseObservables(body, lim.maxObservables)
-}
-
-// parseObservables is readObservables on bytes already read; the fuzz
-// target calls it directly.
+// pipeline looks each up once). The checks come in this order, each
+// answering for the whole body: JSON at all, an array, the count, then the
+// first item that is wrong.
+//
+// The returned observables do not refer to body, which may be released.
 func parseObservables(body []byte, maxObservables int) ([]ctim.Observable, error) {
-	// Only JSON's own whitespace: TrimSpace would also drop \v, \f and
-	// Unicode spaces, which JSON does not allow around a value.
-	trimmed := bytes.Trim(body, " \t\r\n")
-	if len(trimmed) == 0 || !json.Valid(trimmed) {
+	if !json.Valid(body) { // also refuses an empty body
 		return nil, schemaProblem("The request body is not valid JSON.")
 	}
-	if trimmed[0] != '[' {
+	start := skipSpace(body, 0)
+	if body[start] != '[' {
 		return nil, schemaProblem("Invalid input type: expected a list of observables.")
 	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(trimmed, &items); err != nil {
-		return nil, schemaProblem("The request body is not valid JSON.")
+	count := 0
+	elements(body, start, func(_ []byte, _, _ int) bool { count++; return true })
+	if count > maxObservables {
+		return nil, schemaProblem(fmt.Sprintf("Too many observables: %d, the limit is %d.", count, maxObservables))
 	}
-	if len(items) > maxObservables {
-		return nil, schemaProblem(fmt.Sprintf("Too many observables: %d, the limit is %d.", len(items), maxObservables))
-	}
-	out := make([]ctim.Observable, 0, len(items))
-	for i, raw := range items {
-		typ, value, err := parseItem(i, raw)
-		if err != nil {
-			return nil, err
+	out := make([]ctim.Observable, 0, count)
+	var err error
+	i := 0
+	elements(body, start, func(_ []byte, from, to int) bool {
+		var typ, value string
+		if typ, value, err = parseItem(i, body[from:to]); err != nil {
+			return false
 		}
-		typ = strings.ToLower(typ)
-		if ctim.Supported(typ) {
+		i++
+		if typ = strings.ToLower(typ); ctim.Supported(typ) {
 			out = append(out, ctim.Observable{Type: typ, Value: value})
 		}
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-func parseItem(i int, raw json.RawMessage) (typ, value string, err error) {
-	var fields map[string]json.RawMessage
-	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &fields) != nil {
+// parseItem reads one item: an object whose "type" and "value" members
+// (the last of each when repeated, names matched exactly) are checked in
+// that order.
+func parseItem(i int, raw []byte) (typ, value string, err error) {
+	if raw[0] != '{' {
 		return "", "", fieldProblem(i, "_schema", "Invalid input type: expected an object.")
 	}
-	if typ, err = stringField(i, fields, "type"); err != nil {
+	var typRaw, valueRaw []byte
+	elements(raw, 0, func(key []byte, from, to int) bool {
+		switch {
+		case isName(key, "type"):
+			typRaw = raw[from:to]
+		case isName(key, "value"):
+			valueRaw = raw[from:to]
+		}
+		return true
+	})
+	if typ, err = stringField(i, "type", typRaw); err != nil {
 		return "", "", err
 	}
-	if value, err = stringField(i, fields, "value"); err != nil {
+	if value, err = stringField(i, "value", valueRaw); err != nil {
 		return "", "", err
 	}
 	return typ, value, nil
 }
 
-func stringField(i int, fields map[string]json.RawMessage, name string) (string, error) {
-	raw, ok := fields[name]
-	if !ok {
+// isName says whether a raw member name, quotes included, stands for name:
+// compared as it is when it has no escape, decoded first when it has one
+// ("\u0074ype" is "type").
+func isName(raw []byte, name string) bool {
+	inner := raw[1 : len(raw)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner) == name
+	}
+	var s string
+	return json.Unmarshal(raw, &s) == nil && s == name
+}
+
+// stringField checks one required string member; raw is nil when the item
+// lacks it.
+func stringField(i int, name string, raw []byte) (string, error) {
+	if raw == nil {
 		return "", fieldProblem(i, name, "Missing data for required field.")
 	}
 	if string(raw) == "null" {
 		return "", fieldProblem(i, name, "Field may not be null.")
 	}
 	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
 		return "", fieldProblem(i, name, "Not a valid string.")
 	}
 	if strings.TrimSpace(s) == "" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/pulsedive-relay/relay/ctim"
 	"github.com/pulsedive-relay/relay/pipeline"
@@ -293,3 +295,84 @@ type panicCounter struct{ n atomic.Int64 }
 
 func (*panicCounter) HTTPRequest(string, int, time.Duration) {}
 func (p *panicCounter) PanicRecovered(string)                { p.n.Add(1) }
+func (*panicCounter) AdmissionRefused(string)                {}
+func (*panicCounter) AdmissionInUse(string, int64)           {}
+
+// FuzzParseMatchesUnmarshal holds the body parser, which walks the bytes
+// in place, to the answers of the unmarshalling parser it replaced
+// (parseByUnmarshal, kept verbatim below): the same observables, or the
+// same error, for any body.
+func FuzzParseMatchesUnmarshal(f *testing.F) {
+	for _, s := range bodySeeds() {
+		f.Add([]byte(s), uint8(5))
+	}
+	for _, s := range []string{
+		`[{"\u0074ype":"ip","val\u0075e":"1.1.1.1"}]`,
+		`[{"type":"ip","value":"1.1.1.1","t\"ype":"x"}]`,
+		`[{"typ":"ip","values":"1.1.1.1"}]`,
+		`[{"type":"ip","value":"a\"b\\"}, {"value":"\\\\","type":"url"}]`,
+		`[ {"type" : "ip" , "value" : "1.1.1.1" } , 7 , "x" ]`,
+		`[1,2,3,4,5,6,7]`,
+		`[{"type":"ip","value":"x"},{"type":"ip","value":"y"},{"type":"ip"},{},[],7,8]`,
+	} {
+		f.Add([]byte(s), uint8(5))
+		f.Add([]byte(s), uint8(1))
+	}
+	f.Fuzz(func(t *testing.T, body []byte, limit uint8) {
+		maxObs := 1 + int(limit%8)
+		got, gotErr := parseObservables(body, maxObs)
+		want, wantErr := parseByUnmarshal(body, maxObs)
+		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Fatalf("error %v, want %v, for %q", gotErr, wantErr, body)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("observables (-unmarshal +walk) for %q:\n%s", body, diff)
+		}
+	})
+}
+
+// parseByUnmarshal is the body parser before the walk, which unmarshalled
+// every item into a map: the reference of FuzzParseMatchesUnmarshal.
+func parseByUnmarshal(body []byte, maxObservables int) ([]ctim.Observable, error) {
+	trimmed := bytes.Trim(body, " \t\r\n")
+	if len(trimmed) == 0 || !json.Valid(trimmed) {
+		return nil, schemaProblem("The request body is not valid JSON.")
+	}
+	if trimmed[0] != '[' {
+		return nil, schemaProblem("Invalid input type: expected a list of observables.")
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(trimmed, &items); err != nil {
+		return nil, schemaProblem("The request body is not valid JSON.")
+	}
+	if len(items) > maxObservables {
+		return nil, schemaProblem(fmt.Sprintf("Too many observables: %d, the limit is %d.", len(items), maxObservables))
+	}
+	out := make([]ctim.Observable, 0, len(items))
+	for i, raw := range items {
+		var fields map[string]json.RawMessage
+		if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &fields) != nil {
+			return nil, fieldProblem(i, "_schema", "Invalid input type: expected an object.")
+		}
+		var vals [2]string
+		for j, name := range []string{"type", "value"} {
+			raw, ok := fields[name]
+			if !ok {
+				return nil, fieldProblem(i, name, "Missing data for required field.")
+			}
+			if string(raw) == "null" {
+				return nil, fieldProblem(i, name, "Field may not be null.")
+			}
+			if err := json.Unmarshal(raw, &vals[j]); err != nil {
+				return nil, fieldProblem(i, name, "Not a valid string.")
+			}
+			if strings.TrimSpace(vals[j]) == "" {
+				return nil, fieldProblem(i, name, "Field may not be blank.")
+			}
+		}
+		if typ := strings.ToLower(vals[0]); ctim.Supported(typ) {
+			out = append(out, ctim.Observable{Type: typ, Value: vals[1]})
+		}
+	}
+	return out, nil
+}

@@ -55,6 +55,8 @@ func envelopeOf(err error) (e apiError, known bool) {
 		redir   *pulsedive.RedirectError
 		unexp   *pulsedive.UnexpectedAnswerError
 		budget  *pipeline.BudgetError
+		panicky *pipeline.PanicError
+		busy    *overload
 	)
 	known = true
 	switch {
@@ -88,6 +90,11 @@ func envelopeOf(err error) (e apiError, known bool) {
 		e = apiError{Code: "too many requests", Message: fmt.Sprintf(msgLinksSkipped, budget.Skipped, budget.Of, retrySeconds(budget.RetryAfter))}
 	case errors.As(err, &limited):
 		e = apiError{Code: "too many requests", Message: fmt.Sprintf(msgLocalLimited, retrySeconds(limited.RetryAfter))}
+	case errors.As(err, &busy):
+		e = apiError{Code: "too many requests", Message: busy.message()}
+	case errors.As(err, &panicky):
+		// A bug, already logged once with its stack by the pipeline.
+		e = apiError{Code: "unknown", Message: msgUnexpected}
 	default:
 		e, known = apiError{Code: "unknown", Message: msgUnexpected}, false
 	}
@@ -152,30 +159,16 @@ func envelopeErrors(errs []error, onUnknown func(error)) []apiError {
 }
 
 // writeJSON encodes v into a buffer first, so that an encoding failure can
-// still be answered cleanly, then writes it with the given status. An
-// observe or deliberate answer takes ctim's own encoder, which writes the
-// same bytes as encoding/json several times faster.
+// still be answered cleanly, then writes it with the given status. Observe
+// and deliberate answers, which may be large, go through answer instead.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	bp := buffers.Get().(*[]byte)
 	buf := (*bp)[:0]
-	defer func() {
-		if cap(buf) <= maxPooledBuffer { // a rare huge answer is not kept
-			*bp = buf
-			buffers.Put(bp)
-		}
-	}()
-	if body, ok := v.(dataBody); ok {
-		if data, ok := body.Data.(ctim.Data); ok {
-			buf = appendDataBody(buf, data, body.Errors)
-			v = nil
-		}
-	}
-	if v != nil {
-		var err error
-		if buf, err = appendJSON(buf, v); err != nil {
-			buf, _ = appendJSON(buf[:0], errorBody{Errors: []apiError{{Type: "fatal", Code: "unknown", Message: msgUnexpected}}})
-			status = http.StatusOK
-		}
+	defer func() { putBuffer(bp, buf) }()
+	buf, err := appendJSON(buf, v)
+	if err != nil {
+		buf, _ = appendJSON(buf[:0], errorBody{Errors: []apiError{{Type: "fatal", Code: "unknown", Message: msgUnexpected}}})
+		status = http.StatusOK
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -187,17 +180,12 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 
 const maxPooledBuffer = 1 << 20
 
-// appendDataBody appends {"data":...,"errors":[...]} for an observe or
-// deliberate answer, in the order and form encoding/json gives dataBody.
-func appendDataBody(b []byte, data ctim.Data, errs []apiError) []byte {
-	b = append(b, `{"data":`...)
-	b = data.AppendJSON(b)
-	if len(errs) > 0 {
-		b = append(b, `,"errors":`...)
-		b, _ = appendJSON(b, errs) // []apiError always encodes
-		b = b[:len(b)-1]           // its newline
+// putBuffer returns buf to the pool, unless a rare huge document grew it.
+func putBuffer(bp *[]byte, buf []byte) {
+	if cap(buf) <= maxPooledBuffer {
+		*bp = buf
+		buffers.Put(bp)
 	}
-	return append(b, "}\n"...)
 }
 
 // appendJSON appends v as encoding/json writes it, HTML escaping off,

@@ -292,8 +292,9 @@ func (c *cacheLookups) CacheLookup(kind, result string) {
 	c.n[kind+"/"+result]++
 }
 
-func (c *cacheLookups) Observable(string) {}
-func (c *cacheLookups) SharedCall(string) {}
+func (c *cacheLookups) Observable(string)     {}
+func (c *cacheLookups) SharedCall(string)     {}
+func (c *cacheLookups) PanicRecovered(string) {}
 
 func (c *cacheLookups) reset() {
 	c.mu.Lock()

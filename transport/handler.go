@@ -35,6 +35,11 @@ type Enricher interface {
 type Observer interface {
 	HTTPRequest(route string, status int, d time.Duration)
 	PanicRecovered(route string)
+	// AdmissionRefused counts a request or connection refused over bound
+	// (one of the Bound constants); AdmissionInUse adds delta to what is
+	// held of it.
+	AdmissionRefused(bound string)
+	AdmissionInUse(bound string, delta int64)
 }
 
 // Config configures the handler.
@@ -46,6 +51,15 @@ type Config struct {
 	// MaxBodyBytes (1 MiB) and MaxObservables (1000) bound a request body.
 	MaxBodyBytes   int64
 	MaxObservables int
+	// Admission bounds what the requests served at once hold; the zero
+	// value bounds nothing.
+	Admission Admission
+	// ChunkWriteTimeout bounds the write of each chunk of a streamed
+	// answer (10s), so a reader that stalls is cut off early; WriteTimeout,
+	// when set (the server's), bounds the whole answer from the request's
+	// start, which no chunk's deadline passes.
+	ChunkWriteTimeout time.Duration
+	WriteTimeout      time.Duration
 	// Metrics serves GET /metrics; nil leaves the route out (the metrics
 	// are then on a listener of their own).
 	Metrics http.Handler
@@ -58,6 +72,7 @@ type Config struct {
 type handler struct {
 	cfg    Config
 	limits bodyLimits
+	pools  pools
 	log    *slog.Logger
 	obs    Observer
 }
@@ -86,6 +101,10 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if h.obs == nil {
 		h.obs = nopObserver{}
 	}
+	if h.cfg.ChunkWriteTimeout <= 0 {
+		h.cfg.ChunkWriteTimeout = 10 * time.Second
+	}
+	h.pools = newPools(cfg.Admission, h.limits, h.obs)
 	return h.instrument(h.routes()), nil
 }
 
@@ -96,13 +115,31 @@ type dataBody struct {
 	Errors []apiError `json:"errors,omitempty"`
 }
 
-// enrich is the shared flow of observe, deliberate and refer, in the
-// contract's order: body, then supported types, then the token, then
+// enrich is the shared flow of observe, deliberate and refer, answering in
+// the contract's order: body, then supported types, then the token, then
 // Pulsedive. empty is the answer when no supported observable remains
 // (given without asking for a token, as the original did).
+//
+// The token is checked first all the same, before the body is read, though
+// its verdict waits its turn: a caller without a valid token is charged to
+// the unverified share of every bound, so that it cannot make the relay
+// hold big bodies at the expense of callers with one.
 func (h *handler) enrich(empty any, run func(context.Context, pipeline.Request) (data any, errs []error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		obs, err := readObservables(r, h.limits)
+		claims, authErr := h.cfg.Auth.Authenticate(r)
+		t := tenantOf(claims, authErr)
+		if err := h.pools.requests.acquire(t, 1); err != nil {
+			h.refuse(w, r, err, false)
+			return
+		}
+		defer h.pools.requests.release(t, 1)
+
+		obs, err := h.readObservables(r, t)
+		var busy *overload
+		if errors.As(err, &busy) {
+			h.refuse(w, r, err, false)
+			return
+		}
 		if err != nil {
 			h.fail(w, r, err)
 			return
@@ -112,11 +149,16 @@ func (h *handler) enrich(empty any, run func(context.Context, pipeline.Request) 
 			writeJSON(w, http.StatusOK, dataBody{Data: empty})
 			return
 		}
-		claims, err := h.cfg.Auth.Authenticate(r)
-		if err != nil {
-			h.fail(w, r, err)
+		if authErr != nil {
+			h.fail(w, r, authErr)
 			return
 		}
+		n := int64(len(obs))
+		if err := h.pools.observables.acquire(t, n); err != nil {
+			h.refuse(w, r, err, true)
+			return
+		}
+		defer h.pools.observables.release(t, n)
 		data, errs := run(r.Context(), pipeline.Request{Key: claims.Key, EntitiesLimit: claims.EntitiesLimit, Observables: obs})
 		body := dataBody{Data: data}
 		if len(errs) > 0 {
@@ -125,8 +167,20 @@ func (h *handler) enrich(empty any, run func(context.Context, pipeline.Request) 
 		if body.Data == nil && body.Errors == nil {
 			body.Data = empty
 		}
-		writeJSON(w, http.StatusOK, body)
+		h.answer(w, r, body)
 	})
+}
+
+// readObservables reads and parses the body under the body budget, which
+// holds it only until it is parsed.
+func (h *handler) readObservables(r *http.Request, t tenant) ([]ctim.Observable, error) {
+	var held int64
+	defer func() { h.pools.bodyBytes.release(t, held) }()
+	body, held, err := readBody(r, h.limits, func(n int64) error { return h.pools.bodyBytes.acquire(t, n) })
+	if err != nil {
+		return nil, err
+	}
+	return parseObservables(body, h.limits.maxObservables)
 }
 
 func (h *handler) observe() http.Handler {
@@ -165,6 +219,12 @@ func bundleData(b *ctim.Bundle, withErrors bool) any {
 func (h *handler) health() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		claims, err := h.cfg.Auth.Authenticate(r)
+		t := tenantOf(claims, err)
+		if busy := h.pools.requests.acquire(t, 1); busy != nil {
+			h.refuse(w, r, busy, true)
+			return
+		}
+		defer h.pools.requests.release(t, 1)
 		if err == nil {
 			err = h.cfg.Enricher.Health(r.Context(), claims.Key)
 		}
@@ -257,3 +317,5 @@ type nopObserver struct{}
 
 func (nopObserver) HTTPRequest(string, int, time.Duration) {}
 func (nopObserver) PanicRecovered(string)                  {}
+func (nopObserver) AdmissionRefused(string)                {}
+func (nopObserver) AdmissionInUse(string, int64)           {}

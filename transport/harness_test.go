@@ -33,6 +33,7 @@ type options struct {
 	callLimit time.Duration // pulsedive.Config.Timeout
 	maxBody   int64
 	maxObs    int
+	admission transport.Admission
 	baseURL   string // overrides the fake's URL
 	client    *http.Client
 	audiences []string
@@ -146,6 +147,7 @@ func newHarness(t testing.TB, o options) *harness {
 		Version:        "1.2.3",
 		MaxBodyBytes:   o.maxBody,
 		MaxObservables: o.maxObs,
+		Admission:      o.admission,
 		Metrics:        http.NotFoundHandler(),
 	})
 	if err != nil {

@@ -22,6 +22,8 @@ type requestInfo struct {
 	route       string
 	observables int
 	errors      []string // envelope codes answered
+	cutOff      bool     // the answer could not be written whole
+	start       time.Time
 }
 
 type infoKey struct{}
@@ -54,7 +56,7 @@ func (h *handler) routeName(next http.Handler) http.Handler {
 func (h *handler) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		ri := &requestInfo{id: requestID(r.Header.Get("X-Request-Id")), route: unmatched}
+		ri := &requestInfo{id: requestID(r.Header.Get("X-Request-Id")), route: unmatched, start: start}
 		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 		w.Header().Set("X-Request-Id", ri.id)
 		sw := &statusWriter{ResponseWriter: w}
@@ -83,6 +85,9 @@ func (h *handler) instrument(next http.Handler) http.Handler {
 			}
 			if len(ri.errors) > 0 {
 				attrs = append(attrs, slog.Any("errors", ri.errors))
+			}
+			if ri.cutOff {
+				attrs = append(attrs, slog.Bool("cut_off", true))
 			}
 			h.log.LogAttrs(r.Context(), accessLevel(ri.route), "request", attrs...)
 		}()

@@ -41,6 +41,23 @@ type recorder struct {
 	mu       sync.Mutex
 	requests []string
 	panics   []string
+	refused  []string
+	inUse    map[string]int64
+}
+
+func (r *recorder) AdmissionRefused(bound string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refused = append(r.refused, bound)
+}
+
+func (r *recorder) AdmissionInUse(bound string, delta int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.inUse == nil {
+		r.inUse = map[string]int64{}
+	}
+	r.inUse[bound] += delta
 }
 
 func (r *recorder) HTTPRequest(route string, status int, _ time.Duration) {

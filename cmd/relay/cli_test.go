@@ -32,7 +32,7 @@ var badValues = map[string][]string{
 	"BREAKER_FAILURES":       {"-1", "ten"},
 	"BREAKER_OPEN_FOR":       {"500ms", "30"},
 	"RELAY_DRAIN_DELAY":      {"-1s", "5"},
-	"RELAY_SHUTDOWN_TIMEOUT": {"-1s", "forever"},
+	"RELAY_SHUTDOWN_TIMEOUT": {"-1s", "forever", "24s"}, // 24s: shorter than RELAY_REQUEST_TIMEOUT
 	"LOG_LEVEL":              {"verbose", "trace"},
 	"LOG_FORMAT":             {"xml", "logfmt"},
 
@@ -41,6 +41,12 @@ var badValues = map[string][]string{
 	"REDIS_URL":                  {"http://redis.example", "redis://", "redis://redis.example/db1", "localhost:6379"},
 	"REDIS_TIMEOUT":              {"0s", "fast"},
 	"RELAY_REPLICAS":             {"0", "-1", "many"},
+	// The memory plan. 1048575 and 999: one short of a single request.
+	"RELAY_MEMORY_LIMIT":          {"0", "16MiB", "200MB", "lots", "-1"},
+	"RELAY_MAX_CONNECTIONS":       {"0", "many"},
+	"RELAY_MAX_REQUESTS":          {"0", "1.5"},
+	"RELAY_BODY_BUDGET":           {"0", "1048575", "8MiB"},
+	"RELAY_OBSERVABLES_IN_FLIGHT": {"0", "999"},
 }
 
 // neverBad are the settings every value is acceptable for.

@@ -48,12 +48,21 @@ type config struct {
 	RedisURL         string
 	RedisTimeout     time.Duration
 	Replicas         int
+
+	// The memory plan and the bounds it derives (budget.go).
+	MemoryLimit         int64
+	MaxConnections      int
+	MaxRequests         int
+	BodyBudget          int64
+	ObservablesInFlight int
 }
 
 // setting is one environment variable: its name, its default (as text, the
 // way an operator would write it), what it means, and how to read it into
 // the config. The settings of redacted are shown through their function
-// wherever a value is printed.
+// wherever a value is printed. A derived setting (one in derivations) has a
+// default that follows from other settings; its def only says how (the
+// README's default column).
 type setting struct {
 	name    string
 	def     string
@@ -83,11 +92,20 @@ var settings = []setting{
 	{"CACHE_TTL", "1h", "how long a Pulsedive document is fresh", func(c *config, v string) error { return duration(&c.CacheTTL, v, time.Second) }},
 	{"CACHE_NEGATIVE_TTL", "10m", "how long a \"no data\" answer is fresh", func(c *config, v string) error { return duration(&c.NegativeTTL, v, time.Second) }},
 	{"CACHE_STALE_TTL", "24h", "how long an expired document is kept to answer when Pulsedive fails", func(c *config, v string) error { return duration(&c.StaleTTL, v, 0) }},
+	{"RELAY_MEMORY_LIMIT", "GOMEMLIMIT, else CACHE_MAX_BYTES + max(64 MiB, CACHE_MAX_BYTES/2)", "memory the relay plans for, in bytes (or 200MiB, 1GiB); the four bounds below follow from it, and it is Go's soft memory limit when GOMEMLIMIT is unset", func(c *config, v string) error { return byteSize(&c.MemoryLimit, v, 32<<20) }},
+	{"RELAY_MAX_CONNECTIONS", "from RELAY_MEMORY_LIMIT", "open client connections; at the limit a new one replaces the longest idle, or is refused with HTTP 503", func(c *config, v string) error { return integer(&c.MaxConnections, v, 1, 1_000_000) }},
+	{"RELAY_MAX_REQUESTS", "from RELAY_MEMORY_LIMIT", "requests served at once (observable endpoints and /health); one API key gets at most half", func(c *config, v string) error { return integer(&c.MaxRequests, v, 1, 1_000_000) }},
+	{"RELAY_BODY_BUDGET", "from RELAY_MEMORY_LIMIT", "request body bytes held in memory at once; one API key gets at most half, callers without a valid token a quarter", func(c *config, v string) error {
+		return atLeast(&c.BodyBudget, v, c.MaxBodyBytes, "RELAY_MAX_BODY_BYTES")
+	}},
+	{"RELAY_OBSERVABLES_IN_FLIGHT", "from RELAY_MEMORY_LIMIT", "observables being answered at once; one API key gets at most half", func(c *config, v string) error {
+		return atLeast(&c.ObservablesInFlight, v, c.MaxObservables, "RELAY_MAX_OBSERVABLES")
+	}},
 	{"RELAY_JWKS_HOSTS", strings.Join(auth.DefaultJWKSHosts(), ","), "allow-list of jwks_host values (host[:port], comma-separated)", func(c *config, v string) error { return hostList(&c.JWKSHosts, v) }},
 	{"RELAY_AUDIENCE", "", "accepted token audiences, comma-separated; empty: the request's own root URL", func(c *config, v string) error { c.Audiences = list(v); return nil }},
 	{"CTR_ENTITIES_LIMIT", "100", "entities per observable when the token sets none", func(c *config, v string) error { return integer(&c.EntitiesLimit, v, 1, 1_000_000) }},
 	{"RELAY_DRAIN_DELAY", "5s", "on SIGTERM, how long /readyz answers 503 before the listener closes", func(c *config, v string) error { return duration(&c.DrainDelay, v, 0) }},
-	{"RELAY_SHUTDOWN_TIMEOUT", "20s", "how long in-flight requests may take to finish after that", func(c *config, v string) error { return duration(&c.ShutdownTimeout, v, 0) }},
+	{"RELAY_SHUTDOWN_TIMEOUT", "RELAY_REQUEST_TIMEOUT + 20s", "how long in-flight requests may take to finish after that; at least RELAY_REQUEST_TIMEOUT, and the default covers a request accepted just before the listener closed", func(c *config, v string) error { return shutdownTimeout(&c.ShutdownTimeout, v, c.RequestTimeout) }},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", func(c *config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
 	{"LOG_FORMAT", "json", "json or text", func(c *config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
 	{"REDIS_URL", "", "Redis the replicas share the Pulsedive budget, a cache and calls through: redis://[user:password@]host:port/db, rediss:// for TLS; empty: each replica on its own", func(c *config, v string) error { return redisURL(&c.RedisURL, v) }},
@@ -128,33 +146,57 @@ func perKeyShare(c *config, v string) error {
 // every bad value, each naming its variable, so an operator fixes them in
 // one round; the relay never starts half-configured.
 func loadConfig(getenv func(string) string) (config, error) {
+	c, _, err := resolve(getenv)
+	return c, err
+}
+
+// resolved is one setting's effective text and where it came from: env,
+// default or derived.
+type resolved struct {
+	name, value, origin string
+}
+
+// resolve reads the settings in two rounds: those an operator set or that
+// have a plain default, in table order, then the derived ones, in table
+// order, each from what is read before it.
+func resolve(getenv func(string) string) (config, []resolved, error) {
 	var c config
 	var errs []error
-	for _, s := range settings {
-		v := strings.TrimSpace(getenv(s.name))
-		if v == "" {
-			v = s.def
-		}
-		if err := s.parse(&c, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w", s.name, shown(s.name, v), err))
+	out := make([]resolved, len(settings))
+	for round := range 2 {
+		for i, s := range settings {
+			v, origin := strings.TrimSpace(getenv(s.name)), "env"
+			derive := derivations[s.name]
+			derived := v == "" && derive != nil
+			if derived != (round == 1) {
+				continue
+			}
+			switch {
+			case derived:
+				v, origin = derive(&c, getenv), "derived"
+			case v == "":
+				v, origin = s.def, "default"
+			}
+			out[i] = resolved{s.name, v, origin}
+			if err := s.parse(&c, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", s.name, shown(s.name, v), err))
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return config{}, fmt.Errorf("invalid configuration:\n%w", err)
+		return config{}, out, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	return c, nil
+	return c, out, nil
 }
 
 // printConfig writes the effective configuration, one variable a line, as
-// check-config shows it. API keys arrive inside each request's token, never
-// here; the one secret a setting may hold, a Redis password, is redacted.
+// check-config shows it, derived values included. API keys arrive inside
+// each request's token, never here; the one secret a setting may hold, a
+// Redis password, is redacted.
 func printConfig(w io.Writer, getenv func(string) string) {
-	for _, s := range settings {
-		v, origin := strings.TrimSpace(getenv(s.name)), "env"
-		if v == "" {
-			v, origin = s.def, "default"
-		}
-		fmt.Fprintf(w, "%s=%s\t(%s)\n", s.name, shown(s.name, v), origin)
+	_, values, _ := resolve(getenv)
+	for _, r := range values {
+		fmt.Fprintf(w, "%s=%s\t(%s)\n", r.name, shown(r.name, r.value), r.origin)
 	}
 }
 
@@ -180,6 +222,63 @@ func integer[T int | int64](dst *T, v string, least, most T) error {
 	}
 	*dst = T(n)
 	return nil
+}
+
+// atLeast reads a count or byte size that must hold one request's worth,
+// least, which the variable named floorName sets.
+func atLeast[T int | int64](dst *T, v string, least T, floorName string) error {
+	if err := integer(dst, v, 1, T(1)<<40); err != nil {
+		return err
+	}
+	if *dst < least {
+		return fmt.Errorf("must be at least %s (%d)", floorName, least)
+	}
+	return nil
+}
+
+// shutdownTimeout reads RELAY_SHUTDOWN_TIMEOUT, which must let a request
+// run its whole RELAY_REQUEST_TIMEOUT.
+func shutdownTimeout(dst *time.Duration, v string, requestTimeout time.Duration) error {
+	if err := duration(dst, v, 0); err != nil {
+		return err
+	}
+	if *dst < requestTimeout {
+		return fmt.Errorf("must be at least RELAY_REQUEST_TIMEOUT (%s), or requests accepted during the drain are cut off", requestTimeout)
+	}
+	return nil
+}
+
+// byteSize reads a size in bytes, plain or with a unit as GOMEMLIMIT takes
+// them (B, KiB, MiB, GiB, TiB).
+func byteSize(dst *int64, v string, least int64) error {
+	n, ok := parseByteSize(v)
+	if !ok {
+		return errors.New("not a size (bytes, or a number with B, KiB, MiB, GiB or TiB)")
+	}
+	if n < least {
+		return fmt.Errorf("must be at least %d", least)
+	}
+	*dst = n
+	return nil
+}
+
+func parseByteSize(v string) (int64, bool) {
+	units := []struct {
+		suffix string
+		shift  uint
+	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}}
+	shift := uint(0)
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, shift = num, u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)>>shift {
+		return 0, false
+	}
+	return n << shift, true
 }
 
 func number(dst *float64, v string, least float64) error {

@@ -39,7 +39,11 @@ func TestDefaultsLoad(t *testing.T) {
 		{"RELAY_AUDIENCE", len(cfg.Audiences), 0},
 		{"CTR_ENTITIES_LIMIT", cfg.EntitiesLimit, 100},
 		{"RELAY_DRAIN_DELAY", cfg.DrainDelay, 5 * time.Second},
-		{"RELAY_SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout, 20 * time.Second},
+		// Issue 9: the drain covers a request accepted as the listener
+		// closes (5s for its headers, 25s of work, 15s to write its answer);
+		// the contract's 20s cut such requests off.
+		{"RELAY_SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout, 45 * time.Second},
+		{"RELAY_MEMORY_LIMIT", cfg.MemoryLimit, int64(128 << 20)},
 		{"LOG_FORMAT", cfg.LogFormat, "json"},
 		{"REDIS_URL", cfg.RedisURL, ""},
 		{"REDIS_TIMEOUT", cfg.RedisTimeout, 250 * time.Millisecond},
@@ -164,6 +168,79 @@ func TestJWKSHostsAgreeWithAuth(t *testing.T) {
 		})
 		if err == nil || !strings.Contains(err.Error(), "RELAY_JWKS_HOSTS") {
 			t.Errorf("RELAY_JWKS_HOSTS=%q: error %v, want one naming the variable", v, err)
+		}
+	}
+}
+
+// TestDerivedSettings: one number, the memory limit, sets every admission
+// bound, and the request timeout sets the shutdown timeout; a value the
+// operator gives wins over its derivation.
+func TestDerivedSettings(t *testing.T) {
+	const mib = 1 << 20
+	type derived struct {
+		MemoryLimit           int64
+		Connections, Requests int
+		BodyBudget            int64
+		ObservablesInFlight   int
+		ShutdownTimeout       time.Duration
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want derived
+	}{
+		{"defaults: the cache budget's soft limit", nil,
+			derived{128 * mib, 256, 256, 6 * mib, 2000, 45 * time.Second}},
+		{"GOMEMLIMIT of the deployment", map[string]string{"GOMEMLIMIT": "200MiB"},
+			derived{200 * mib, 469, 352, 22 * mib, 2112, 45 * time.Second}},
+		{"RELAY_MEMORY_LIMIT wins over GOMEMLIMIT", map[string]string{"GOMEMLIMIT": "200MiB", "RELAY_MEMORY_LIMIT": "1GiB"},
+			derived{1024 * mib, 4864, 3648, 228 * mib, 21888, 45 * time.Second}},
+		{"GOMEMLIMIT off", map[string]string{"GOMEMLIMIT": "off"},
+			derived{128 * mib, 256, 256, 6 * mib, 2000, 45 * time.Second}},
+		{"bounds given", map[string]string{"RELAY_MAX_CONNECTIONS": "10", "RELAY_MAX_REQUESTS": "5", "RELAY_BODY_BUDGET": "2097152", "RELAY_OBSERVABLES_IN_FLIGHT": "1000"},
+			derived{128 * mib, 10, 5, 2 * mib, 1000, 45 * time.Second}},
+		{"bigger requests raise the floors", map[string]string{"RELAY_MAX_BODY_BYTES": "16777216", "RELAY_MAX_OBSERVABLES": "5000"},
+			derived{128 * mib, 256, 256, 64 * mib, 10000, 45 * time.Second}},
+		{"shutdown follows the request timeout", map[string]string{"RELAY_REQUEST_TIMEOUT": "3s"},
+			derived{128 * mib, 256, 256, 6 * mib, 2000, 23 * time.Second}},
+		{"shutdown given", map[string]string{"RELAY_REQUEST_TIMEOUT": "3s", "RELAY_SHUTDOWN_TIMEOUT": "3s"},
+			derived{128 * mib, 256, 256, 6 * mib, 2000, 3 * time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := loadConfig(func(k string) string { return tt.env[k] })
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := derived{cfg.MemoryLimit, cfg.MaxConnections, cfg.MaxRequests, cfg.BodyBudget, cfg.ObservablesInFlight, cfg.ShutdownTimeout}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"134217728", 134217728, true},
+		{"200MiB", 200 << 20, true},
+		{"1GiB", 1 << 30, true},
+		{"64KiB", 64 << 10, true},
+		{"512B", 512, true},
+		{"2TiB", 2 << 40, true},
+		{"200MB", 0, false},
+		{"200 MiB", 0, false},
+		{"-1", 0, false},
+		{"", 0, false},
+		{"99999999999TiB", 0, false},
+	} {
+		got, ok := parseByteSize(tt.in)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("parseByteSize(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
 		}
 	}
 }

@@ -35,12 +35,13 @@ func main() {
 }
 
 // setMemoryLimit gives the Go runtime a soft memory limit when the operator
-// set no GOMEMLIMIT: the cache budget plus room for the requests in
-// flight. Cached documents are charged at their encoded size and take a
-// little more in memory, and the collector would otherwise let the heap
-// grow to twice what is live; the limit makes it collect sooner instead,
-// keeping resident memory near the budget (see the README's figures).
-// It is set in main only, never in tests that run the relay in-process.
+// set no GOMEMLIMIT: RELAY_MEMORY_LIMIT, by default the cache budget plus
+// room for the requests in flight (memoryLimit). Cached documents are
+// charged at their encoded size and take a little more in memory, and the
+// collector would otherwise let the heap grow to twice what is live; the
+// limit makes it collect sooner instead, keeping resident memory near the
+// budget (see the README's figures). It is set in main only, never in
+// tests that run the relay in-process.
 func setMemoryLimit(getenv func(string) string) {
 	if getenv("GOMEMLIMIT") != "" {
 		return
@@ -49,12 +50,7 @@ func setMemoryLimit(getenv func(string) string) {
 	if err != nil {
 		return // run reports the configuration error
 	}
-	debug.SetMemoryLimit(memoryLimit(cfg.CacheMaxBytes))
-}
-
-// memoryLimit is the default soft memory limit for a cache budget.
-func memoryLimit(cacheBytes int64) int64 {
-	return cacheBytes + max(64<<20, cacheBytes/2)
+	debug.SetMemoryLimit(cfg.MemoryLimit)
 }
 
 // usageError is a command line the relay does not understand.

@@ -52,6 +52,9 @@ var relayFamilies = map[string]dto.MetricType{
 	"pulsedive_relay_shared_calls_total":                 dto.MetricType_COUNTER,
 	"pulsedive_relay_panics_total":                       dto.MetricType_COUNTER,
 	"pulsedive_relay_breakers":                           dto.MetricType_GAUGE,
+	"pulsedive_relay_admission_refusals_total":           dto.MetricType_COUNTER,
+	"pulsedive_relay_admission_in_use":                   dto.MetricType_GAUGE,
+	"pulsedive_relay_admission_limit":                    dto.MetricType_GAUGE,
 	"pulsedive_relay_build_info":                         dto.MetricType_GAUGE,
 	"pulsedive_relay_redis_command_duration_seconds":     dto.MetricType_HISTOGRAM,
 	"pulsedive_relay_redis_errors_total":                 dto.MetricType_COUNTER,
@@ -72,11 +75,17 @@ var relayFamilies = map[string]dto.MetricType{
 var routeTemplates = []string{
 	"/health", "/observe/observables", "/deliberate/observables", "/refer/observables",
 	"/version", "/watchdog", "/metrics", "/healthz", "/readyz", "unmatched",
+	"pipeline", // a panic inside a shared Pulsedive call
 }
 
 func TestMetricsAfterTraffic(t *testing.T) {
 	fake := startFake(t, pulsedivetest.Config{})
-	r := startRelay(t, relayEnv(fake.URL(), nil))
+	env := relayEnv(fake.URL(), nil)
+	cfg, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRelay(t, env)
 	c := newClient(t)
 	tok := r.token(t, metricsKey)
 	body := observables(t, fixtureObservables...)
@@ -171,7 +180,18 @@ func TestMetricsAfterTraffic(t *testing.T) {
 			t.Errorf("info not_found calls = %v, want 1..%v (23.23.23.23 is unknown; later lookups may hit the negative cache)", notFound, k)
 		}
 		infoCalls, linksCalls := 5*k-hi, 4*k-hl // every miss is a call
+		// The connections open as /metrics is read: its own, and this
+		// test's idle keep-alive ones. Nothing else is held between requests.
+		openKey := `pulsedive_relay_admission_in_use{bound="connections"}`
+		if open := got[openKey]; open < 1 || open > 4 {
+			t.Errorf("%s = %v, want 1 to 4", openKey, open)
+		}
+		delete(got, openKey)
 		want := map[string]float64{
+			`pulsedive_relay_admission_limit{bound="connections"}`:                                        float64(cfg.MaxConnections),
+			`pulsedive_relay_admission_limit{bound="requests"}`:                                           float64(cfg.MaxRequests),
+			`pulsedive_relay_admission_limit{bound="body_bytes"}`:                                         float64(cfg.BodyBudget),
+			`pulsedive_relay_admission_limit{bound="observables"}`:                                        float64(cfg.ObservablesInFlight),
 			`pulsedive_relay_http_requests_total{code="200",route="/observe/observables"}`:                k + 2,
 			`pulsedive_relay_http_requests_total{code="200",route="/health"}`:                             1,
 			`pulsedive_relay_http_requests_total{code="200",route="/metrics"}`:                            float64(scrapes),

@@ -152,7 +152,7 @@ func relayEnv(fakeURL string, overrides map[string]string) map[string]string {
 		"PULSEDIVE_RATE_LIMIT":   "60000",
 		"PULSEDIVE_BURST":        "1000",
 		"RELAY_DRAIN_DELAY":      "0s",
-		"RELAY_SHUTDOWN_TIMEOUT": "10s",
+		"RELAY_SHUTDOWN_TIMEOUT": "25s", // the least RELAY_REQUEST_TIMEOUT allows
 	}
 	for k, v := range overrides {
 		if v == "" {

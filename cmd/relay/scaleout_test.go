@@ -209,6 +209,9 @@ func TestScaleOut(t *testing.T) {
 		"PULSEDIVE_RATE_LIMIT":  strconv.Itoa(scaleRate),
 		"PULSEDIVE_BURST":       strconv.Itoa(scaleBurst),
 		"RELAY_REQUEST_TIMEOUT": "50s", // within the test client's minute
+		// The test environment's 25s is shorter than the request timeout,
+		// which the relay refuses.
+		"RELAY_SHUTDOWN_TIMEOUT": "50s",
 		// Measure how fully the replicas spend the budget: Active DNS may
 		// wait for it as long as the request may.
 		"RELAY_LINKS_MAX_WAIT": "50s",

@@ -51,6 +51,9 @@ type deps struct {
 	pulsedive http.RoundTripper
 	// ready, when non-nil, receives the bound addresses once serving.
 	ready func(addr, metricsAddr string)
+	// drained, when non-nil, is called once the drain delay is over, just
+	// before the listeners close: a test sends its last request then.
+	drained func()
 }
 
 func newLogger(w io.Writer, cfg config) *slog.Logger {
@@ -61,10 +64,12 @@ func newLogger(w io.Writer, cfg config) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// wiring is the wired application: its handlers and what must be closed.
+// wiring is the wired application: its handlers, the bound on their
+// connections, and what must be closed.
 type wiring struct {
 	handler        http.Handler
 	metricsHandler http.Handler
+	conns          *transport.ConnLimit
 	close          func()
 }
 
@@ -196,15 +201,27 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 	}
 
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	admission := transport.Admission{
+		Requests:    cfg.MaxRequests,
+		BodyBytes:   cfg.BodyBudget,
+		Observables: cfg.ObservablesInFlight,
+	}
+	m.AdmissionLimit(transport.BoundConnections, int64(cfg.MaxConnections))
+	m.AdmissionLimit(transport.BoundRequests, int64(admission.Requests))
+	m.AdmissionLimit(transport.BoundBodyBytes, admission.BodyBytes)
+	m.AdmissionLimit(transport.BoundObservables, int64(admission.Observables))
 	tcfg := transport.Config{
-		Enricher:       pipe,
-		Auth:           authn,
-		Version:        version,
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		MaxObservables: cfg.MaxObservables,
-		Ready:          ready,
-		Observer:       m,
-		Logger:         log,
+		Enricher:          pipe,
+		Auth:              authn,
+		Version:           version,
+		MaxBodyBytes:      cfg.MaxBodyBytes,
+		MaxObservables:    cfg.MaxObservables,
+		Admission:         admission,
+		ChunkWriteTimeout: chunkWriteTimeout,
+		WriteTimeout:      writeTimeout(cfg.RequestTimeout),
+		Ready:             ready,
+		Observer:          m,
+		Logger:            log,
 	}
 	if cfg.MetricsAddr == "" {
 		tcfg.Metrics = metricsHandler
@@ -213,7 +230,8 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 	if err != nil {
 		return fail(err)
 	}
-	return &wiring{handler: h, metricsHandler: metricsHandler, close: closeAll}, nil
+	conns := transport.NewConnLimit(transport.ConnLimitConfig{Max: cfg.MaxConnections, Observer: m})
+	return &wiring{handler: h, metricsHandler: metricsHandler, conns: conns, close: closeAll}, nil
 }
 
 // breakerLogger logs each change of one API key's circuit breaker: its
@@ -256,12 +274,12 @@ func serve(ctx context.Context, cfg config, d deps) error {
 	}
 	defer app.close()
 
-	servers := []*http.Server{newServer(cfg, app.handler, log)}
+	servers := []*http.Server{newServer(cfg, app.handler, app.conns, log)}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on RELAY_ADDR %s: %w", cfg.Addr, err)
 	}
-	listeners := []net.Listener{ln}
+	listeners := []net.Listener{app.conns.Listener(ln)}
 	metricsAddr := ""
 	if cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
@@ -271,8 +289,10 @@ func serve(ctx context.Context, cfg config, d deps) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", app.metricsHandler)
-		servers = append(servers, newServer(cfg, mux, log))
-		listeners = append(listeners, mln)
+		// Scrapers are few; their listener has a small bound of its own.
+		mconns := transport.NewConnLimit(transport.ConnLimitConfig{Max: metricsConnections})
+		servers = append(servers, newServer(cfg, mux, mconns, log))
+		listeners = append(listeners, mconns.Listener(mln))
 		metricsAddr = mln.Addr().String()
 	}
 
@@ -302,13 +322,16 @@ func serve(ctx context.Context, cfg config, d deps) error {
 
 	ready.Store(false)
 	if serveErr == nil {
-		log.Info("shutting down: draining", "drain_delay", cfg.DrainDelay.String())
+		log.Info("shutting down: draining", "drain_delay", cfg.DrainDelay.String(), "shutdown_timeout", cfg.ShutdownTimeout.String())
 		drain := time.NewTimer(cfg.DrainDelay)
 		select {
 		case <-drain.C:
 		case serveErr = <-errc:
 			drain.Stop()
 		}
+	}
+	if d.drained != nil {
+		d.drained()
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
@@ -323,15 +346,22 @@ func serve(ctx context.Context, cfg config, d deps) error {
 	return serveErr
 }
 
-// newServer bounds every phase of a client connection.
-func newServer(cfg config, h http.Handler, log *slog.Logger) *http.Server {
+// metricsConnections bounds the connections of the METRICS_ADDR listener.
+const metricsConnections = 32
+
+// newServer bounds every phase of a client connection (budget.go sizes
+// them): its headers, its body, its answer, its idleness, and through
+// conns the number of connections open at once.
+func newServer(cfg config, h http.Handler, conns *transport.ConnLimit, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      cfg.RequestTimeout + 15*time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		Handler:           conns.Handler(h),
+		ConnContext:       conns.ConnContext,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout(cfg.RequestTimeout),
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnState:         conns.ConnState,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }

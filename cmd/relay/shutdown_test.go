@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"strings"
@@ -46,7 +47,7 @@ func testDrain(t *testing.T, sig syscall.Signal) {
 
 	p := startProcess(t, relayEnv(fake.URL(), map[string]string{
 		"RELAY_DRAIN_DELAY":      "1s",
-		"RELAY_SHUTDOWN_TIMEOUT": "20s",
+		"RELAY_SHUTDOWN_TIMEOUT": "25s",
 	}))
 	c := newClient(t)
 	if got := send(t, c, p.URL(), request{method: http.MethodGet, path: "/readyz"}); got.status != http.StatusOK {
@@ -140,5 +141,90 @@ func testDrain(t *testing.T, sig syscall.Signal) {
 	}
 	if n := fake.CallsFor(pulsedivetest.KindLinks, held); n != 1 {
 		t.Errorf("links calls for %s = %d, want 1: the request went on after the listener closed", held, n)
+	}
+}
+
+// TestDrainAnswersTheLastRequest: a request the relay takes at the very
+// end of the drain, just before the listener closes, gets its whole answer
+// even when it runs its whole RELAY_REQUEST_TIMEOUT (Pulsedive never
+// answers it), with RELAY_SHUTDOWN_TIMEOUT left to its default. Issue 9:
+// the drain waited 20s for requests that may run 25s.
+func TestDrainAnswersTheLastRequest(t *testing.T) {
+	const held = "last-request.example"
+	arrived := make(chan struct{})
+	var once sync.Once
+	fake := startFake(t, pulsedivetest.Config{OnCall: func(req pulsedivetest.Request) {
+		if req.Value == held {
+			once.Do(func() { close(arrived) })
+		}
+	}})
+	fake.SetFault(held, pulsedivetest.Fault{Mode: pulsedivetest.ModeHang, Kind: pulsedivetest.KindInfo})
+	env := relayEnv(fake.URL(), map[string]string{
+		"RELAY_DRAIN_DELAY":      "50ms",
+		"RELAY_REQUEST_TIMEOUT":  "2s",
+		"RELAY_SHUTDOWN_TIMEOUT": "", // its default, derived from the request timeout
+	})
+	cfg, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ShutdownTimeout < cfg.RequestTimeout {
+		t.Fatalf("default RELAY_SHUTDOWN_TIMEOUT %v is shorter than RELAY_REQUEST_TIMEOUT %v", cfg.ShutdownTimeout, cfg.RequestTimeout)
+	}
+
+	type result struct {
+		reply reply
+		err   error
+	}
+	last := make(chan result, 1)
+	addrs := make(chan string, 1)
+	logs := newLogBuffer()
+	c := newClient(t)
+	d := deps{
+		stderr: logs,
+		ready:  func(addr, _ string) { addrs <- addr },
+		drained: func() {
+			r := &relay{addr: <-addrs}
+			req := request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + r.token(t, "drain-key"), body: observables(t, "domain", held)}
+			go func() {
+				got, err := trySend(c, r.URL(), req)
+				last <- result{got, err}
+			}()
+			<-arrived // the relay has taken it and asked Pulsedive
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, d) }()
+	select {
+	case addr := <-addrs:
+		addrs <- addr // for drained
+	case err := <-done:
+		t.Fatalf("serve returned %v before listening\nlogs:\n%s", err, logs)
+	}
+	cancel() // SIGTERM
+
+	select {
+	case res := <-last:
+		if res.err != nil {
+			t.Fatalf("the last request got no answer: %v\nlogs:\n%s", res.err, logs)
+		}
+		want := `{"errors":[{"type":"fatal","code":"service unavailable","message":"Pulsedive is unavailable: request deadline exceeded"}]}`
+		if got := strings.TrimSpace(string(res.reply.body)); res.reply.status != http.StatusOK || got != want {
+			t.Errorf("the last request answered %d %s, want 200 %s", res.reply.status, got, want)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("the last request was not answered within a minute\nlogs:\n%s", logs)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve returned %v, want nil", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("serve did not return\nlogs:\n%s", logs)
+	}
+	if strings.Contains(logs.String(), "shutdown incomplete") {
+		t.Errorf("the drain cut requests off:\n%s", logs)
 	}
 }

@@ -22,6 +22,7 @@ type request struct {
 	Path  string
 	Body  []byte
 	Token string
+	ID    string // X-Request-Id, to find the request in the relay's log; none when empty
 }
 
 // answer is what came back: the status and the whole body, and the time
@@ -67,6 +68,9 @@ func (lc *loadClient) do(ctx context.Context, r request) (answer, error) {
 	req.Header.Set("Content-Type", "application/json")
 	if r.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+r.Token)
+	}
+	if r.ID != "" {
+		req.Header.Set("X-Request-Id", r.ID)
 	}
 	start := time.Now()
 	resp, err := lc.client.Do(req)
@@ -231,10 +235,20 @@ func lossCause(err error) string {
 		return "client timeout"
 	case errors.Is(err, syscall.ECONNRESET):
 		return "connection reset"
+	case errors.Is(err, syscall.EPIPE):
+		return "broken pipe"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return "connection closed early"
 	}
-	return truncate(err.Error(), 80)
+	// The innermost error: the outer ones name addresses and ports, which
+	// would make every failure a cause of its own.
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return truncate(err.Error(), 80)
+		}
+		err = next
+	}
 }

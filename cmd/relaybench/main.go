@@ -10,9 +10,10 @@
 //
 // Scenarios: cold (cold then warm batch), collapse, ratelimit, budget,
 // throughput, memory, soak, scaleout (several relays over one Redis; needs
-// redis-server), and all (cold to memory, with one summary table; budget
-// and scaleout are not in it). Every report names its figures, the target
-// each must meet and whether it did;
+// redis-server), attack (hostile load, one attack a row, on the
+// deployment's memory limit), and all (cold to memory, with one summary
+// table; budget, scaleout and attack are not in it). Every report names
+// its figures, the target each must meet and whether it did;
 // -json prints the same as JSON. The exit status is 1 when an invariant
 // fails (a 5xx, a lost answer, a leak, a wrong call count, RSS over budget),
 // and also when a timing target is missed under -strict; 2 for a bad
@@ -21,7 +22,8 @@
 // From the module root:
 //
 //	go run ./cmd/relaybench all                            # the README's table
-//	go run ./cmd/relaybench soak -duration 15s -clients 50 # the CI gate
+//	go run ./cmd/relaybench soak -duration 15s -clients 50 # the CI gates
+//	go run ./cmd/relaybench attack -short
 //
 // Each scenario launches its own relay (built with go build unless
 // -relay-bin names one) with the environment it needs, and stops it with
@@ -38,6 +40,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/signal"
 	"strings"
@@ -45,6 +48,10 @@ import (
 )
 
 func main() {
+	// net/http's client logs through the standard logger when a server
+	// answers on a connection it had not used yet, which is how the relay
+	// refuses connections over its bound: the attack run would drown in it.
+	log.SetOutput(io.Discard)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -91,6 +98,7 @@ func scenarios() []scenario {
 		{"memory", "a minute of mixed load filling the cache: peak and final RSS", registerMemory},
 		{"soak", "mixed traffic with Pulsedive faults: no 5xx, no lost answer, no leak, RSS in budget", registerSoak},
 		{"scaleout", "3 relays sharing one Redis: one budget, one cache, one call per document, Redis killed and back", registerScaleOut},
+		{"attack", "hostile load, one attack a row, on a relay held to the deployment's memory: survival, peak RSS, legitimate traffic", registerAttack},
 		{"all", "cold, collapse, ratelimit, throughput and memory in sequence, with one summary table", registerAll},
 	}
 }

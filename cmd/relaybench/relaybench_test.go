@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -117,6 +118,28 @@ func TestScenarios(t *testing.T) {
 		}
 	})
 
+	t.Run("attack", func(t *testing.T) {
+		var stdout, stderr bytes.Buffer
+		err := run(t.Context(), []string{"attack", "-relay-bin", bin, "-short", "-duration", "2s", "-rows", "wide-object,sigterm", "-json", "-q"}, &stdout, &stderr)
+		if err != nil {
+			t.Errorf("attack: %v\nstderr:\n%s", err, stderr.String())
+		}
+		var got output
+		if err := json.Unmarshal(stdout.Bytes(), &got); err != nil || len(got.Reports) != 2 {
+			t.Fatalf("attack: %d reports, %v\n%s", len(got.Reports), err, stdout.String())
+		}
+		wantFigures(t, got.Reports[0], map[string]float64{"survived": 1, "legit_answered": 1, "relay_exit_code": 0})
+		wantFigures(t, got.Reports[1], map[string]float64{"drain_lost": 0, "drain_incomplete": 0, "relay_exit_code": 0})
+		for _, r := range got.Reports {
+			if f := figures(r); f["rss_hwm_mib"] <= 0 || f["rss_hwm_mib"] >= deployPodLimitMi {
+				t.Errorf("%s: VmHWM %v MiB, want some, under %d", r.Scenario, f["rss_hwm_mib"], deployPodLimitMi)
+			}
+			if !r.Passed {
+				t.Errorf("%s failed: %v", r.Scenario, r.Failed)
+			}
+		}
+	})
+
 	t.Run("cold", func(t *testing.T) {
 		r := runJSON(t, "cold", "-relay-bin", bin, "-observables", "40", "-unknown", "4", "-latency", "50ms")
 		wantFigures(t, r, map[string]float64{
@@ -148,6 +171,7 @@ func TestRunUsage(t *testing.T) {
 		{"stray argument", []string{"cold", "extra"}, 2},
 		{"pid without url", []string{"cold", "-relay-pid", "1"}, 2},
 		{"bad relay env", []string{"cold", "-relay-env", "NOEQUALS"}, 2},
+		{"unknown attack row", []string{"attack", "-rows", "big-bodies,bogus"}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -403,5 +427,40 @@ func TestRelayEnv(t *testing.T) {
 	want := []string{"RELAYBENCH_TEST_KEEP=yes", "LOG_LEVEL=warn", "RELAY_AUDIENCE=a", "PULSEDIVE_RATE_LIMIT=0", "LOG_LEVEL=debug"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("relay environment (-want +got):\n%s", diff)
+	}
+}
+
+func TestAttackBodies(t *testing.T) {
+	big := bigBody(1 << 20)
+	if len(big) != 1<<20 || !json.Valid(big) {
+		t.Errorf("bigBody: %d bytes, valid JSON %v; want exactly 1 MiB of JSON", len(big), json.Valid(big))
+	}
+	wide := wideBody(1 << 20)
+	var items []map[string]int
+	if err := json.Unmarshal(wide, &items); err != nil || len(wide) > 1<<20 {
+		t.Fatalf("wideBody: %d bytes, %v", len(wide), err)
+	}
+	if n := len(items[0]); len(items) != 1 || n < 90_000 {
+		t.Errorf("wideBody: %d items, %d fields; want one item of ~100k fields", len(items), n)
+	}
+}
+
+func TestAccessLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relay.log")
+	log := `{"level":"INFO","msg":"request","request_id":"a","status":200}
+not json: a panic line
+{"level":"INFO","msg":"relay listening"}
+{"level":"WARN","msg":"shutdown incomplete: closing remaining connections"}
+{"level":"INFO","msg":"request","request_id":"b","status":200}
+`
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ids, incomplete, err := accessLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]bool{"a": true, "b": true}, ids); diff != "" || incomplete != 1 {
+		t.Errorf("ids (-want +got):\n%s\nincomplete %d, want 1", diff, incomplete)
 	}
 }

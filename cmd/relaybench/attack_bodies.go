@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Rows of request bodies sent without a token: the relay must not hold
+// them for callers who cannot even authenticate.
+func bodyRows() []attackRow {
+	return []attackRow{
+		{
+			name:  "big-bodies",
+			title: "400 concurrent 1 MiB POST bodies, no token",
+			run: func(ctx context.Context, a *attack) error {
+				return a.postCrowd(ctx, 400, bigBody(1<<20), "")
+			},
+		},
+		{
+			name:  "slow-uploads",
+			title: "400 slow uploads of 1 MiB at 40 KB/s, no token",
+			run: func(ctx context.Context, a *attack) error {
+				t := newOutcomes()
+				hammer(ctx, 400, func(ctx context.Context, _ int) error { return a.slowUpload(ctx, bigBody(1<<20), 40<<10, t) })
+				t.report(a.r, "slow uploads")
+				return nil
+			},
+		},
+		{
+			name:  "wide-object",
+			title: "40 concurrent 1 MiB bodies of one object with ~100k fields, no token",
+			run: func(ctx context.Context, a *attack) error {
+				return a.postCrowd(ctx, 40, wideBody(1<<20), "")
+			},
+		},
+	}
+}
+
+// bigBody is a valid body of exactly size bytes: one observable whose value
+// fills it.
+func bigBody(size int) []byte {
+	const head, tail = `[{"type":"ip","value":"`, `"}]`
+	return []byte(head + strings.Repeat("a", size-len(head)-len(tail)) + tail)
+}
+
+// wideBody is a body of at most size bytes: one object of as many fields
+// as fit, none of them type or value.
+func wideBody(size int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`[{`)
+	for i := 0; b.Len() < size-16; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"f%d":0`, i)
+	}
+	b.WriteString(`}]`)
+	return b.Bytes()
+}
+
+// outcomes tallies what attackers got back, by a short description.
+type outcomes struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func newOutcomes() *outcomes { return &outcomes{n: map[string]int{}} }
+
+func (o *outcomes) add(what string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, seen := o.n[what]; seen || len(o.n) < 30 {
+		o.n[what]++
+	}
+}
+
+// answer notes an HTTP answer: its status and the envelope's first code.
+func (o *outcomes) answer(status int, body []byte) {
+	what := "HTTP " + strconv.Itoa(status)
+	if ra, err := parseAnswer(body); err == nil && len(ra.Errors) > 0 {
+		what += " " + ra.Errors[0].Code
+	}
+	o.add(what)
+}
+
+func (o *outcomes) failure(err error) { o.add("no answer: " + lossCause(err)) }
+
+func (o *outcomes) report(r *report, what string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	total := 0
+	for _, v := range o.n {
+		total += v
+	}
+	r.add("attack_attempts", "attacking "+what+" made", float64(total), unitCount)
+	countMap(r, "what the attackers got", o.n)
+}
+
+// postCrowd has n clients post body again and again until ctx ends, with
+// the bearer token tok ("" for none), and tallies the answers.
+func (a *attack) postCrowd(ctx context.Context, n int, body []byte, tok string) error {
+	t := newOutcomes()
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n, DisableCompression: true}}
+	defer client.CloseIdleConnections()
+	hammer(ctx, n, func(ctx context.Context, _ int) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.st.url+"/observe/observables", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			if ctx.Err() == nil {
+				t.failure(err)
+			}
+			return err
+		}
+		defer resp.Body.Close()
+		got, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.failure(err)
+			return err
+		}
+		t.answer(resp.StatusCode, got)
+		return nil
+	})
+	t.report(a.r, fmt.Sprintf("clients (%d)", n))
+	return nil
+}
+
+// slowUpload sends one observe request whose body trickles at rate bytes
+// a second, until it is all sent, the relay answers or cuts it, or ctx
+// ends, and notes what the relay said.
+func (a *attack) slowUpload(ctx context.Context, body []byte, rate int, t *outcomes) error {
+	conn, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", a.addr())
+	if err != nil {
+		t.failure(err)
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	head := "POST /observe/observables HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
+	if _, err := io.WriteString(conn, head); err != nil {
+		return err
+	}
+	const tick = 100 * time.Millisecond
+	step := max(rate/int(time.Second/tick), 1)
+	var werr error
+	for sent := 0; sent < len(body) && werr == nil; sent += step {
+		if !pause(ctx, tick) {
+			return nil
+		}
+		_, werr = conn.Write(body[sent:min(sent+step, len(body))])
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	switch {
+	case err == nil:
+		got, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		t.answer(resp.StatusCode, got)
+	case ctx.Err() != nil:
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		t.add("cut off without an answer")
+	default:
+		t.failure(err)
+	}
+	return werr
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pulsedive-relay/relay/pulsedive/pulsedivetest"
+)
+
+// Rows where Pulsedive's answers, or another tenant, are the weapon.
+func pulsediveRows() []attackRow {
+	return []attackRow{
+		{
+			name:  "redirect",
+			title: "Pulsedive answers 302 to a foreign host",
+			owner: "the Pulsedive client (no redirect, no Referer, key scrubbed)",
+			run:   runRedirect,
+		},
+		{
+			name:  "error-text-key",
+			title: "Pulsedive error texts holding the caller's API key (403 and an error field)",
+			owner: "the Pulsedive client (key scrubbed from Pulsedive text)",
+			env:   map[string]string{"LOG_LEVEL": "debug"},
+			run:   runErrorTextKey,
+		},
+		{
+			name:     "rotating-keys",
+			title:    "one tenant rotating 64 keys on values Pulsedive never answers; another tenant's new lookups measured",
+			owner:    "the Pulsedive client (per-key fair share of RELAY_MAX_INFLIGHT)",
+			env:      map[string]string{"PULSEDIVE_TIMEOUT": "5s"},
+			legit:    newLookups,
+			legitP99: time.Second,
+			run:      runRotatingKeys,
+		},
+	}
+}
+
+// newLookups is the legitimate traffic of a row that needs Pulsedive: one
+// new observable a request, so that every one is a Pulsedive call.
+func newLookups(a *attack) (func(int, int) (request, error), error) {
+	return func(int, int) (request, error) {
+		return a.b.observeRequest(a.key, []observable{a.b.values.next()})
+	}, nil
+}
+
+// capture is a foreign host that notes who reached it and what they gave
+// away.
+type capture struct {
+	srv      *http.Server
+	url      string
+	hits     atomic.Int64
+	mu       sync.Mutex
+	referers []string
+}
+
+func startCapture() (*capture, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	c := &capture{url: "http://" + ln.Addr().String()}
+	c.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c.hits.Add(1)
+			c.mu.Lock()
+			c.referers = append(c.referers, r.Header.Get("Referer")+" "+r.URL.String())
+			c.mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"error":"foreign host was here"}`)
+		})}
+	go func() { _ = c.srv.Serve(ln) }()
+	return c, nil
+}
+
+func (c *capture) close() { _ = c.srv.Close() }
+
+// leaked counts what reached the capture holding key, raw or escaped.
+func (c *capture) leaked(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, s := range c.referers {
+		if strings.Contains(s, key) || strings.Contains(s, url.QueryEscape(key)) {
+			n++
+		}
+	}
+	return n
+}
+
+func runRedirect(ctx context.Context, a *attack) error {
+	c, err := startCapture()
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	key := a.b.apiKey("redirect-victim")
+	fault := pulsedivetest.Fault{Mode: pulsedivetest.ModeStatus, Status: http.StatusFound, Kind: pulsedivetest.KindInfo,
+		Header: http.Header{"Location": {c.url + "/steal"}}, Body: []byte(`{}`)}
+	var echoed atomic.Int64
+	t := newOutcomes()
+	lc := newLoadClient(a.st.url, 4, 30*time.Second)
+	defer lc.closeIdle()
+	hammer(ctx, 4, func(ctx context.Context, _ int) error {
+		o := a.b.values.next()
+		a.st.fake.SetFault(o.Value, fault)
+		req, err := a.b.observeRequest(key, []observable{o})
+		if err != nil {
+			return err
+		}
+		ans, err := lc.do(ctx, req)
+		if err != nil {
+			if ctx.Err() == nil {
+				t.failure(err)
+			}
+			return err
+		}
+		t.answer(ans.Status, ans.Body)
+		if bytes.Contains(ans.Body, []byte("foreign host")) {
+			echoed.Add(1)
+		}
+		return nil
+	})
+	t.report(a.r, "requests on redirected lookups")
+	a.r.add("foreign_hits", "requests that reached the foreign host", float64(c.hits.Load()), unitCount).want(opEqual, 0).headline()
+	a.r.add("foreign_key_leaks", "of them carrying the API key (URL or Referer)", float64(c.leaked(key)), unitCount).want(opEqual, 0).headline()
+	a.r.add("foreign_echoed", "answers echoing the foreign host's body", float64(echoed.Load()), unitCount).want(opEqual, 0)
+	return nil
+}
+
+func runErrorTextKey(ctx context.Context, a *attack) error {
+	key := a.b.apiKey("error-text-victim")
+	faults := []pulsedivetest.Fault{
+		{Mode: pulsedivetest.ModeStatus, Status: http.StatusForbidden, Kind: pulsedivetest.KindInfo, Message: "API key " + key + " has no access to this endpoint."},
+		{Mode: pulsedivetest.ModeErrorField, Kind: pulsedivetest.KindInfo, Message: "Invalid API key: " + key},
+	}
+	var leaks, n atomic.Int64
+	t := newOutcomes()
+	lc := newLoadClient(a.st.url, 4, 30*time.Second)
+	defer lc.closeIdle()
+	hammer(ctx, 4, func(ctx context.Context, _ int) error {
+		o := a.b.values.next()
+		a.st.fake.SetFault(o.Value, faults[n.Add(1)%2])
+		req, err := a.b.observeRequest(key, []observable{o})
+		if err != nil {
+			return err
+		}
+		ans, err := lc.do(ctx, req)
+		if err != nil {
+			if ctx.Err() == nil {
+				t.failure(err)
+			}
+			return err
+		}
+		t.answer(ans.Status, ans.Body)
+		if bytes.Contains(ans.Body, []byte(key)) {
+			leaks.Add(1)
+		}
+		return nil
+	})
+	t.report(a.r, "requests on failing lookups")
+	a.r.add("key_in_answers", "answers holding the caller's API key", float64(leaks.Load()), unitCount).want(opEqual, 0).headline()
+	if a.st.relay != nil {
+		logs, err := os.ReadFile(a.st.relay.logPath)
+		if err != nil {
+			return err
+		}
+		a.r.add("key_in_log", "relay log lines holding the API key (LOG_LEVEL=debug)", float64(countLines(logs, key)), unitCount).want(opEqual, 0).headline()
+	}
+	return nil
+}
+
+func countLines(text []byte, s string) int {
+	n := 0
+	for _, line := range bytes.Split(text, []byte("\n")) {
+		if bytes.Contains(line, []byte(s)) {
+			n++
+		}
+	}
+	return n
+}
+
+func runRotatingKeys(ctx context.Context, a *attack) error {
+	const keys, clients, batch = 64, 64, 8
+	t := newOutcomes()
+	lc := newLoadClient(a.st.url, clients, time.Minute)
+	defer lc.closeIdle()
+	var turn atomic.Int64
+	hang := pulsedivetest.Fault{Mode: pulsedivetest.ModeHang}
+	hammer(ctx, clients, func(ctx context.Context, _ int) error {
+		t.add("sent")
+		obs := make([]observable, batch)
+		for i := range obs {
+			obs[i] = a.b.values.named("never")
+			a.st.fake.SetFault(obs[i].Value, hang)
+		}
+		req, err := a.b.observeRequest(a.b.apiKey(fmt.Sprintf("rotating-%d", turn.Add(1)%keys)), obs)
+		if err != nil {
+			return err
+		}
+		ans, err := lc.do(ctx, req)
+		if err != nil {
+			if ctx.Err() == nil {
+				t.failure(err)
+			}
+			return err
+		}
+		t.answer(ans.Status, ans.Body)
+		return nil
+	})
+	t.report(a.r, "requests of the rotating tenant")
+	a.r.note("The legitimate requests here are new lookups (one Pulsedive call each), under a key of their own; without a fair share they wait for one of RELAY_MAX_INFLIGHT's slots, which the rotating tenant holds for PULSEDIVE_TIMEOUT.")
+	return nil
+}
