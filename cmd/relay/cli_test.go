@@ -32,6 +32,8 @@ var badValues = map[string][]string{
 	"BREAKER_FAILURES":       {"-1", "ten"},
 	"BREAKER_OPEN_FOR":       {"500ms", "30"},
 	"RELAY_DRAIN_DELAY":      {"-1s", "5"},
+	"RELAY_JWKS_TTL":         {"0s", "500ms", "often"},
+	"RELAY_JWKS_MAX_KEY_AGE": {"1m", "forever"},         // 1m: shorter than RELAY_JWKS_TTL (10m)
 	"RELAY_SHUTDOWN_TIMEOUT": {"-1s", "forever", "24s"}, // 24s: shorter than RELAY_REQUEST_TIMEOUT
 	"LOG_LEVEL":              {"verbose", "trace"},
 	"LOG_FORMAT":             {"xml", "logfmt"},

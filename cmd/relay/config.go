@@ -39,6 +39,8 @@ type config struct {
 	NegativeTTL      time.Duration
 	StaleTTL         time.Duration
 	JWKSHosts        []string
+	JWKSTTL          time.Duration
+	JWKSMaxKeyAge    time.Duration
 	Audiences        []string
 	EntitiesLimit    int
 	DrainDelay       time.Duration
@@ -102,6 +104,16 @@ var settings = []setting{
 		return atLeast(&c.ObservablesInFlight, v, c.MaxObservables, "RELAY_MAX_OBSERVABLES")
 	}},
 	{"RELAY_JWKS_HOSTS", strings.Join(auth.DefaultJWKSHosts(), ","), "allow-list of jwks_host values (host[:port], comma-separated)", func(c *config, v string) error { return hostList(&c.JWKSHosts, v) }},
+	{"RELAY_JWKS_TTL", durationText(auth.DefaultJWKSTTL), "how long a JWKS host's keys are used before they are fetched again", func(c *config, v string) error { return duration(&c.JWKSTTL, v, time.Second) }},
+	{"RELAY_JWKS_MAX_KEY_AGE", durationText(auth.DefaultMaxKeyAge), "how long, after the last good fetch, a JWKS host's keys keep verifying while the host fails (at least RELAY_JWKS_TTL)", func(c *config, v string) error {
+		if err := duration(&c.JWKSMaxKeyAge, v, time.Second); err != nil {
+			return err
+		}
+		if c.JWKSTTL > 0 && c.JWKSMaxKeyAge < c.JWKSTTL {
+			return fmt.Errorf("must be at least RELAY_JWKS_TTL (%s)", c.JWKSTTL)
+		}
+		return nil
+	}},
 	{"RELAY_AUDIENCE", "", "accepted token audiences, comma-separated; empty: the request's own root URL", func(c *config, v string) error { c.Audiences = list(v); return nil }},
 	{"CTR_ENTITIES_LIMIT", "100", "entities per observable when the token sets none", func(c *config, v string) error { return integer(&c.EntitiesLimit, v, 1, 1_000_000) }},
 	{"RELAY_DRAIN_DELAY", "5s", "on SIGTERM, how long /readyz answers 503 before the listener closes", func(c *config, v string) error { return duration(&c.DrainDelay, v, 0) }},
@@ -198,6 +210,18 @@ func printConfig(w io.Writer, getenv func(string) string) {
 	for _, r := range values {
 		fmt.Fprintf(w, "%s=%s\t(%s)\n", r.name, shown(r.name, r.value), r.origin)
 	}
+}
+
+// durationText writes d as an operator would: 10m, 24h, 1h30m.
+func durationText(d time.Duration) string {
+	t := d.String()
+	if strings.HasSuffix(t, "m0s") {
+		t = strings.TrimSuffix(t, "0s")
+	}
+	if strings.HasSuffix(t, "h0m") {
+		t = strings.TrimSuffix(t, "0m")
+	}
+	return t
 }
 
 func duration(dst *time.Duration, v string, least time.Duration) error {

@@ -192,6 +192,8 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		JWKSHosts:            cfg.JWKSHosts,
 		Audiences:            cfg.Audiences,
 		HTTPClient:           d.jwksClient,
+		JWKSTTL:              cfg.JWKSTTL,
+		MaxKeyAge:            cfg.JWKSMaxKeyAge,
 		DefaultEntitiesLimit: cfg.EntitiesLimit,
 		Observer:             m,
 		Logger:               log,
