@@ -1,5 +1,5 @@
 // Package cache is the relay's byte-budgeted TTL store of Pulsedive
-// documents over ristretto, with stale-if-error windows (spec section 6;
+// documents over ristretto, with stale-if-error windows (CONTRACT.md section 6;
 // CACHE_MAX_BYTES, CACHE_TTL, CACHE_NEGATIVE_TTL and CACHE_STALE_TTL of
 // section 7).
 //

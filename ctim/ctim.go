@@ -1,5 +1,5 @@
 // Package ctim holds the CTIM entities the relay answers with and the pure
-// mapping from Pulsedive documents to them (spec sections 4, 4b and 5). It
+// mapping from Pulsedive documents to them (CONTRACT.md sections 4, 4b and 5). It
 // does no I/O: the clock and the id generator are passed in.
 //
 // This package imports no other package of the relay; see the import rule in

@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// Tests of spec section 4b, CTIM fidelity.
+// Tests of CONTRACT.md section 4b, CTIM fidelity.
 
 func mapperAt(now time.Time) Mapper {
 	return Mapper{Now: func() time.Time { return now }, NewID: counterIDs()}

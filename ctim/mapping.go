@@ -76,7 +76,7 @@ func (l DNSLinkList) At(i int) DNSLink { return l[i] }
 
 // Entities is what one found observable contributes to an observe answer.
 // Verdict is nil when the verdict's valid_time has ended at the mapper's
-// clock: a verdict is the observable's current disposition (spec 4b); the
+// clock: a verdict is the observable's current disposition (CONTRACT.md section 4b); the
 // judgement, which is history, stays.
 type Entities struct {
 	Verdict       *Verdict
@@ -105,7 +105,7 @@ func (m Mapper) id(prefix string) string {
 	return prefix + m.NewID()
 }
 
-// Timing constants of spec section 4.
+// Timing constants of CONTRACT.md section 4.
 const (
 	// validity is how long a verdict holds when Pulsedive gives no
 	// retirement: three months of 365/12 days.
@@ -138,7 +138,7 @@ var riskTable = map[string]riskRow{
 
 // CTIM's string limits, counted in Unicode code points (threatgrid/ctim,
 // src/ctim/schemas/common.cljc: ShortString, LongString, URI). Longer text
-// is cut at the limit (spec 4b).
+// is cut at the limit (CONTRACT.md section 4b).
 const (
 	shortString = 1024 // title, indicator short_description, producer, tags, reason
 	longString  = 5000 // description
@@ -205,7 +205,7 @@ func assess(r *Report) (assessment, error) {
 
 // page is the address of a page of Pulsedive's UI for the id Pulsedive
 // gave. The id is query-escaped, so a non-numeric one cannot break the URI
-// (spec 4b); an id too long for CTIM's URI limit is not Pulsedive's, and
+// (CONTRACT.md section 4b); an id too long for CTIM's URI limit is not Pulsedive's, and
 // fails with ErrBroken rather than linking to a page cut short.
 func page(path, id string) (string, error) {
 	uri := UIBase + path + url.QueryEscape(id)
@@ -237,7 +237,7 @@ func (m Mapper) current(end time.Time) bool {
 
 // Verdict maps a report to the verdict on obs, all deliberate needs. current
 // is false when the verdict's valid_time has ended at m.Now: the caller
-// leaves such a verdict out (spec 4b). The verdict carries no judgement_id.
+// leaves such a verdict out (CONTRACT.md section 4b). The verdict carries no judgement_id.
 // It fails with ErrBroken when the report cannot be mapped.
 func (m Mapper) Verdict(obs Observable, r *Report) (v Verdict, current bool, err error) {
 	a, err := assess(r)
@@ -513,7 +513,7 @@ func IndicatorID(name string) string {
 
 // kindIndicatorID is the id of a threat or feed whose name an earlier kind
 // of the same observable also bears: the UUID version 5 of "<kind>:<name>",
-// so each sighting points at its own indicator (spec 4b).
+// so each sighting points at its own indicator (CONTRACT.md section 4b).
 func kindIndicatorID(kind, name string) string {
 	return prefixedUUID5("transient:indicator-", namespaceX500, kind, name)
 }
@@ -594,7 +594,7 @@ func (l *oneLists) one(s string) []string {
 }
 
 // tags is [category] within CTIM's limit, or nil for an empty category: an
-// empty Pulsedive string makes no empty CTIM string (spec 4b).
+// empty Pulsedive string makes no empty CTIM string (CONTRACT.md section 4b).
 func (l *oneLists) tags(category string) []string {
 	if category == "" {
 		return nil

@@ -22,7 +22,7 @@ func SearchReference(obs Observable) Reference {
 }
 
 // BrowseReference is the pivot to the page of the indicator iid, for an
-// observable Pulsedive knows. The iid is query-escaped (spec 4b).
+// observable Pulsedive knows. The iid is query-escaped (CONTRACT.md section 4b).
 func BrowseReference(obs Observable, iid string) Reference {
 	label := typeLabels[obs.Type]
 	return Reference{

@@ -1,6 +1,6 @@
 // Package deploy_test checks the deployment files under deploy/ against the
-// official Kubernetes API types, the relay's configuration (spec section 7)
-// and its metric families (spec section 8). It needs no cluster, Docker or
+// official Kubernetes API types, the relay's configuration (CONTRACT.md section 7)
+// and its metric families (CONTRACT.md section 8). It needs no cluster, Docker or
 // promtool; promtool's own checks run from .ci.
 package deploy_test
 
@@ -33,7 +33,7 @@ import (
 	"github.com/pulsedive-relay/relay/metrics"
 )
 
-// The relay's environment variables: spec section 7 plus METRICS_ADDR,
+// The relay's environment variables: CONTRACT.md section 7 plus METRICS_ADDR,
 // RELAY_MAX_INFLIGHT, RELAY_MAX_INFLIGHT_PER_KEY and RELAY_LINKS_MAX_WAIT.
 var (
 	durationVars = []string{

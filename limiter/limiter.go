@@ -1,6 +1,6 @@
 // Package limiter is the relay's per-API-key token-bucket budget for calls
 // to Pulsedive, over golang.org/x/time/rate, with pauses learnt from
-// Pulsedive and eviction of idle buckets (spec section 6; PULSEDIVE_RATE_LIMIT
+// Pulsedive and eviction of idle buckets (CONTRACT.md section 6; PULSEDIVE_RATE_LIMIT
 // and PULSEDIVE_BURST of section 7).
 //
 // It imports no other package of this project.

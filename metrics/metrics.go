@@ -1,5 +1,5 @@
 // Package metrics holds every pulsedive_relay_* Prometheus family the relay
-// exports at /metrics (spec section 8).
+// exports at /metrics (CONTRACT.md section 8).
 //
 // Label values come only from small, fixed sets written down in this file:
 // route templates, HTTP status codes, Pulsedive document kinds and call
@@ -263,7 +263,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 // HTTPRequest counts one answered HTTP request and observes its latency.
 // route is the mux route template ("/observe/observables") or
 // RouteUnmatched, never the raw request path; a route outside the relay's
-// endpoints (spec section 1) is counted as "other". A status outside
+// endpoints (CONTRACT.md section 1) is counted as "other". A status outside
 // 100..599 is counted as code "other". Negative durations count as zero.
 func (m *Metrics) HTTPRequest(route string, status int, d time.Duration) {
 	if m == nil {

@@ -17,7 +17,7 @@ type Budget struct {
 }
 
 // BudgetError is every refusal of the relay's own per-key budget in one
-// request, folded into one (spec section 6, tight budgets): calls the
+// request, folded into one (CONTRACT.md section 6, tight budgets): calls the
 // limiter would not allow before their bound, or made while the key is
 // paused after a 429 or a spent quota. It unwraps to a
 // *pulsedive.RateLimitError with the same RetryAfter.

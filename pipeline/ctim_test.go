@@ -20,7 +20,7 @@ import (
 )
 
 // Tests that what the relay maps from Pulsedive documents keeps to CTIM
-// (spec section 4b), checked by ctimcheck: synthetic documents, the
+// (CONTRACT.md section 4b), checked by ctimcheck: synthetic documents, the
 // FuzzDecodeIndicator corpus and the fixtures, crafted documents for each
 // case the checks of issue 12 found, and fuzzed documents.
 
@@ -206,7 +206,7 @@ func craftedDoc(t *testing.T, set map[string]any) []byte {
 
 // TestCraftedDocuments maps a crafted Pulsedive document for each case the
 // CTIM checks of issue 12 found, and checks the answers keep to CTIM and
-// read as spec section 4b says.
+// read as CONTRACT.md section 4b says.
 func TestCraftedDocuments(t *testing.T) {
 	long := strings.Repeat("ß", 6000) // 2 bytes, 1 code point each
 	manyLinks := func(n int) []byte {

@@ -34,7 +34,7 @@ func (p *Pipeline) links(ctx context.Context, key pulsedive.APIKey, value string
 	return doc.Links, err
 }
 
-// document goes through the steps of spec section 6 in order: a fresh
+// document goes through the steps of CONTRACT.md section 6 in order: a fresh
 // cache entry; else a call shared with every concurrent request for the
 // same key and document; on failure, an expired entry still kept
 // (stale-if-error).

@@ -67,7 +67,7 @@ type Observer interface {
 }
 
 // Config configures a Pipeline. Zero durations and counts take the
-// defaults of spec section 7.
+// defaults of CONTRACT.md section 7.
 type Config struct {
 	Fetcher Fetcher // required
 	Pinger  Pinger  // required for Health
@@ -180,7 +180,7 @@ type ReferResult struct {
 }
 
 // Observe enriches the observables: verdicts, judgements, indicators,
-// sightings and relationships (spec section 4). Verdicts come first: every
+// sightings and relationships (CONTRACT.md section 4). Verdicts come first: every
 // indicator call of the request goes before its links (Active DNS) calls,
 // which take only budget the verdicts leave (see run and budgetedLinks).
 func (p *Pipeline) Observe(ctx context.Context, req Request) Result {
@@ -211,7 +211,7 @@ func (p *Pipeline) fold(outs []outcome) Result {
 }
 
 // Refer answers a search pivot for every observable and a browse pivot for
-// each one Pulsedive knows (spec section 5). A failed lookup leaves the
+// each one Pulsedive knows (CONTRACT.md section 5). A failed lookup leaves the
 // search pivot in place and reports the failure.
 func (p *Pipeline) Refer(ctx context.Context, req Request) ReferResult {
 	outs := p.run(ctx, req, p.referOne)
@@ -309,7 +309,7 @@ func (p *Pipeline) deliberateOne(ctx context.Context, _ *schedule, req Request, 
 	if err != nil {
 		return failed(err), nil
 	}
-	if !current { // expired verdicts are left out, as in observe (spec 4b)
+	if !current { // expired verdicts are left out, as in observe (CONTRACT.md section 4b)
 		return outcome{}, nil
 	}
 	return outcome{verdict: &v}, nil

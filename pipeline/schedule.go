@@ -165,7 +165,7 @@ func (q *queue) second(i int, step func() outcome) {
 }
 
 // budgetedLinks fetches the links of value with what the key's budget
-// leaves after the request's verdicts (spec section 6, tight budgets).
+// leaves after the request's verdicts (CONTRACT.md section 6, tight budgets).
 // While indicator calls of the request are outstanding, it takes only
 // budget free at once, so it never takes a token an indicator call is
 // waiting for; refused, it waits for the verdicts, and so do the request's

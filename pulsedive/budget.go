@@ -14,7 +14,7 @@ type budgetDeadlineKey struct{}
 // passed, or when t is now, a call still takes budget that is free at once
 // (within atOnce) and is otherwise refused with a *RateLimitError without
 // waiting: that is how the pipeline lets Active DNS use only what its
-// verdicts leave (spec section 6, tight budgets). A deadline set again on a
+// verdicts leave (CONTRACT.md section 6, tight budgets). A deadline set again on a
 // derived context replaces this one.
 func WithBudgetDeadline(ctx context.Context, t time.Time) context.Context {
 	return context.WithValue(ctx, budgetDeadlineKey{}, t)

@@ -1,7 +1,7 @@
 // Package pulsedive is the Pulsedive API client: typed, lenient decoding of
-// info.php documents (spec section 4), retries, rate-limit learning, per-key
+// info.php documents (CONTRACT.md section 4), retries, rate-limit learning, per-key
 // circuit breakers, bounds on calls in flight, and typed errors whose
-// causes every decision switches on (spec section 6).
+// causes every decision switches on (CONTRACT.md section 6).
 //
 // This package imports no other package of the relay; see the import rule in
 // the pipeline package's documentation.
@@ -84,7 +84,7 @@ type Config struct {
 	// HTTPClient sends the requests; http.DefaultClient's transport when nil.
 	// Its own Timeout should be zero: Timeout below bounds each call. The
 	// client uses a copy whose CheckRedirect refuses every redirect: the
-	// API key is in the URL (spec section 6).
+	// API key is in the URL (CONTRACT.md section 6).
 	HTTPClient *http.Client
 	// Timeout bounds one HTTP call (10s by default). A call that runs into it
 	// is not retried.

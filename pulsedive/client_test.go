@@ -479,7 +479,7 @@ func TestHealth(t *testing.T) {
 		{name: "ok"},
 		{name: "no data is healthy", fault: &pulsedivetest.Fault{Status: 404}},
 		{name: "an indicator the mapping cannot read is healthy", fault: &pulsedivetest.Fault{Status: 200, Body: []byte(`{"iid":2,"riskfactors":5}`)}},
-		// Changed with spec section 4 of 2026-11-29: any JSON used to be
+		// Changed with CONTRACT.md section 4: any JSON used to be
 		// healthy; an answer that is no indicator is not Pulsedive's.
 		{name: "empty document is not Pulsedive", fault: &pulsedivetest.Fault{Status: 200, Body: []byte(`{}`)}, want: &pulsedive.UnexpectedAnswerError{StatusCode: 200}},
 		{name: "JSON list is not Pulsedive", fault: &pulsedivetest.Fault{Status: 200, Body: []byte(`[{"iid":2}]`)}, want: &pulsedive.UnexpectedAnswerError{StatusCode: 200}},
@@ -514,7 +514,7 @@ func TestHealth(t *testing.T) {
 
 // TestNoDataNeedsPulsedivesBody: 400, 404 and 406 are "no data" only with
 // Pulsedive's JSON error body (an object with an "error" string); any other
-// body means the relay is not talking to Pulsedive (spec section 4).
+// body means the relay is not talking to Pulsedive (CONTRACT.md section 4).
 func TestNoDataNeedsPulsedivesBody(t *testing.T) {
 	tests := []struct {
 		name   string

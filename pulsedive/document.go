@@ -9,7 +9,7 @@ import (
 )
 
 // Indicator is Pulsedive's answer to info.php?indicator=V, reduced to the
-// fields the relay maps (spec section 4). Decoding is lenient: numbers and
+// fields the relay maps (CONTRACT.md section 4). Decoding is lenient: numbers and
 // strings are interchangeable, null and absent are the empty value, and
 // absent lists are empty. Fields the mapping needs but Pulsedive left out
 // stay empty; the mapping, not the decoder, decides that is a "key error",
@@ -23,7 +23,7 @@ type Indicator struct {
 	// RetiredReason is the text of "retired" when Pulsedive sent a
 	// non-empty string ("No recent activity"); it is empty when Pulsedive
 	// sent a number, so the judgement can tell "retired: <why>" from a
-	// bare "retired" (spec section 4b).
+	// bare "retired" (CONTRACT.md section 4b).
 	RetiredReason string       `json:"retired_reason,omitempty"`
 	StampSeen     string       `json:"stamp_seen"`
 	StampRetired  string       `json:"stamp_retired"`

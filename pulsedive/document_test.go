@@ -115,7 +115,7 @@ func pulsediveShape(t *testing.T, ind *pulsedive.Indicator) []byte {
 
 // TestRetiredReason: the judgement's reason says why Pulsedive retired an
 // indicator when Pulsedive said so in text, and only that it did when it
-// sent a number (spec section 4b).
+// sent a number (CONTRACT.md section 4b).
 func TestRetiredReason(t *testing.T) {
 	tests := []struct {
 		retired string

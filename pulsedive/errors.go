@@ -8,7 +8,7 @@ import (
 )
 
 // Sentinel errors. The transport maps each error kind of this file to the
-// contract's envelope (spec section 2) in one table; nothing here carries the
+// contract's envelope (CONTRACT.md section 2) in one table; nothing here carries the
 // API key or the request URL.
 var (
 	// ErrNotFound means Pulsedive has no data for the indicator: HTTP 400,
@@ -51,7 +51,7 @@ func (e *APIError) Error() string { return "pulsedive: " + e.Message }
 
 // RedirectError means Pulsedive answered with a redirect (HTTP 3xx). The
 // client never follows one: the API key is in the URL, and a redirect to
-// another host would hand it over (spec section 6). The target is not
+// another host would hand it over (CONTRACT.md section 6). The target is not
 // kept, since it may echo the key.
 type RedirectError struct{ StatusCode int }
 
@@ -63,7 +63,7 @@ func (e *RedirectError) Error() string {
 // 400, 404 or 406 without Pulsedive's JSON error body (an HTML page, an
 // empty body, other JSON), or a health answer that is no indicator. The
 // relay is most likely not talking to Pulsedive's API: PULSEDIVE_API_URL
-// lacks its "api/" part or names another server (spec section 4).
+// lacks its "api/" part or names another server (CONTRACT.md section 4).
 type UnexpectedAnswerError struct{ StatusCode int }
 
 func (e *UnexpectedAnswerError) Error() string {

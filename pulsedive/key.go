@@ -48,7 +48,7 @@ func (k APIKey) Fingerprint() string {
 // as is, query-escaped and path-escaped (the forms a server may echo from
 // the request URL), with ASCII letters in any case (an escape may come
 // back as %2f or %2F). The client scrubs every Pulsedive text it passes on
-// with it (spec section 6). Any key and any text are fine, invalid UTF-8
+// with it (CONTRACT.md section 6). Any key and any text are fine, invalid UTF-8
 // included: bytes other than ASCII letters must match exactly.
 func (k APIKey) scrub(text string) string {
 	if k == "" || text == "" {

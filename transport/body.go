@@ -98,7 +98,7 @@ func slicesGrow(b []byte, n int) []byte {
 	return grown
 }
 
-// parseObservables reads the body of an observable endpoint (spec section
+// parseObservables reads the body of an observable endpoint (CONTRACT.md section
 // 1): a JSON array of {"type", "value"} with both fields non-blank strings;
 // extra fields are ignored. The count limit applies to every item before
 // unsupported types are dropped. It returns the supported observables,

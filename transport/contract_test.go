@@ -187,7 +187,7 @@ func TestEntitiesLimitFromToken(t *testing.T) {
 }
 
 // TestErrorTable checks the Pulsedive and relay rows of the error table of
-// spec section 2 end to end; the authorization rows are in
+// CONTRACT.md section 2 end to end; the authorization rows are in
 // TestAuthorizationTable.
 func TestErrorTable(t *testing.T) {
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
@@ -225,10 +225,10 @@ func TestErrorTable(t *testing.T) {
 		// A second indicator call is refused too: one error for both
 		// refusals and the links one, in the plain wording.
 		{name: "local budget, a verdict refused", opts: options{timeout: time.Second, limiter: &limiter.Config{PerMinute: 1, Burst: 1}}, value: "more", code: "too many requests", message: "Pulsedive rate limit for this API key reached; retry in 60 s"},
-		// Spec section 6 (2026-11-29): a redirect is never followed.
+		// CONTRACT.md section 6: a redirect is never followed.
 		{name: "redirect", fault: &pulsedivetest.Fault{Status: 302, Header: http.Header{"Location": {"http://elsewhere.example/"}}}, code: "unknown", message: "Pulsedive answered with a redirect"},
 		{name: "permanent redirect", fault: &pulsedivetest.Fault{Status: 308, Header: http.Header{"Location": {"https://pulsedive.com/api/info.php"}}}, code: "unknown", message: "Pulsedive answered with a redirect"},
-		// Spec section 4 (2026-11-29): "no data" statuses need Pulsedive's
+		// CONTRACT.md section 4: "no data" statuses need Pulsedive's
 		// JSON error body.
 		{name: "404 web page", fault: &pulsedivetest.Fault{Status: 404, Body: []byte("<html><body>Not Found</body></html>")}, code: "unknown", message: "Pulsedive answered unexpectedly (HTTP 404); check PULSEDIVE_API_URL"},
 		{name: "404 empty", fault: &pulsedivetest.Fault{Status: 404, Body: []byte{}}, code: "unknown", message: "Pulsedive answered unexpectedly (HTTP 404); check PULSEDIVE_API_URL"},

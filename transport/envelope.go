@@ -18,7 +18,7 @@ import (
 	"github.com/pulsedive-relay/relay/transport/auth"
 )
 
-// apiError is one entry of the contract's error envelope (spec section 2).
+// apiError is one entry of the contract's error envelope (CONTRACT.md section 2).
 type apiError struct {
 	Type    string `json:"type"`
 	Code    string `json:"code"`
@@ -122,7 +122,7 @@ func orDefault(s, def string) string {
 }
 
 // envelopeErrors maps errs and keeps each distinct (code, message) once, in
-// first-seen order. Refusals of the relay's own budget (spec section 6,
+// first-seen order. Refusals of the relay's own budget (CONTRACT.md section 6,
 // tight budgets) are one entry whatever their retry times: the one with the
 // longest, at the place of the first. onUnknown is called for errors no row
 // of the table matches.

@@ -23,7 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files of this packag
 const pulsedive429 = "API rate limit exceeded: 30 requests per minute. Requests disabled for 1 minute. Please visit pulsedive.com/api to increase your limit."
 
 // TestEnvelopeFoldsBudgetRefusals checks the envelope of refusals of the
-// relay's own budget (spec section 6, tight budgets): one entry per
+// relay's own budget (CONTRACT.md section 6, tight budgets): one entry per
 // request whatever their retry times, the longest, at the place of the
 // first; Active DNS counts when only links were skipped; Pulsedive's own
 // 429 texts as they are. The envelopes are compared with a golden file

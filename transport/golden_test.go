@@ -31,9 +31,10 @@ var fixtureObservables = []observable{
 	{"domain", "processing.example"},
 }
 
-// expectedDir holds a copy of ../shared/fixtures/expected, kept in the
-// repository so a clean clone tests on its own; TestExpectedCopyCurrent
-// checks the copy when the shared folder is there.
+// expectedDir holds the expected answers, kept in the repository so a
+// clean clone tests on its own; TestExpectedCopyCurrent checks them against
+// the maintainers' master copy (../shared/fixtures/expected, beside the
+// repository) when it is there.
 const expectedDir = "testdata/expected"
 
 var fileNameRun = regexp.MustCompile(`[^A-Za-z0-9.-]+`)
@@ -172,7 +173,7 @@ func TestGoldenBatch(t *testing.T) {
 
 // TestGoldenWrongAPIURL: with a wrong PULSEDIVE_API_URL, the whole
 // fixture batch answers the one error that names it, and /health fails
-// the same way (spec section 4, 2026-11-29).
+// the same way (CONTRACT.md section 4).
 func TestGoldenWrongAPIURL(t *testing.T) {
 	want := map[string]any{"errors": []any{map[string]any{
 		"type": "fatal", "code": "unknown",
@@ -189,10 +190,15 @@ func TestGoldenWrongAPIURL(t *testing.T) {
 	}
 }
 
-// compareGolden compares an answer with an expected file under the rules of
-// the fixtures README: random ids are checked (prefix, UUID, unique) and
-// written as in the files, relationship refs and verdicts' judgement_id are
-// resolved to positions. Before that, an observe or deliberate answer must
+// compareGolden compares an answer with an expected file. The expected
+// files were computed with the clock at 2020-04-15T00:00:00Z and
+// CTR_ENTITIES_LIMIT 100, and are compared under these rules: random ids
+// (transient:judgement-*, transient:sighting-*, transient:relationship-*)
+// are checked (prefix, UUID, unique in the answer) and written as in the
+// files; relationship source_ref/target_ref and a verdict's judgement_id are
+// written as positions (sightings[i], indicators[j], judgements[k]) and
+// resolved against the answer's own lists; indicator ids are deterministic
+// and compared in full; everything else compares exactly, in order. Before that, an observe or deliberate answer must
 // keep to CTIM (ctimcheck), at the fixtures' clock.
 func compareGolden(t *testing.T, want, got map[string]any) {
 	t.Helper()

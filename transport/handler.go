@@ -1,4 +1,4 @@
-// Package transport is the relay's HTTP face (spec sections 1 to 3): the
+// Package transport is the relay's HTTP face (CONTRACT.md sections 1 to 3): the
 // routes, the configuration-token check, body decoding and the error
 // envelope, which every failure reaches through one table (envelopeOf).
 package transport
@@ -77,7 +77,7 @@ type handler struct {
 	obs    Observer
 }
 
-// NewHandler returns the relay's http.Handler: the routes of spec section
+// NewHandler returns the relay's http.Handler: the routes of CONTRACT.md section
 // 1 behind request ids, an access log, metrics and panic recovery.
 func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.Enricher == nil || cfg.Auth == nil {
@@ -109,7 +109,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 }
 
 // dataBody is an answer of the observable endpoints: data, errors, or both
-// side by side (spec section 2).
+// side by side (CONTRACT.md section 2).
 type dataBody struct {
 	Data   any        `json:"data,omitempty"`
 	Errors []apiError `json:"errors,omitempty"`

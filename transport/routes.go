@@ -6,7 +6,7 @@ import (
 	"github.com/gorilla/mux"
 )
 
-// routes lists every endpoint of spec section 1 on one screen.
+// routes lists every endpoint of CONTRACT.md section 1 on one screen.
 func (h *handler) routes() *mux.Router {
 	r := mux.NewRouter()
 	r.Use(h.routeName)

@@ -8,7 +8,7 @@ import (
 )
 
 // badValues holds, for every variable that can be wrong, values check-config
-// must refuse (spec section 7). TestCheckConfigCoversEverySetting keeps it
+// must refuse (CONTRACT.md section 7). TestCheckConfigCoversEverySetting keeps it
 // complete as settings grow.
 var badValues = map[string][]string{
 	"RELAY_ADDR":             {"9090", "localhost", "http://127.0.0.1:9090"},

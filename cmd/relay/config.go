@@ -16,7 +16,7 @@ import (
 	"github.com/pulsedive-relay/relay/transport/auth"
 )
 
-// config is the relay's configuration (spec section 7), read from the
+// config is the relay's configuration (CONTRACT.md section 7), read from the
 // environment once at start-up.
 type config struct {
 	Addr             string

@@ -1,5 +1,5 @@
 // Command relay is the Pulsedive relay module for Cisco SecureX / XDR
-// Threat Response: it serves the relay contract (spec sections 1 to 8) and
+// Threat Response: it serves the relay contract (CONTRACT.md sections 1 to 8) and
 // is the only place where the relay's parts are wired together.
 package main
 

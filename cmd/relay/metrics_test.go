@@ -36,7 +36,7 @@ var fixtureObservables = []string{
 	"ip", "23.23.23.23",
 }
 
-// relayFamilies are the families spec section 8 and package metrics
+// relayFamilies are the families CONTRACT.md section 8 and package metrics
 // promise, with their types.
 var relayFamilies = map[string]dto.MetricType{
 	"pulsedive_relay_http_requests_total":                dto.MetricType_COUNTER,
@@ -98,7 +98,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 			t.Fatalf("observe answered errors %v", errs)
 		}
 		// Judgements, not verdicts: at the relay's real clock every
-		// fixture's verdict has expired and is left out (spec 4b).
+		// fixture's verdict has expired and is left out (CONTRACT.md section 4b).
 		judgements, _ := got["data"].(map[string]any)["judgements"].(map[string]any)
 		if n, _ := judgements["count"].(float64); n != 4 {
 			t.Fatalf("observe: %v judgements, want 4 (one per known fixture)\n%v", judgements["count"], got)

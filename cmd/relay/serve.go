@@ -263,7 +263,7 @@ func pulsediveTransport(cfg config) *http.Transport {
 	return t
 }
 
-// serve runs the relay until ctx ends, then drains as spec section 1 says:
+// serve runs the relay until ctx ends, then drains as CONTRACT.md section 1 says:
 // /readyz turns 503 at once, requests are still served for DrainDelay,
 // then the listeners close and in-flight requests get ShutdownTimeout to
 // finish. It returns nil after a clean shutdown.

@@ -15,7 +15,7 @@ import (
 
 // TestShutdownDrains runs the relay binary, holds one observe request in
 // flight at the fake Pulsedive, signals the process and follows the drain of
-// spec section 1: /readyz answers 503 while the relay still serves, the
+// CONTRACT.md section 1: /readyz answers 503 while the relay still serves, the
 // listener then closes (new connections are refused) while the request is
 // still in flight, the request completes with its data once Pulsedive
 // answers, and the process exits 0.
@@ -116,7 +116,7 @@ func testDrain(t *testing.T, sig syscall.Signal) {
 			t.Errorf("the in-flight request answered errors: %v", errs)
 		}
 		// A judgement, not a verdict: at the relay's real clock the
-		// fixture's verdict has expired and is left out (spec 4b).
+		// fixture's verdict has expired and is left out (CONTRACT.md section 4b).
 		judgements, _ := got["data"].(map[string]any)["judgements"].(map[string]any)
 		if n, _ := judgements["count"].(float64); n != 1 {
 			t.Errorf("the in-flight request answered %s, want one judgement", res.reply.body)

@@ -15,7 +15,7 @@ import (
 	"github.com/pulsedive-relay/relay/transport/authtest"
 )
 
-const tokenSummary = `Mint a configuration token as Threat Response does (spec section 3): RS256,
+const tokenSummary = `Mint a configuration token as Threat Response does (CONTRACT.md section 3): RS256,
 signed with the PEM private key, header kid, payload jwks_host, aud, key (the
 Pulsedive API key), iat, exp and, with -entities-limit, CTR_ENTITIES_LIMIT.
 Prints only the token. Publish the key's public part with 'relay jwks' at

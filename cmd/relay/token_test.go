@@ -156,7 +156,7 @@ func TestTokenAcceptedByRelay(t *testing.T) {
 		}
 		got := call(t, "/observe/observables", token, body)
 		// A judgement, not a verdict: at the relay's real clock the
-		// fixture's verdict has expired and is left out (spec 4b).
+		// fixture's verdict has expired and is left out (CONTRACT.md section 4b).
 		if v := observablesOf(t, got, "judgements"); len(v) != 1 || v[0] != "ip 185.141.25.242" {
 			t.Errorf("observe: judgements for %v, want ip 185.141.25.242; answer:\n%s", v, got)
 		}

@@ -10,7 +10,7 @@ import (
 )
 
 // relayAnswer is the envelope of the relay's observable and health
-// answers (spec section 2): data, errors, or both.
+// answers (CONTRACT.md section 2): data, errors, or both.
 type relayAnswer struct {
 	Data   json.RawMessage `json:"data"`
 	Errors []apiError      `json:"errors"`
@@ -37,7 +37,7 @@ func parseAnswer(body []byte) (relayAnswer, error) {
 
 // judgements returns the judgement count of an observe answer: one per
 // observable Pulsedive knows. Verdicts would not do: an expired verdict is
-// left out (spec 4b), and the synthetic documents, made for a clock at
+// left out (CONTRACT.md section 4b), and the synthetic documents, made for a clock at
 // 2020-04-15, have all expired by the relay's real clock.
 func (a relayAnswer) judgements() int {
 	var d struct {

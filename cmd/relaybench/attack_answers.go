@@ -47,7 +47,7 @@ func answerRows() []attackRow {
 		{
 			name:  "active-dns",
 			title: "60 observables whose Pulsedive links hold 20,000 Active DNS entries each, in one request, 4 clients, one valid token",
-			owner: "the Active DNS cap (spec 4b: at most CTR_ENTITIES_LIMIT relations)",
+			owner: "the Active DNS cap (CONTRACT.md section 4b: at most CTR_ENTITIES_LIMIT relations)",
 			run: func(ctx context.Context, a *attack) error {
 				obs := make([]observable, 60)
 				for i := range obs {

@@ -1,5 +1,5 @@
 // Command relaybench measures the relay under load and soaks it under
-// Pulsedive faults (spec sections 4 to 7: collapse, cache, per-key rate
+// Pulsedive faults (CONTRACT.md sections 4 to 7: collapse, cache, per-key rate
 // budget, and the no-5xx, no-leak promises): it runs the fake Pulsedive and a
 // loopback JWKS server in its own process, launches the relay binary as a
 // child, drives it with its own HTTP load generator, and prints a report.

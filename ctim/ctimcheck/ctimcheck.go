@@ -107,7 +107,7 @@ func (c *checker) fail(rule, path, format string, args ...any) {
 }
 
 // entityLists are the keys of an answer's data, each a {count, docs} list
-// of one kind of entity (spec section 4: keys only when non-empty).
+// of one kind of entity (CONTRACT.md section 4: keys only when non-empty).
 var entityLists = []struct {
 	key    string
 	schema *schema
@@ -125,7 +125,7 @@ func (c *checker) answer(v any) {
 		c.fail(RuleShape, "", "the answer is %s, not an object", jsonType(v))
 		return
 	}
-	// The relay contract (spec section 2): data beside errors.
+	// The relay contract (CONTRACT.md section 2): data beside errors.
 	for k := range top {
 		if k != "data" && k != "errors" {
 			c.fail(RuleClosedKeys, k, "the answer has data and errors only")

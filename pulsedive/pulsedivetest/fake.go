@@ -1,4 +1,4 @@
-// Package pulsedivetest is a fake Pulsedive info.php (spec section 6) for
+// Package pulsedivetest is a fake Pulsedive info.php (CONTRACT.md section 6) for
 // tests, load runs and the relay's demo: fixture or synthetic answers, API
 // key checks, Pulsedive's rate limits, latency, injected faults and call
 // counters.

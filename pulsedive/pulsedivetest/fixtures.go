@@ -9,8 +9,8 @@ import (
 	"slices"
 )
 
-// fixtureJSON is a copy of /work/shared/fixtures/pulsedive/indicators.json:
-// what Pulsedive's info.php answered for each fixture indicator.
+// fixtureJSON is what Pulsedive's info.php answered for each fixture
+// indicator: the project's fixture set, kept in testdata.
 //
 //go:embed testdata/indicators.json
 var fixtureJSON []byte

@@ -1,4 +1,4 @@
-// Package auth verifies Threat Response configuration tokens (spec section 3
+// Package auth verifies Threat Response configuration tokens (CONTRACT.md section 3
 // and the authorization rows of section 2): an RS256 JWT whose keys are
 // fetched from an allow-listed jwks_host, cached, and whose verified payload
 // carries the caller's Pulsedive key. Every refusal is logged with its real
@@ -20,7 +20,7 @@ import (
 	"github.com/pulsedive-relay/relay/pulsedive"
 )
 
-// The reasons of the contract (spec section 2), what follows
+// The reasons of the contract (CONTRACT.md section 2), what follows
 // "Authorization failed: " in an Error's message.
 const (
 	ReasonMissingHeader   = "Authorization header is missing"

@@ -1,5 +1,5 @@
 // Package authtest mints configuration tokens and serves JWKS documents the
-// way Cisco Threat Response does (spec section 3), for tests, the relay's demo
+// way Cisco Threat Response does (CONTRACT.md section 3), for tests, the relay's demo
 // and its token and jwks commands, so it returns errors and never imports
 // package testing.
 package authtest
