@@ -21,7 +21,7 @@ const answerChunk = 64 << 10
 // under ChunkWriteTimeout, so that a reader that stops reading is cut off
 // then rather than at the server's WriteTimeout.
 func (h *handler) answer(w http.ResponseWriter, r *http.Request, body dataBody) {
-	data, ok := body.Data.(ctim.Data)
+	data, ok := body.Data.(*ctim.Bundle)
 	if !ok {
 		writeJSON(w, http.StatusOK, body)
 		return
@@ -35,7 +35,7 @@ func (h *handler) answer(w http.ResponseWriter, r *http.Request, body dataBody) 
 	flush := func(chunk []byte) error {
 		if !streaming {
 			streaming = true
-			w.Header().Set("Content-Type", "application/json")
+			w.Header()["Content-Type"] = jsonContentType
 			w.WriteHeader(http.StatusOK)
 		}
 		deadline := time.Now().Add(h.cfg.ChunkWriteTimeout)
@@ -66,8 +66,14 @@ func (h *handler) answer(w http.ResponseWriter, r *http.Request, body dataBody) 
 		}
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
+	hdr := w.Header()
+	hdr["Content-Type"] = jsonContentType
+	hdr["Content-Length"] = []string{strconv.Itoa(len(buf))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf)
 }
+
+// jsonContentType is the Content-Type of every answer, one slice for all:
+// net/http only reads header values, and Header.Add appends to a copy (the
+// slice is full).
+var jsonContentType = []string{"application/json"}

@@ -208,12 +208,13 @@ func (h *handler) refer() http.Handler {
 }
 
 // bundleData is the data of an observe or deliberate answer: the bundle,
-// or nothing when it is empty and errors stand alone.
+// which answer encodes as its ctim.Data, or nothing when it is empty and
+// errors stand alone.
 func bundleData(b *ctim.Bundle, withErrors bool) any {
 	if b == nil || (b.Empty() && withErrors) {
 		return nil
 	}
-	return b.Data()
+	return b
 }
 
 func (h *handler) health() http.Handler {
