@@ -28,7 +28,13 @@ type caller struct {
 	fp  string
 }
 
-func newCaller(key pulsedive.APIKey) caller { return caller{key: key, fp: key.Fingerprint()} }
+func newCaller(req Request) caller {
+	fp := req.KeyFingerprint
+	if fp == "" {
+		fp = req.Key.Fingerprint()
+	}
+	return caller{key: req.Key, fp: fp}
+}
 
 // indicator returns the info document of value, nil when Pulsedive has no
 // data.

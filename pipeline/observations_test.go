@@ -219,3 +219,21 @@ func TestMappingShared(t *testing.T) {
 		t.Errorf("%d mappings kept for 2 observables", n)
 	}
 }
+
+// TestKeyFingerprintGiven: a request that brings its key's fingerprint
+// finds the same cache entries as one that does not.
+func TestKeyFingerprintGiven(t *testing.T) {
+	store := &mapStore{}
+	f := &fakeFetcher{}
+	p := newPipeline(t, f, store)
+	key := pulsedive.APIKey("secret-key")
+	obs := []ctim.Observable{{Type: "domain", Value: "a.example"}}
+	p.Deliberate(context.Background(), Request{Key: key, Observables: obs})
+	p.Deliberate(context.Background(), Request{Key: key, KeyFingerprint: key.Fingerprint(), Observables: obs})
+	if n := f.count(pulsedive.KindInfo, "a.example"); n != 1 {
+		t.Errorf("%d info calls; the second request missed the first one's entry", n)
+	}
+	if _, ok, _ := store.Get(cacheKey(key, pulsedive.KindInfo, "a.example")); !ok {
+		t.Error("no entry under the key's cache key")
+	}
+}

@@ -170,9 +170,12 @@ func setDefault[T int | time.Duration](v *T, def T) {
 // Request is one batch of observables for one API key. Observables hold
 // supported types only, lower case; duplicates are looked up once.
 type Request struct {
-	Key           pulsedive.APIKey
-	EntitiesLimit int
-	Observables   []ctim.Observable
+	Key pulsedive.APIKey
+	// KeyFingerprint is Key.Fingerprint() when the caller has it already
+	// (the transport charges its bounds to it); empty, it is computed.
+	KeyFingerprint string
+	EntitiesLimit  int
+	Observables    []ctim.Observable
 
 	caller caller // Key and its fingerprint, set by run
 }

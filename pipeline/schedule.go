@@ -51,7 +51,7 @@ func (s *schedule) verdictsDone() (time.Time, bool) {
 func (p *Pipeline) run(ctx context.Context, req Request, t task) []outcome {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
 	defer cancel()
-	req.caller = newCaller(req.Key)
+	req.caller = newCaller(req)
 	obs := dedupe(req.Observables)
 	for _, o := range obs {
 		p.obs.Observable(o.Type)

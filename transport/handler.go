@@ -159,7 +159,7 @@ func (h *handler) enrich(empty any, run func(context.Context, pipeline.Request) 
 			return
 		}
 		defer h.pools.observables.release(t, n)
-		data, errs := run(r.Context(), pipeline.Request{Key: claims.Key, EntitiesLimit: claims.EntitiesLimit, Observables: obs})
+		data, errs := run(r.Context(), pipeline.Request{Key: claims.Key, KeyFingerprint: string(t), EntitiesLimit: claims.EntitiesLimit, Observables: obs})
 		body := dataBody{Data: data}
 		if len(errs) > 0 {
 			body.Errors = h.envelope(r, errs)
