@@ -268,7 +268,11 @@ func pulsediveTransport(cfg config) *http.Transport {
 // then the listeners close and in-flight requests get ShutdownTimeout to
 // finish. It returns nil after a clean shutdown.
 func serve(ctx context.Context, cfg config, d deps) error {
-	log := newLogger(d.stderr, cfg)
+	// Deferred first, closed last: every line, those of closing included,
+	// is written before serve returns.
+	logs := newLogWriter(d.stderr, logFlushEvery)
+	defer logs.Close()
+	log := newLogger(logs, cfg)
 	var ready atomic.Bool
 	app, err := wire(cfg, d, log, ready.Load)
 	if err != nil {
