@@ -68,21 +68,33 @@ func (o *Observation) Current(now time.Time) bool {
 func (o *Observation) LinksErr() error { return o.linksErr }
 
 // Size estimates the bytes an observation holds, for a cache's budget:
-// its entities and the strings the mapping made for them.
+// its entities and the strings they refer to, those shared with the
+// documents included (an observation kept keeps them alive).
 func (o *Observation) Size() int64 {
-	n := int(unsafe.Sizeof(*o)) + int(unsafe.Sizeof(Judgement{})) + len(o.judgement.Reason) + len(o.judgement.SourceURI)
+	const str = int(unsafe.Sizeof(""))
+	n := int(unsafe.Sizeof(*o)) + int(unsafe.Sizeof(Judgement{})) +
+		len(o.judgement.Reason) + len(o.judgement.SourceURI) + len(o.judgement.ValidTime.StartTime) + len(o.judgement.ValidTime.EndTime)
 	if o.verdict != nil {
 		n += int(unsafe.Sizeof(Verdict{}))
 	}
 	for _, ind := range o.indicators {
-		n += int(unsafe.Sizeof(ind)) + len(ind.ID) + len(ind.Title) + len(ind.SourceURI) + len(ind.ValidTime.StartTime)
-		for _, s := range ind.ExternalIDs {
-			n += 16 + len(s)
+		n += int(unsafe.Sizeof(ind)) + len(ind.ID) + len(ind.Title) + len(ind.Producer) + len(ind.SourceURI) + len(ind.ValidTime.StartTime)
+		for _, t := range ind.Tags {
+			n += str + len(t)
 		}
-		n += len(ind.Tags)*16 + len(ind.ExternalReferences)*int(unsafe.Sizeof(ExternalReference{}))
+		for _, id := range ind.ExternalIDs {
+			n += str + len(id)
+		}
+		for _, r := range ind.ExternalReferences {
+			n += int(unsafe.Sizeof(r)) + len(r.ExternalID)
+		}
 	}
 	for _, s := range o.sightings {
-		n += int(unsafe.Sizeof(s)) + len(s.Observables)*int(unsafe.Sizeof(Observable{})) + len(s.Relations)*int(unsafe.Sizeof(Relation{})) + len(s.ObservedTime.StartTime)
+		n += int(unsafe.Sizeof(s)) + len(s.Description) + len(s.SourceURI) + len(s.ObservedTime.StartTime) +
+			len(s.Observables)*int(unsafe.Sizeof(Observable{}))
+		for _, r := range s.Relations {
+			n += int(unsafe.Sizeof(r)) + len(r.Source.Value) + len(r.Related.Value)
+		}
 	}
 	n += len(o.relationships) * int(unsafe.Sizeof(Relationship{}))
 	return int64(n)
