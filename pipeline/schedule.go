@@ -62,6 +62,13 @@ func (p *Pipeline) run(ctx context.Context, req Request, t task) []outcome {
 	case 1:
 		return []outcome{p.runOne(ctx, req, t, obs[0])}
 	}
+	return p.runQueue(ctx, req, t, obs)
+}
+
+// runQueue is run for several observables, on a queue of their steps. (A
+// function of its own: the workers' closures would move run's context and
+// request to the heap for every request, one observable's included.)
+func (p *Pipeline) runQueue(ctx context.Context, req Request, t task, obs []ctim.Observable) []outcome {
 	q := &queue{
 		obs:       obs,
 		outs:      make([]outcome, len(obs)),

@@ -195,21 +195,36 @@ func stringField(i int, name string, raw []byte) (string, error) {
 	if string(raw) == "null" {
 		return "", fieldProblem(i, name, "Field may not be null.")
 	}
-	if raw[0] != '"' {
-		return "", fieldProblem(i, name, "Not a valid string.")
-	}
-	var s string
-	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
-		// What json.Unmarshal gives a string of valid JSON (the body
-		// passed json.Valid) without escapes, at a fraction of its cost.
-		s = string(inner)
-	} else if json.Unmarshal(raw, &s) != nil {
+	s, ok := decodeString(raw)
+	if !ok {
 		return "", fieldProblem(i, name, "Not a valid string.")
 	}
 	if strings.TrimSpace(s) == "" {
 		return "", fieldProblem(i, name, "Field may not be blank.")
 	}
 	return s, nil
+}
+
+// decodeString reads a raw JSON value that json.Valid accepted as a
+// string; ok is false for any other value.
+func decodeString(raw []byte) (string, bool) {
+	if raw[0] != '"' {
+		return "", false
+	}
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		// What json.Unmarshal gives a string without escapes, at a
+		// fraction of its cost.
+		return string(inner), true
+	}
+	return unmarshalString(raw)
+}
+
+// unmarshalString is json.Unmarshal into a string, in a function of its
+// own so that the string escapes to the heap only on this path.
+func unmarshalString(raw []byte) (string, bool) {
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err == nil
 }
 
 // knownType returns the supported type a raw "type" member names, in the
