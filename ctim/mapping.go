@@ -323,7 +323,7 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 	if err != nil {
 		return Entities{}, err
 	}
-	return m.Entities(o), nil
+	return m.entities(o, false), nil
 }
 
 // observation maps what Observe maps, but for the transient ids.

@@ -105,13 +105,21 @@ func (o *Observation) Size() int64 {
 // Observables and Relations of its sightings, are the observation's own:
 // read them, never write their elements (appending to Indicators is safe,
 // it is full to its capacity).
-func (m Mapper) Entities(o *Observation) Entities {
+func (m Mapper) Entities(o *Observation) Entities { return m.entities(o, true) }
+
+// entities is Entities; shared false gives o's own lists, ids written in
+// place, for an o no one else holds (Observe's).
+func (m Mapper) entities(o *Observation, shared bool) Entities {
 	ids := m.newIDs(len(o.sightings), len(o.relationships))
 	e := Entities{
 		Judgement:     o.judgement,
 		Indicators:    o.indicators[:len(o.indicators):len(o.indicators)],
-		Sightings:     append(o.sightings[:0:0], o.sightings...),
-		Relationships: append(o.relationships[:0:0], o.relationships...),
+		Sightings:     o.sightings,
+		Relationships: o.relationships,
+	}
+	if shared {
+		e.Sightings = append(o.sightings[:0:0], o.sightings...)
+		e.Relationships = append(o.relationships[:0:0], o.relationships...)
 	}
 	// The order of Observe before observations: the judgement, then each
 	// sighting and its relationship, then the Active DNS sighting.
@@ -124,9 +132,12 @@ func (m Mapper) Entities(o *Observation) Entities {
 		}
 	}
 	if o.verdict != nil {
-		v := *o.verdict
-		v.JudgementID = e.Judgement.ID
-		e.Verdict = &v
+		e.Verdict = o.verdict
+		if shared {
+			v := *o.verdict
+			e.Verdict = &v
+		}
+		e.Verdict.JudgementID = e.Judgement.ID
 	}
 	return e
 }
