@@ -23,7 +23,7 @@ type latencyConfig struct {
 
 func defaultLatency() latencyConfig {
 	return latencyConfig{
-		Rates:    rateList{1000, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 18000, 20000, 24000},
+		Rates:    rateList{1000, 2000, 4000, 8000, 12000, 16000, 20000, 24000, 28000, 32000, 36000, 40000},
 		Duration: 5 * time.Second,
 		Conns:    256,
 		MaxP99:   50 * time.Millisecond,
@@ -37,7 +37,7 @@ func registerLatency(fs *flag.FlagSet) func(context.Context, *bench) ([]*report,
 	fs.Var(&c.Rates, "rates", "comma-separated request rates to try, lowest first")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "load duration at each rate")
 	fs.IntVar(&c.Conns, "conns", c.Conns, "most connections (and requests in flight) at once")
-	fs.DurationVar(&c.MaxP99, "max-p99", c.MaxP99, "past the knee: a p99 above this, or fewer answers than 95% of the rate; the curve stops after the first such rate")
+	fs.DurationVar(&c.MaxP99, "max-p99", c.MaxP99, "past the knee: a p99 above this, or fewer answers than 95% of the rate, twice running at one rate; the curve stops there")
 	fs.BoolVar(&c.Bare, "bare", c.Bare, "also send each rate to the bare server, for reference")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "the relay's LOG_LEVEL")
 	return func(ctx context.Context, b *bench) ([]*report, error) {
@@ -98,6 +98,12 @@ func runLatency(ctx context.Context, b *bench, c latencyConfig) (*report, error)
 	for _, rate := range c.Rates {
 		b.progress("latency: %.0f requests/s on the relay", rate)
 		relay, err := cp.turn(ctx, true, tc, rate)
+		if err == nil && pastKnee(relay.loadResult, rate, c.MaxP99) {
+			// A shared machine has hiccups: the knee is where the relay
+			// misses twice running.
+			b.progress("latency: %.0f requests/s on the relay again", rate)
+			relay, err = cp.turn(ctx, true, tc, rate)
+		}
 		if err != nil {
 			return nil, err
 		}

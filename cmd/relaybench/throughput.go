@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -59,6 +60,10 @@ func (c throughputConfig) validate() error {
 	return nil
 }
 
+// cachedPathObservable is the fixtures' busiest IP document (threats,
+// feeds, risk factors, Active DNS): a 6 KB answer.
+var cachedPathObservable = observable{Type: "ip", Value: "185.141.25.242"}
+
 // cachedPath is the relay and the bare server, both answering the same
 // cached observe request.
 type cachedPath struct {
@@ -94,7 +99,9 @@ func startCachedPath(ctx context.Context, b *bench, name, logLevel string, conns
 	if err := st.warmUp(ctx, cp.relayLC); err != nil {
 		return nil, err
 	}
-	if cp.req, err = b.observeRequest(b.apiKey(name), b.values.batch(1)); err != nil {
+	// A fixture's document, not a synthetic one made up from a fresh
+	// value: every run answers the same bytes, so runs compare.
+	if cp.req, err = b.observeRequest(b.apiKey(name), []observable{cachedPathObservable}); err != nil {
 		return nil, err
 	}
 	ra, first, err := post(ctx, cp.relayLC, cp.req)
@@ -134,10 +141,19 @@ func (cp *cachedPath) check(_ request, a answer) {
 	}
 }
 
-// turnResult is one turn's load, and the CPU time the server used for it.
+// turnResult is one turn's load, and the CPU time the server and the load
+// generator (relaybench's own process) used for it.
 type turnResult struct {
 	*loadResult
-	cpu time.Duration
+	cpu, client time.Duration
+}
+
+// clientPerRequest is the load generator's CPU time per answered request.
+func (t turnResult) clientPerRequest() time.Duration {
+	if t.Answered == 0 {
+		return 0
+	}
+	return t.client / time.Duration(t.Answered)
 }
 
 // cpuPerRequest is the server's CPU time per answered request, zero when
@@ -158,29 +174,29 @@ func (cp *cachedPath) turn(ctx context.Context, relay bool, c throughputConfig, 
 	// A second to settle first: connections open, the collector at pace.
 	warm := min(time.Second, c.Duration/4)
 	var (
-		res  *loadResult
-		err  error
-		cpu0 time.Duration
+		res           *loadResult
+		err           error
+		cpu0, client0 time.Duration
 	)
 	if rate > 0 {
 		next := func(int) (request, error) { return cp.req, nil }
 		if _, err := lc.openLoop(ctx, openConfig{Rate: rate, Duration: warm, Conns: c.Conns, Next: next}); err != nil {
 			return turnResult{}, err
 		}
-		cpu0 = cpuTime(pid)
+		cpu0, client0 = cpuTime(pid), cpuTime(os.Getpid())
 		res, err = lc.openLoop(ctx, openConfig{Rate: rate, Duration: c.Duration, Conns: c.Conns, Next: next, OnAnswer: onAnswer})
 	} else {
 		next := func(int, int) (request, error) { return cp.req, nil }
 		if _, err := lc.run(ctx, loadConfig{Clients: c.Clients, Duration: warm, Next: next}); err != nil {
 			return turnResult{}, err
 		}
-		cpu0 = cpuTime(pid)
+		cpu0, client0 = cpuTime(pid), cpuTime(os.Getpid())
 		res, err = lc.run(ctx, loadConfig{Clients: c.Clients, Duration: c.Duration, Next: next, OnAnswer: onAnswer})
 	}
 	if err != nil {
 		return turnResult{}, err
 	}
-	return turnResult{loadResult: res, cpu: cpuTime(pid) - cpu0}, nil
+	return turnResult{loadResult: res, cpu: cpuTime(pid) - cpu0, client: cpuTime(os.Getpid()) - client0}, nil
 }
 
 // roundResult is one round: a turn on each server.
@@ -278,6 +294,9 @@ func runThroughput(ctx context.Context, b *bench, c throughputConfig) (*report, 
 		r.add("cpu_share", "bare CPU per request / relay CPU per request (median of rounds)", med(func(rr roundResult) float64 {
 			return float64(rr.bare.cpuPerRequest()) / float64(rr.relay.cpuPerRequest())
 		}), unitRatio)
+		r.add("client_cpu_us", "load generator: CPU time per request (median of rounds, both servers)", med(func(rr roundResult) float64 {
+			return us((rr.relay.clientPerRequest() + rr.bare.clientPerRequest()) / 2)
+		}), unitUs)
 	}
 	r.add("p99_ratio", "relay p99 / bare p99 (median of rounds)", med(func(rr roundResult) float64 { return ms(rr.relay.percentile(0.99)) / ms(rr.bare.percentile(0.99)) }), unitRatio).aim(opAtMost, 2)
 	var perRound []string
@@ -287,7 +306,7 @@ func runThroughput(ctx context.Context, b *bench, c throughputConfig) (*report, 
 			rr.bare.rate(), ms(rr.bare.percentile(0.99)), us(rr.bare.cpuPerRequest())))
 	}
 	r.note("Rounds: %s.", strings.Join(perRound, "; "))
-	r.note("The relay and the bare server each run in a process of their own, on this machine with the load generator, each over its own %d keep-alive connections; the relay logs at %s. The share is what the relay's token check, cache lookup, CTIM answer, access line and metrics leave of what net/http alone serves on this machine. CPU time per request is the server process's own (from /proc, 10 ms ticks), whatever else runs on the machine.", conns, c.LogLevel)
+	r.note("The relay and the bare server each run in a process of their own, on this machine with the load generator, each over its own %d keep-alive connections; the relay logs at %s. The share is what the relay's token check, cache lookup, CTIM answer, access line and metrics leave of what net/http alone serves on this machine. CPU time per request is each process's own (from /proc, 10 ms ticks), whatever else runs on the machine; when the machine is the limit, requests/s go roughly as 1 / (server's + load generator's CPU per request).", conns, c.LogLevel)
 
 	cp.st.finish(ctx, r, cp.relayLC, finishOptions{leakMargin: -1})
 	return r, nil
