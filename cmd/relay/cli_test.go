@@ -2,17 +2,28 @@ package main
 
 import (
 	"errors"
+	"maps"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // badValues holds, for every variable that can be wrong, values check-config
 // must refuse (CONTRACT.md section 7). TestCheckConfigCoversEverySetting keeps it
 // complete as settings grow.
 var badValues = map[string][]string{
-	"RELAY_ADDR":             {"9090", "localhost", "http://127.0.0.1:9090"},
-	"METRICS_ADDR":           {"9091", "metrics"},
+	"RELAY_ADDR":   {"9090", "localhost", "http://127.0.0.1:9090", ":99999", "127.0.0.1:65536", ":-1", ":http"},
+	"METRICS_ADDR": {"9091", "metrics", ":99999", ":9090", "0.0.0.0:9090", "127.0.0.1:9090"}, // :9090: RELAY_ADDR's default
+	// With the other half of the pair valid (companions).
+	"RELAY_TLS_CERT_FILE": {"/nonexistent/relay.crt", "/dev/null", "/"},
+	"RELAY_TLS_KEY_FILE":  {"/nonexistent/relay.key", "/dev/null", "/"},
+	"RELAY_AUDIENCE": {"relay.example.com", "relay.example.com:443", "https://relay.example.com/", "https://relay.example.com/api",
+		"ftp://relay.example.com", "https://user@relay.example.com", "https://relay.example.com:99999", "https://relay.example.com?x=1",
+		"https://", "https://a.example.com,a.example.com"},
+	"SSL_CERT_FILE":          {"/nonexistent/ca.pem", "/dev/null", "/"},
+	"SSL_CERT_DIR":           {"/nonexistent", "/dev/null"},
 	"PULSEDIVE_API_URL":      {"pulsedive.com/api/", "ftp://pulsedive.com/api/", "https://user:secret@pulsedive.com/api/", "https://"},
 	"PULSEDIVE_RATE_LIMIT":   {"-1", "fast", "NaN", "1e12"},
 	"PULSEDIVE_BURST":        {"0", "many", "1.5"},
@@ -35,7 +46,7 @@ var badValues = map[string][]string{
 	"RELAY_JWKS_TTL":         {"0s", "500ms", "often"},
 	"RELAY_JWKS_MAX_KEY_AGE": {"1m", "forever"},         // 1m: shorter than RELAY_JWKS_TTL (10m)
 	"RELAY_SHUTDOWN_TIMEOUT": {"-1s", "forever", "24s"}, // 24s: shorter than RELAY_REQUEST_TIMEOUT
-	"LOG_LEVEL":              {"verbose", "trace"},
+	"LOG_LEVEL":              {"verbose", "trace", "info+2", "8"},
 	"LOG_FORMAT":             {"xml", "logfmt"},
 
 	// Above RELAY_MAX_INFLIGHT (256 by default).
@@ -52,7 +63,20 @@ var badValues = map[string][]string{
 }
 
 // neverBad are the settings every value is acceptable for.
-var neverBad = map[string]bool{"RELAY_AUDIENCE": true}
+var neverBad = map[string]bool{}
+
+// companions give the settings that go in pairs the other half, valid, so
+// that a bad value is refused for itself.
+var companions = map[string]func(t *testing.T) map[string]string{
+	"RELAY_TLS_CERT_FILE": func(t *testing.T) map[string]string {
+		_, key := validTLSFiles(t)
+		return map[string]string{"RELAY_TLS_KEY_FILE": key}
+	},
+	"RELAY_TLS_KEY_FILE": func(t *testing.T) map[string]string {
+		cert, _ := validTLSFiles(t)
+		return map[string]string{"RELAY_TLS_CERT_FILE": cert}
+	},
+}
 
 func TestCheckConfigCoversEverySetting(t *testing.T) {
 	known := map[string]bool{}
@@ -73,7 +97,11 @@ func TestCheckConfigRejects(t *testing.T) {
 	for _, s := range settings {
 		for _, bad := range badValues[s.name] {
 			t.Run(s.name+"="+bad, func(t *testing.T) {
-				stdout, _, err := runCLI(t, map[string]string{s.name: bad}, "check-config")
+				env := map[string]string{s.name: bad}
+				if companion := companions[s.name]; companion != nil {
+					maps.Copy(env, companion(t))
+				}
+				stdout, _, err := runCLI(t, env, "check-config")
 				if err == nil {
 					t.Fatalf("check-config accepted %s=%q\n%s", s.name, bad, stdout)
 				}
@@ -250,20 +278,27 @@ func TestDemoHelpNamesOverrides(t *testing.T) {
 	}
 }
 
+// TestUsageErrors: a command line the relay does not understand gets the
+// error first, once, then a hint naming the help to read (issue 11: the
+// usage came before the error, and the flag package's error came twice).
 func TestUsageErrors(t *testing.T) {
 	tests := []struct {
-		name  string
-		args  []string
-		usage bool // usage is printed to stderr
+		name string
+		args []string
+		want []string // the lines of stderr
 	}{
-		{"unknown command", []string{"launch"}, true},
-		{"unknown flag of serve", []string{"serve", "-port", "80"}, true},
-		{"argument to serve", []string{"serve", "now"}, false},
-		{"unknown flag of check-config", []string{"check-config", "-v"}, true},
-		{"argument to version", []string{"version", "2"}, false},
-		{"unknown flag of demo", []string{"demo", "-prod"}, true},
-		{"unknown flag of token", []string{"token", "-alg", "HS256"}, true},
-		{"unknown flag of jwks", []string{"jwks", "-pub"}, true},
+		{"unknown command", []string{"launch"}, []string{`relay: unknown command "launch"`, "Run 'relay --help' for the commands."}},
+		{"misspelt command", []string{"check-confg"}, []string{`relay: unknown command "check-confg"; did you mean check-config?`, "Run 'relay --help' for the commands."}},
+		{"unknown flag of serve", []string{"serve", "-port", "80"}, []string{"relay: serve: flag provided but not defined: -port", "Run 'relay serve --help' for its flags."}},
+		{"argument to serve", []string{"serve", "now"}, []string{`relay: serve: unexpected argument "now"`, "Run 'relay serve --help' for its flags."}},
+		{"unknown flag of check-config", []string{"check-config", "-v"}, []string{"relay: check-config: flag provided but not defined: -v", "Run 'relay check-config --help' for its flags."}},
+		{"argument to version", []string{"version", "2"}, []string{`relay: version: unexpected argument "2"`, "Run 'relay version --help' for its flags."}},
+		{"unknown flag of demo", []string{"demo", "-prod"}, []string{"relay: demo: flag provided but not defined: -prod", "Run 'relay demo --help' for its flags."}},
+		{"bad value of demo", []string{"demo", "-token-ttl", "0s"}, []string{"relay: demo: -token-ttl 0s: must be positive", "Run 'relay demo --help' for its flags."}},
+		{"unknown flag of token", []string{"token", "-alg", "HS256"}, []string{"relay: token: flag provided but not defined: -alg", "Run 'relay token --help' for its flags."}},
+		{"missing flags of token", []string{"token", "-key", "k.pem"}, []string{"relay: token: -jwks-host is required; -aud is required; give the Pulsedive key with exactly one of -pulsedive-key, -pulsedive-key-env, -pulsedive-key-file", "Run 'relay token --help' for its flags."}},
+		{"unknown flag of jwks", []string{"jwks", "-pub"}, []string{"relay: jwks: flag provided but not defined: -pub", "Run 'relay jwks --help' for its flags."}},
+		{"missing flag of jwks", []string{"jwks"}, []string{"relay: jwks: -key is required", "Run 'relay jwks --help' for its flags."}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -274,8 +309,8 @@ func TestUsageErrors(t *testing.T) {
 			if stdout != "" {
 				t.Errorf("printed %q to stdout", stdout)
 			}
-			if tt.usage && !strings.Contains(stderr, "Usage: relay") {
-				t.Errorf("stderr lacks usage: %q", stderr)
+			if diff := cmp.Diff(tt.want, strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")); diff != "" {
+				t.Errorf("stderr (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -297,6 +332,8 @@ func TestExitStatus(t *testing.T) {
 		{"help", []string{"--help"}, nil, 0, "Usage: relay"},
 		{"command help", []string{"token", "--help"}, nil, 0, "Usage: relay token"},
 		{"version", []string{"version"}, nil, 0, version + "\n"},
+		{"--version", []string{"--version"}, nil, 0, version + "\n"},
+		{"-version", []string{"-version"}, nil, 0, version + "\n"},
 		{"good configuration", []string{"check-config"}, nil, 0, "RELAY_ADDR=:9090"},
 		{"bad configuration", []string{"check-config"}, []string{"RELAY_WORKERS=0"}, 1, ""},
 		{"bad configuration stops serve", nil, []string{"PULSEDIVE_TIMEOUT=10"}, 1, ""},
@@ -322,8 +359,11 @@ func TestExitStatus(t *testing.T) {
 			if !strings.HasPrefix(stdout.String(), tt.stdout) {
 				t.Errorf("stdout %q, want it to start %q", stdout.String(), tt.stdout)
 			}
-			if tt.status != 0 && !strings.Contains(stderr.String(), "relay:") {
-				t.Errorf("stderr %q, want the error after \"relay:\"", stderr.String())
+			if tt.status != 0 && !strings.HasPrefix(stderr.String(), "relay: ") {
+				t.Errorf("stderr %q, want it to start with the error after \"relay: \"", stderr.String())
+			}
+			if n := strings.Count(stderr.String(), "flag needs an argument"); n > 1 {
+				t.Errorf("stderr names the flag error %d times:\n%s", n, stderr.String())
 			}
 		})
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pulsedive-relay/relay/cluster"
+	"github.com/pulsedive-relay/relay/limiter"
 	"github.com/pulsedive-relay/relay/transport/auth"
 )
 
@@ -21,6 +22,8 @@ import (
 type config struct {
 	Addr             string
 	MetricsAddr      string
+	TLSCertFile      string
+	TLSKeyFile       string
 	PulsediveURL     string
 	RateLimit        float64
 	Burst            int
@@ -45,6 +48,8 @@ type config struct {
 	EntitiesLimit    int
 	DrainDelay       time.Duration
 	ShutdownTimeout  time.Duration
+	SSLCertFile      string
+	SSLCertDir       string
 	LogLevel         slog.Level
 	LogFormat        string
 	RedisURL         string
@@ -76,7 +81,9 @@ type setting struct {
 // this order.
 var settings = []setting{
 	{"RELAY_ADDR", ":9090", "listen address", func(c *config, v string) error { return hostPort(&c.Addr, v, false) }},
-	{"METRICS_ADDR", "", "separate listen address for /metrics; empty serves /metrics on RELAY_ADDR", func(c *config, v string) error { return hostPort(&c.MetricsAddr, v, true) }},
+	{"METRICS_ADDR", "", "separate listen address for /metrics, plain HTTP even with TLS; empty serves /metrics on RELAY_ADDR", metricsAddr},
+	{"RELAY_TLS_CERT_FILE", "", "PEM certificate chain to serve HTTPS on RELAY_ADDR with (TLS 1.2 or newer), reloaded when the file changes; empty: plain HTTP", tlsCertFile},
+	{"RELAY_TLS_KEY_FILE", "", "PEM private key (unencrypted) of RELAY_TLS_CERT_FILE's certificate, reloaded with it; set both or neither", tlsKeyFile},
 	{"PULSEDIVE_API_URL", "https://pulsedive.com/api/", "Pulsedive API base URL", func(c *config, v string) error { return baseURL(&c.PulsediveURL, v) }},
 	{"PULSEDIVE_RATE_LIMIT", "30", "Pulsedive requests per minute per API key (0: no limit)", func(c *config, v string) error { return number(&c.RateLimit, v, 0) }},
 	{"PULSEDIVE_BURST", "10", "calls a rested API key may make at once (at most half of PULSEDIVE_RATE_LIMIT)", func(c *config, v string) error { return integer(&c.Burst, v, 1, 1_000_000) }},
@@ -114,11 +121,13 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"RELAY_AUDIENCE", "", "accepted token audiences, comma-separated; empty: the request's own root URL", func(c *config, v string) error { c.Audiences = list(v); return nil }},
+	{"RELAY_AUDIENCE", "", "accepted token audiences, comma-separated, each scheme://host[:port] as Threat Response's module URL; empty: the request's own root URL", audiences},
+	{"SSL_CERT_FILE", "", "PEM file of CA certificates for HTTPS to Pulsedive, JWKS hosts and rediss://, read by Go in place of the system's bundle file (the system's certificate directories still count); empty: the system's", caFile},
+	{"SSL_CERT_DIR", "", "directories (colon-separated) of PEM CA certificates, read by Go in place of the system's certificate directories; empty: the system's", caDirs},
 	{"CTR_ENTITIES_LIMIT", "100", "entities per observable when the token sets none", func(c *config, v string) error { return integer(&c.EntitiesLimit, v, 1, 1_000_000) }},
 	{"RELAY_DRAIN_DELAY", "5s", "on SIGTERM, how long /readyz answers 503 before the listener closes", func(c *config, v string) error { return duration(&c.DrainDelay, v, 0) }},
 	{"RELAY_SHUTDOWN_TIMEOUT", "RELAY_REQUEST_TIMEOUT + 20s", "how long in-flight requests may take to finish after that; at least RELAY_REQUEST_TIMEOUT, and the default covers a request accepted just before the listener closed", func(c *config, v string) error { return shutdownTimeout(&c.ShutdownTimeout, v, c.RequestTimeout) }},
-	{"LOG_LEVEL", "info", "debug, info, warn or error", func(c *config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
+	{"LOG_LEVEL", "info", "debug, info, warn or error", logLevel},
 	{"LOG_FORMAT", "json", "json or text", func(c *config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
 	{"REDIS_URL", "", "Redis the replicas share the Pulsedive budget, a cache and calls through: redis://[user:password@]host:port/db, rediss:// for TLS; empty: each replica on its own", func(c *config, v string) error { return redisURL(&c.RedisURL, v) }},
 	{"REDIS_TIMEOUT", "250ms", "timeout of one Redis command; a replica whose Redis fails falls back to its own share of the budget and its own cache", func(c *config, v string) error { return duration(&c.RedisTimeout, v, time.Millisecond) }},
@@ -201,15 +210,31 @@ func resolve(getenv func(string) string) (config, []resolved, error) {
 	return c, out, nil
 }
 
-// printConfig writes the effective configuration, one variable a line, as
-// check-config shows it, derived values included. API keys arrive inside
-// each request's token, never here; the one secret a setting may hold, a
-// Redis password, is redacted.
-func printConfig(w io.Writer, getenv func(string) string) {
-	_, values, _ := resolve(getenv)
+// printConfig writes the effective configuration c, resolved into values,
+// one variable a line, as check-config shows it: derived values included,
+// and a note where the relay uses less than the value says. API keys
+// arrive inside each request's token, never here; the one secret a
+// setting may hold, a Redis password, is redacted.
+func printConfig(w io.Writer, c config, values []resolved) {
 	for _, r := range values {
-		fmt.Fprintf(w, "%s=%s\t(%s)\n", r.name, shown(r.name, r.value), r.origin)
+		origin := r.origin
+		if note := notes[r.name]; note != nil {
+			if n := note(c); n != "" {
+				origin += "; " + n
+			}
+		}
+		fmt.Fprintf(w, "%s=%s\t(%s)\n", r.name, shown(r.name, r.value), origin)
 	}
+}
+
+// notes say where a setting's effective value differs from its text.
+var notes = map[string]func(c config) string{
+	"PULSEDIVE_BURST": func(c config) string {
+		if _, burst := limiter.Budget(c.RateLimit, c.Burst); burst != c.Burst {
+			return fmt.Sprintf("effective %d: at most half of PULSEDIVE_RATE_LIMIT", burst)
+		}
+		return ""
+	},
 }
 
 // durationText writes d as an operator would: 10m, 24h, 1h30m.
@@ -332,10 +357,106 @@ func hostPort(dst *string, v string, optional bool) error {
 		*dst = ""
 		return nil
 	}
-	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil || port == "" {
 		return errors.New("not a listen address (host:port or :port)")
 	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || strconv.FormatUint(n, 10) != port {
+		return fmt.Errorf("port %q is not a number from 0 to 65535 (host:port or :port; 0 picks a free port)", port)
+	}
 	*dst = v
+	return nil
+}
+
+// metricsAddr reads METRICS_ADDR, which follows RELAY_ADDR in the settings:
+// the two listeners cannot share an address.
+func metricsAddr(c *config, v string) error {
+	if err := hostPort(&c.MetricsAddr, v, true); err != nil || v == "" || c.Addr == "" {
+		return err
+	}
+	if sameListenAddr(c.Addr, v) {
+		return fmt.Errorf("must differ from RELAY_ADDR (%s), or the second listener cannot bind; give another port, or leave it empty to serve /metrics on RELAY_ADDR", c.Addr)
+	}
+	return nil
+}
+
+// sameListenAddr says whether two valid listen addresses would collide:
+// the same port, other than 0, on the same host or with either on every
+// interface.
+func sameListenAddr(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	if pa != pb || pa == "0" {
+		return false
+	}
+	wildcard := func(h string) bool {
+		ip := net.ParseIP(h)
+		return h == "" || (ip != nil && ip.IsUnspecified())
+	}
+	if wildcard(ha) || wildcard(hb) || strings.EqualFold(ha, hb) {
+		return true
+	}
+	ia, ib := net.ParseIP(ha), net.ParseIP(hb)
+	return ia != nil && ia.Equal(ib)
+}
+
+// audienceForm is what an audience looks like, for error messages.
+const audienceForm = "an audience is scheme://host[:port] with no path or trailing slash, e.g. https://relay.example.com, the form the relay derives from a request"
+
+// audiences reads RELAY_AUDIENCE. Audiences are compared exactly with the
+// token's aud, so an entry that cannot be a relay's root URL would refuse
+// every token; it is refused here instead. Case is kept as written.
+func audiences(c *config, v string) error {
+	c.Audiences = list(v)
+	for _, a := range c.Audiences {
+		if err := checkAudience(a); err != nil {
+			return fmt.Errorf("%q %s: %s", a, err, audienceForm)
+		}
+	}
+	return nil
+}
+
+func checkAudience(a string) error {
+	scheme, rest, ok := strings.Cut(a, "://")
+	if !ok || scheme == "" {
+		return errors.New("has no scheme")
+	}
+	if s := strings.ToLower(scheme); s != "http" && s != "https" {
+		return fmt.Errorf("has scheme %q, not http or https", scheme)
+	}
+	u, err := url.Parse(a)
+	switch {
+	case err != nil || u.Host == "" || u.Opaque != "":
+		return errors.New("is not a URL with a host")
+	case u.User != nil:
+		return errors.New("carries user information")
+	case rest != "" && strings.HasSuffix(rest, "/") && strings.Count(rest, "/") == 1:
+		return errors.New("ends in a slash")
+	case u.Path != "" || u.RawPath != "":
+		return errors.New("has a path")
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(a, "#"):
+		return errors.New("has a query or fragment")
+	case rest != u.Host:
+		return errors.New("has an escaped host") // a Host header never has one
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return fmt.Errorf("has port %q, not a number from 1 to 65535", port)
+		}
+	} else if strings.HasSuffix(u.Host, ":") {
+		return errors.New("has an empty port")
+	}
+	return nil
+}
+
+// logLevel reads LOG_LEVEL: the four levels by name, in any case.
+func logLevel(c *config, v string) error {
+	levels := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+	l, ok := levels[strings.ToLower(v)]
+	if !ok {
+		return errors.New("must be one of debug, info, warn, error")
+	}
+	c.LogLevel = l
 	return nil
 }
 

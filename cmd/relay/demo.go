@@ -15,7 +15,9 @@ import (
 // The demo's fixed parts: what its token carries and where it listens
 // unless told otherwise.
 const (
-	demoAudience     = "pulsedive-relay-demo"
+	// demoAudience has the form of a relay's URL, as every audience must,
+	// under a domain that can never resolve (RFC 2606).
+	demoAudience     = "https://pulsedive-relay-demo.invalid"
 	demoPulsediveKey = "demo-pulsedive-key"
 	demoKeyID        = "pulsedive-relay-demo"
 	demoDefaultAddr  = "127.0.0.1:9090"
@@ -48,6 +50,7 @@ RELAY_WORKERS, ...), except what the demo overrides:
   RELAY_ADDR            -addr, else RELAY_ADDR, else 127.0.0.1:9090; it must
                         be a loopback address
   METRICS_ADDR          empty: /metrics is served on the demo's address
+  RELAY_TLS_CERT_FILE   empty, and RELAY_TLS_KEY_FILE: plain HTTP
   PULSEDIVE_API_URL     the fake Pulsedive
   PULSEDIVE_RATE_LIMIT  6000 a minute, PULSEDIVE_BURST 1000
   RELAY_JWKS_HOSTS      the demo's JWKS server only
@@ -69,17 +72,18 @@ func demoCommand(ctx context.Context, args []string, env environment) error {
 		return err
 	}
 	if *ttl <= 0 {
-		return usageError{fmt.Sprintf("-token-ttl %s: must be positive", *ttl)}
+		return commandUsageError(fs, fmt.Sprintf("demo: -token-ttl %s: must be positive", *ttl))
 	}
-	listen := *addr
+	const another = "give another with -addr 127.0.0.1:PORT (port 0 picks a free one)"
+	listen, source := *addr, listenSource{"-addr", another}
 	if listen == "" {
-		listen = strings.TrimSpace(env.getenv("RELAY_ADDR"))
+		listen, source = strings.TrimSpace(env.getenv("RELAY_ADDR")), listenSource{"RELAY_ADDR", another + ", or change RELAY_ADDR"}
 	}
 	if listen == "" {
-		listen = demoDefaultAddr
+		listen, source = demoDefaultAddr, listenSource{"the demo's default address", another}
 	}
 	if err := checkLoopback(listen); err != nil {
-		return usageError{err.Error()}
+		return commandUsageError(fs, "demo: "+err.Error())
 	}
 
 	fake, err := pulsedivetest.NewServer(pulsedivetest.Config{Synthetic: true})
@@ -96,6 +100,8 @@ func demoCommand(ctx context.Context, args []string, env environment) error {
 	cfg, err := loadConfig(demoGetenv(env.getenv, map[string]string{
 		"RELAY_ADDR":           listen,
 		"METRICS_ADDR":         "",
+		"RELAY_TLS_CERT_FILE":  "",
+		"RELAY_TLS_KEY_FILE":   "",
 		"PULSEDIVE_API_URL":    fake.URL(),
 		"PULSEDIVE_RATE_LIMIT": "6000",
 		"PULSEDIVE_BURST":      "1000",
@@ -106,6 +112,7 @@ func demoCommand(ctx context.Context, args []string, env environment) error {
 		"LOG_FORMAT":        "text",
 	}))
 	if err != nil {
+		warnStrays(env)
 		return err
 	}
 	now := time.Now()
@@ -119,6 +126,8 @@ func demoCommand(ctx context.Context, args []string, env environment) error {
 	jwksClient.Timeout = 10 * time.Second
 	return serve(ctx, cfg, deps{
 		stderr:     env.stderr,
+		strays:     strays(env.environ()),
+		listen:     source,
 		jwksClient: jwksClient,
 		now:        func() time.Time { return demoClock },
 		ready: func(bound, _ string) {

@@ -186,7 +186,7 @@ func TestDemoInProcess(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"demo", "-addr", "127.0.0.1:0", "-token-ttl", "5m"}, mapEnv(map[string]string{"LOG_LEVEL": "warn"}), stdout, io.Discard)
+		done <- run(ctx, []string{"demo", "-addr", "127.0.0.1:0", "-token-ttl", "5m"}, mapEnv(map[string]string{"LOG_LEVEL": "warn"}), mapEnviron(map[string]string{"LOG_LEVEL": "warn"}), stdout, io.Discard)
 	}()
 	t.Cleanup(cancel)
 
@@ -251,7 +251,7 @@ func TestNoDemoFromEnvironment(t *testing.T) {
 			env[k] = v
 		}
 		var stdout, stderr bytes.Buffer
-		if err := run(context.Background(), []string{"check-config"}, mapEnv(env), &stdout, &stderr); err != nil {
+		if err := run(context.Background(), []string{"check-config"}, mapEnv(env), mapEnviron(env), &stdout, &stderr); err != nil {
 			t.Fatalf("check-config: %v", err)
 		}
 		for _, want := range []string{
@@ -298,8 +298,24 @@ func TestNoDemoFromEnvironment(t *testing.T) {
 		if out := p.stdout(); out != "" {
 			t.Errorf("a normal start printed to stdout:\n%s", out)
 		}
-		if strings.Contains(strings.ToLower(p.stderr.String()), "demo") {
-			t.Errorf("a normal start logged about demo mode:\n%s", p.stderr)
+		// The variables with a setting's prefix are named as ignored; no
+		// other line mentions a demo.
+		ignored := map[string]bool{}
+		for _, line := range strings.Split(p.stderr.String(), "\n") {
+			var entry struct{ Msg, Variable string }
+			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "environment variable ignored: not a setting of the relay" {
+				ignored[entry.Variable] = true
+				continue
+			}
+			if strings.Contains(strings.ToLower(line), "demo") {
+				t.Errorf("a normal start logged about demo mode:\n%s", line)
+			}
+		}
+		for _, kv := range demoVars {
+			name, _, _ := strings.Cut(kv, "=")
+			if want := hasSettingPrefix(name); ignored[name] != want {
+				t.Errorf("%s named as an ignored variable: %v, want %v\n%s", name, ignored[name], want, p.stderr)
+			}
 		}
 	})
 }
@@ -326,7 +342,7 @@ func TestDemoFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			err := run(context.Background(), append([]string{"demo"}, tt.args...), mapEnv(tt.env), &stdout, &stderr)
+			err := run(context.Background(), append([]string{"demo"}, tt.args...), mapEnv(tt.env), mapEnviron(tt.env), &stdout, &stderr)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("demo %v: error %v, want one containing %q", tt.args, err, tt.want)
 			}
@@ -414,6 +430,17 @@ func TestShellWords(t *testing.T) {
 // mapEnv is a getenv reading m.
 func mapEnv(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
+}
+
+// mapEnviron lists m as os.Environ does, NAME=value.
+func mapEnviron(m map[string]string) func() []string {
+	return func() []string {
+		out := make([]string, 0, len(m))
+		for k, v := range m {
+			out = append(out, k+"="+v)
+		}
+		return out
+	}
 }
 
 // observablesOf lists "type value" of the observable of every doc of kind

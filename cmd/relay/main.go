@@ -25,10 +25,7 @@ func main() {
 	// Once the first signal starts the drain, a second one kills at once.
 	context.AfterFunc(ctx, stop)
 	setMemoryLimit(os.Getenv)
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "relay:", err)
-		}
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Environ, os.Stdout, os.Stderr); err != nil {
 		stop()
 		os.Exit(exitCode(err))
 	}
@@ -53,10 +50,16 @@ func setMemoryLimit(getenv func(string) string) {
 	debug.SetMemoryLimit(cfg.MemoryLimit)
 }
 
-// usageError is a command line the relay does not understand.
-type usageError struct{ msg string }
+// usageError is a command line the relay does not understand; hint says
+// where to read how to write it.
+type usageError struct{ msg, hint string }
 
 func (e usageError) Error() string { return e.msg }
+
+// commandUsageError is a usage error of the command fs parses.
+func commandUsageError(fs *flag.FlagSet, msg string) usageError {
+	return usageError{msg, fmt.Sprintf("Run 'relay %s --help' for its flags.", fs.Name())}
+}
 
 func exitCode(err error) int {
 	var ue usageError
@@ -76,8 +79,23 @@ type command struct {
 // environment is what a subcommand may touch of the outside world.
 type environment struct {
 	getenv func(string) string
-	stdout io.Writer
-	stderr io.Writer
+	// environ lists the whole environment, NAME=value, as os.Environ: the
+	// settings are read through getenv, and the rest is looked through
+	// for misspelt settings (strays).
+	environ func() []string
+	stdout  io.Writer
+	stderr  io.Writer
+}
+
+// warnStrays writes a warning line to stderr for each variable of the
+// environment that looks like a misspelt setting, before the logger
+// exists (check-config, or a configuration that does not load).
+func warnStrays(env environment) int {
+	found := strays(env.environ())
+	for _, s := range found {
+		fmt.Fprintln(env.stderr, "relay: warning:", s)
+	}
+	return len(found)
 }
 
 func commands() []command {
@@ -93,24 +111,54 @@ func commands() []command {
 
 // run is the whole program: main only adds the process's signals,
 // arguments, environment and standard streams, so tests run it in-process.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	env := environment{getenv: getenv, stdout: stdout, stderr: stderr}
+// An error is written to stderr, "relay: " first, then any hint on what to
+// do; run returns it for main's exit status.
+func run(ctx context.Context, args []string, getenv func(string) string, environ func() []string, stdout, stderr io.Writer) error {
+	env := environment{getenv: getenv, environ: environ, stdout: stdout, stderr: stderr}
+	err := dispatch(ctx, args, env)
+	if err != nil {
+		fmt.Fprintln(stderr, "relay:", err)
+		var ue usageError
+		if errors.As(err, &ue) && ue.hint != "" {
+			fmt.Fprintln(stderr, ue.hint)
+		}
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, env environment) error {
 	if len(args) == 0 {
 		return serveCommand(ctx, nil, env)
 	}
 	name, rest := args[0], args[1:]
 	switch name {
 	case "-h", "-help", "--help", "help":
-		usage(stdout)
+		usage(env.stdout)
 		return nil
+	case "-version", "--version":
+		return versionCommand(ctx, rest, env)
 	}
 	for _, c := range commands() {
 		if c.name == name {
 			return c.run(ctx, rest, env)
 		}
 	}
-	usage(stderr)
-	return usageError{fmt.Sprintf("unknown command %q", name)}
+	msg := fmt.Sprintf("unknown command %q", name)
+	if near := nearestCommand(name); near != "" {
+		msg += fmt.Sprintf("; did you mean %s?", near)
+	}
+	return usageError{msg, "Run 'relay --help' for the commands."}
+}
+
+// nearestCommand is the command name a mistyped one is a misspelling of,
+// if any: at most 2 edits, and fewer than half its letters.
+func nearestCommand(name string) string {
+	for _, c := range commands() {
+		if d := editDistance(name, c.name); d <= 2 && 2*d < len(c.name) {
+			return c.name
+		}
+	}
+	return ""
 }
 
 func usage(w io.Writer) {
@@ -121,15 +169,17 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Run 'relay <command> --help' for a command's flags. Configuration comes from")
-	fmt.Fprintln(w, "the environment; 'relay check-config' lists every variable.")
+	fmt.Fprintln(w, "Run 'relay <command> --help' for a command's flags, 'relay --version' for the")
+	fmt.Fprintln(w, "version. Configuration comes from the environment; 'relay check-config' lists")
+	fmt.Fprintln(w, "every variable.")
 }
 
 // newFlagSet gives a subcommand flags whose --help prints to stdout and
-// whose errors are usage errors.
+// whose errors are usage errors. The flag package prints nothing itself:
+// run writes the error once, then a hint.
 func newFlagSet(name, summary string, env environment) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: relay %s [flags]\n\n%s\n", name, summary)
 		var hasFlags bool
@@ -153,11 +203,10 @@ func parseFlags(fs *flag.FlagSet, args []string, env environment) (done bool, er
 		}
 	}
 	if err := fs.Parse(args); err != nil {
-		return true, usageError{err.Error()}
+		return true, commandUsageError(fs, fs.Name()+": "+err.Error())
 	}
 	if fs.NArg() > 0 {
-		fs.Usage()
-		return true, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		return true, commandUsageError(fs, fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0)))
 	}
 	return false, nil
 }
@@ -172,14 +221,23 @@ func versionCommand(_ context.Context, args []string, env environment) error {
 }
 
 func checkConfigCommand(_ context.Context, args []string, env environment) error {
-	fs := newFlagSet("check-config", "Load and validate the environment exactly as serve would, and print the\neffective configuration. Exits non-zero on a bad value.", env)
+	fs := newFlagSet("check-config", "Load and validate the environment exactly as serve would, and print the\neffective configuration. Exits non-zero on a bad value. Warns on stderr about\nvariables with a setting's prefix that are no setting (a misspelling?).", env)
 	if done, err := parseFlags(fs, args, env); done {
 		return err
 	}
-	if _, err := loadConfig(env.getenv); err != nil {
+	cfg, values, err := resolve(env.getenv)
+	if err != nil {
+		warnStrays(env)
 		return err
 	}
-	printConfig(env.stdout, env.getenv)
-	fmt.Fprintln(env.stdout, "configuration OK")
+	printConfig(env.stdout, cfg, values)
+	switch n := warnStrays(env); n {
+	case 0:
+		fmt.Fprintln(env.stdout, "configuration OK")
+	case 1:
+		fmt.Fprintln(env.stdout, "configuration OK, with 1 warning")
+	default:
+		fmt.Fprintf(env.stdout, "configuration OK, with %d warnings\n", n)
+	}
 	return nil
 }

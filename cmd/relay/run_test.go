@@ -194,7 +194,7 @@ func startRelay(t *testing.T, env map[string]string) *relay {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, logs)
+		done <- run(ctx, nil, mapEnv(env), mapEnviron(env), io.Discard, logs)
 	}()
 	stopped := false
 	stop := func() {

@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,9 +36,10 @@ func serveCommand(ctx context.Context, args []string, env environment) error {
 	}
 	cfg, err := loadConfig(env.getenv)
 	if err != nil {
+		warnStrays(env)
 		return err
 	}
-	return serve(ctx, cfg, deps{stderr: env.stderr})
+	return serve(ctx, cfg, deps{stderr: env.stderr, strays: strays(env.environ())})
 }
 
 // deps are what serve takes from its caller beyond the configuration: the
@@ -54,7 +58,44 @@ type deps struct {
 	// drained, when non-nil, is called once the drain delay is over, just
 	// before the listeners close: a test sends its last request then.
 	drained func()
+	// strays are the environment's variables that look like misspelt
+	// settings, logged as warnings at start.
+	strays []stray
+	// listen says where the main listen address came from and how to
+	// choose another, for the error when it cannot be bound; empty:
+	// RELAY_ADDR.
+	listen listenSource
 }
+
+// listenSource names the origin of a listen address in errors.
+type listenSource struct {
+	name string // what set the address: RELAY_ADDR, -addr
+	fix  string // how to give another
+}
+
+// listenError is an address the relay cannot listen on.
+type listenError struct {
+	source listenSource
+	addr   string
+	err    error
+}
+
+func (e *listenError) Error() string {
+	var why string
+	switch {
+	case errors.Is(e.err, syscall.EADDRINUSE):
+		why = "address already in use (another process listens there, perhaps another relay)"
+	case errors.Is(e.err, syscall.EACCES):
+		why = "permission denied (ports below 1024 need privileges)"
+	case errors.Is(e.err, syscall.EADDRNOTAVAIL):
+		why = "no interface of this machine has that address"
+	default:
+		why = e.err.Error()
+	}
+	return fmt.Sprintf("cannot listen on %s %s: %s; %s", e.source.name, e.addr, why, e.source.fix)
+}
+
+func (e *listenError) Unwrap() error { return e.err }
 
 func newLogger(w io.Writer, cfg config) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
@@ -269,6 +310,26 @@ func pulsediveTransport(cfg config) *http.Transport {
 // finish. It returns nil after a clean shutdown.
 func serve(ctx context.Context, cfg config, d deps) error {
 	log := newLogger(d.stderr, cfg)
+	for _, s := range d.strays {
+		attrs := []any{"variable", s.name}
+		switch {
+		case s.note != "":
+			attrs = append(attrs, "note", s.note)
+		case s.suggestion != "":
+			attrs = append(attrs, "did_you_mean", s.suggestion)
+		}
+		log.Warn("environment variable ignored: not a setting of the relay", attrs...)
+	}
+	// The certificate is read before anything listens: a bad one stops
+	// the relay at start, naming the setting.
+	var certs *certReloader
+	if cfg.TLSCertFile != "" {
+		var err error
+		certs, err = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, certCheckEvery, time.Now, log)
+		if err != nil {
+			return err
+		}
+	}
 	var ready atomic.Bool
 	app, err := wire(cfg, d, log, ready.Load)
 	if err != nil {
@@ -276,22 +337,37 @@ func serve(ctx context.Context, cfg config, d deps) error {
 	}
 	defer app.close()
 
-	servers := []*http.Server{newServer(cfg, app.handler, app.conns, log)}
+	mainServer := newServer(cfg, app.handler, app.conns, log)
+	source := d.listen
+	if source.name == "" {
+		source = listenSource{"RELAY_ADDR", "set RELAY_ADDR to another address"}
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("listen on RELAY_ADDR %s: %w", cfg.Addr, err)
+		return &listenError{source, cfg.Addr, err}
 	}
-	listeners := []net.Listener{app.conns.Listener(ln)}
+	// With TLS the connection bound counts TLS connections, whose
+	// handshakes run in the server's connection goroutines, bounded by its
+	// timeouts; a connection refused at the bound is answered over TLS.
+	counted := ln
+	if certs != nil {
+		counted = tls.NewListener(ln, serverTLSConfig(certs))
+		mainServer.TLSNextProto = noHTTP2
+	}
+	servers := []*http.Server{mainServer}
+	listeners := []net.Listener{app.conns.Listener(counted)}
 	metricsAddr := ""
 	if cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("listen on METRICS_ADDR %s: %w", cfg.MetricsAddr, err)
+			return &listenError{listenSource{"METRICS_ADDR", "set METRICS_ADDR to another address, or leave it empty to serve /metrics on RELAY_ADDR"}, cfg.MetricsAddr, err}
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", app.metricsHandler)
 		// Scrapers are few; their listener has a small bound of its own.
+		// It serves plain HTTP, TLS or not: it is meant for the cluster's
+		// scrapers, not the Internet.
 		mconns := transport.NewConnLimit(transport.ConnLimitConfig{Max: metricsConnections})
 		servers = append(servers, newServer(cfg, mux, mconns, log))
 		listeners = append(listeners, mconns.Listener(mln))
@@ -310,7 +386,11 @@ func serve(ctx context.Context, cfg config, d deps) error {
 		}()
 	}
 	ready.Store(true)
-	log.Info("relay listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "version", version)
+	log.Info("relay listening", startupAttrs(cfg, ln.Addr().String(), metricsAddr)...)
+	if certs != nil {
+		cert, _ := certs.GetCertificate(nil)
+		logCertificate(log, "TLS certificate loaded", cert, time.Now())
+	}
 	if d.ready != nil {
 		d.ready(ln.Addr().String(), metricsAddr)
 	}
@@ -364,6 +444,50 @@ func newServer(cfg config, h http.Handler, conns *transport.ConnLimit, log *slog
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ConnState:         conns.ConnState,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          newServerErrorLog(log, time.Now),
 	}
+}
+
+// startupAttrs are the fields of the "relay listening" line: the
+// addresses bound and the effective configuration an operator checks
+// first, with no secret (a Pulsedive key is never configured; a Redis
+// password is redacted; a query of PULSEDIVE_API_URL is left out).
+func startupAttrs(cfg config, addr, metricsAddr string) []any {
+	pulsediveURL := cfg.PulsediveURL
+	if u, err := url.Parse(cfg.PulsediveURL); err == nil {
+		pulsediveURL = u.Scheme + "://" + u.Host + u.EscapedPath()
+	}
+	audience := []any{"audience", "derived from the request"}
+	if len(cfg.Audiences) > 0 {
+		audience = []any{"audience", "fixed", "audiences", cfg.Audiences}
+	}
+	redis := "none"
+	if cfg.RedisURL != "" {
+		redis = cluster.RedactURL(cfg.RedisURL)
+	}
+	_, burst := limiter.Budget(cfg.RateLimit, cfg.Burst)
+	attrs := []any{
+		"addr", addr,
+		"metrics_addr", metricsAddr,
+		"version", version,
+		"tls", cfg.TLSCertFile != "",
+		"pulsedive_url", pulsediveURL,
+		"jwks_hosts", cfg.JWKSHosts,
+	}
+	attrs = append(attrs, audience...)
+	return append(attrs,
+		"rate_limit_per_minute", cfg.RateLimit,
+		"burst", burst,
+		"workers", cfg.Workers,
+		"max_inflight", cfg.MaxInflight,
+		"max_inflight_per_key", cfg.MaxInflightKey,
+		"memory_limit", cfg.MemoryLimit,
+		"max_connections", cfg.MaxConnections,
+		"max_requests", cfg.MaxRequests,
+		"body_budget", cfg.BodyBudget,
+		"observables_in_flight", cfg.ObservablesInFlight,
+		"cache_max_bytes", cfg.CacheMaxBytes,
+		"redis", redis,
+		"replicas", cfg.Replicas,
+	)
 }

@@ -3,9 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -82,8 +88,7 @@ func tokenCommand(_ context.Context, args []string, env environment) error {
 		problems = append(problems, "-ttl must not be negative")
 	}
 	if len(problems) > 0 {
-		fs.Usage()
-		return usageError{strings.Join(problems, "; ")}
+		return commandUsageError(fs, "token: "+strings.Join(problems, "; "))
 	}
 
 	secret, err := pulsediveKey(*apiKey, *apiKeyEnv, *apiKeyFile, env.getenv)
@@ -115,8 +120,7 @@ func jwksCommand(_ context.Context, args []string, env environment) error {
 		return err
 	}
 	if *keyFile == "" {
-		fs.Usage()
-		return usageError{"-key is required"}
+		return commandUsageError(fs, "jwks: -key is required")
 	}
 	key, err := readKey(*keyFile, *kid)
 	if err != nil {
@@ -142,16 +146,65 @@ func readKey(path, kid string) (*authtest.Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read -key: %w", err)
 	}
-	key, err := authtest.ParseKeyPEM(pemBytes, kid)
+	priv, err := parseRSAPrivateKey(pemBytes)
 	if err != nil {
-		return nil, fmt.Errorf("-key %s: %w (want an RSA private key PEM: \"RSA PRIVATE KEY\" or \"PRIVATE KEY\")", path, err)
+		return nil, fmt.Errorf("-key %s: %w", path, err)
 	}
+	key := &authtest.Key{ID: kid, Private: priv}
 	if kid == "" {
 		if key.ID, err = thumbprint(key); err != nil {
 			return nil, err
 		}
 	}
 	return key, nil
+}
+
+// parseRSAPrivateKey reads the first private key of PEM data. Its errors
+// say what the file is instead (a public key, an encrypted key) and what
+// to give, never the parser's ASN.1 detail.
+func parseRSAPrivateKey(data []byte) (*rsa.PrivateKey, error) {
+	const want = `want an RSA private key PEM: "RSA PRIVATE KEY" or "PRIVATE KEY"`
+	if block, _ := pem.Decode(data); block == nil {
+		return nil, errors.New("no PEM block; " + want)
+	}
+	if err := checkPrivateKeyPEM(data); err != nil {
+		return nil, err
+	}
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return nil, errors.New("no PEM private key; " + want)
+		}
+		if !strings.HasSuffix(block.Type, "PRIVATE KEY") {
+			continue
+		}
+		if priv, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+			return priv, nil
+		}
+		parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("the %q block is neither PKCS#1 nor PKCS#8; %s", block.Type, want)
+		}
+		priv, ok := parsed.(*rsa.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("a %s private key is not an RSA key; RS256 needs RSA (openssl genpkey -algorithm RSA)", keyAlgorithm(parsed))
+		}
+		return priv, nil
+	}
+}
+
+// keyAlgorithm names a parsed private key's algorithm.
+func keyAlgorithm(k any) string {
+	switch k.(type) {
+	case *ecdsa.PrivateKey:
+		return "ECDSA"
+	case ed25519.PrivateKey:
+		return "Ed25519"
+	case *ecdh.PrivateKey:
+		return "X25519"
+	}
+	return fmt.Sprintf("%T", k)
 }
 
 // thumbprint is the RFC 7638 JWK thumbprint of the key's public part:

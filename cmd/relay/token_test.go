@@ -83,7 +83,7 @@ func writeFile(t *testing.T, name string, data []byte) string {
 func runCLI(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errs bytes.Buffer
-	err = run(context.Background(), args, mapEnv(env), &out, &errs)
+	err = run(context.Background(), args, mapEnv(env), mapEnviron(env), &out, &errs)
 	return out.String(), errs.String(), err
 }
 
@@ -403,7 +403,12 @@ func TestKeyFileErrors(t *testing.T) {
 		{"not PEM", writeFile(t, "junk.pem", []byte("hello, I am not a key\n")), "no PEM block"},
 		{"garbage in PEM", writeFile(t, "garbage.pem", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: []byte("garbage")})), "neither PKCS#1 nor PKCS#8"},
 		{"EC key", writeFile(t, "ec.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: ecDER})), "not an RSA key"},
-		{"public key", writeFile(t, "pub.pem", pub), "neither PKCS#1 nor PKCS#8"},
+		// Issue 11: what the file is and what to give, not the parser's
+		// ASN.1 detail.
+		{"public key", writeFile(t, "pub.pem", pub), "public key, not a private key; give the private key"},
+		{"certificate", writeFile(t, "cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("x")})), "certificate, not a private key; give the private key"},
+		{"encrypted PKCS#8", writeFile(t, "enc8.pem", pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("x")})), "encrypted private key, which is not supported; decrypt it with: openssl pkey"},
+		{"encrypted PKCS#1", writeFile(t, "enc1.pem", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-128-CBC,00000000000000000000000000000000"}, Bytes: []byte("x")})), "encrypted private key, which is not supported; decrypt it with: openssl pkey"},
 		{"missing", filepath.Join(t.TempDir(), "absent.pem"), "no such file"},
 	}
 	for _, f := range files {
@@ -425,6 +430,9 @@ func TestKeyFileErrors(t *testing.T) {
 				}
 				if strings.Contains(msg, "pd-secret-123") {
 					t.Errorf("error %q shows the Pulsedive key", msg)
+				}
+				if strings.Contains(msg, "asn1") {
+					t.Errorf("error %q shows the parser's ASN.1 detail", msg)
 				}
 				if got := exitCode(err); got != 1 {
 					t.Errorf("exit code %d, want 1", got)
