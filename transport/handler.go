@@ -40,6 +40,9 @@ type Observer interface {
 	// held of it.
 	AdmissionRefused(bound string)
 	AdmissionInUse(bound string, delta int64)
+	// EnvelopeError counts one error answered in the envelope, by route
+	// and code: every answer is HTTP 200, so HTTPRequest cannot tell.
+	EnvelopeError(route, code string)
 }
 
 // Config configures the handler.
@@ -247,6 +250,7 @@ func (h *handler) watchdog() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		check := r.Header.Get("Health-Check")
 		if check == "" {
+			info(r).errors = append(info(r).errors, "health check failed")
 			writeJSON(w, http.StatusOK, errorBody{Errors: []apiError{{Type: "fatal", Code: "health check failed", Message: "Invalid Health Check"}}})
 			return
 		}
@@ -319,3 +323,4 @@ func (nopObserver) HTTPRequest(string, int, time.Duration) {}
 func (nopObserver) PanicRecovered(string)                  {}
 func (nopObserver) AdmissionRefused(string)                {}
 func (nopObserver) AdmissionInUse(string, int64)           {}
+func (nopObserver) EnvelopeError(string, string)           {}
