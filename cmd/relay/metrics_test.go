@@ -62,6 +62,13 @@ var relayFamilies = map[string]dto.MetricType{
 	"pulsedive_relay_cluster_fallbacks_total":            dto.MetricType_COUNTER,
 	"pulsedive_relay_l2_cache_requests_total":            dto.MetricType_COUNTER,
 	"pulsedive_relay_collapse_waits_total":               dto.MetricType_COUNTER,
+	"pulsedive_relay_errors_total":                       dto.MetricType_COUNTER,
+	// Read from the cache at each scrape.
+	"pulsedive_relay_cache_bytes":            dto.MetricType_GAUGE,
+	"pulsedive_relay_cache_max_bytes":        dto.MetricType_GAUGE,
+	"pulsedive_relay_cache_entries":          dto.MetricType_GAUGE,
+	"pulsedive_relay_cache_evictions_total":  dto.MetricType_COUNTER,
+	"pulsedive_relay_cache_rejections_total": dto.MetricType_COUNTER,
 	// The Go runtime and process collectors.
 	"go_goroutines":                 dto.MetricType_GAUGE,
 	"go_memstats_heap_alloc_bytes":  dto.MetricType_GAUGE,
@@ -187,7 +194,22 @@ func TestMetricsAfterTraffic(t *testing.T) {
 			t.Errorf("%s = %v, want 1 to 4", openKey, open)
 		}
 		delete(got, openKey)
+		// The cache holds the documents fetched: five indicators (one
+		// of them "no data") and four links, once their buffered writes
+		// are applied.
+		entries, held := got["pulsedive_relay_cache_entries"], got["pulsedive_relay_cache_bytes"]
+		if entries < 1 || entries > 9 {
+			t.Errorf("cache_entries = %v, want 1 to 9", entries)
+		}
+		if held <= 0 || held > float64(cfg.CacheMaxBytes) {
+			t.Errorf("cache_bytes = %v, want above 0 and at most CACHE_MAX_BYTES %d", held, cfg.CacheMaxBytes)
+		}
+		delete(got, "pulsedive_relay_cache_entries")
+		delete(got, "pulsedive_relay_cache_bytes")
 		want := map[string]float64{
+			`pulsedive_relay_cache_max_bytes`: float64(cfg.CacheMaxBytes),
+			`pulsedive_relay_errors_total{code="authorization error",route="/observe/observables"}`:       1,
+			`pulsedive_relay_errors_total{code="invalid argument",route="/observe/observables"}`:          1,
 			`pulsedive_relay_admission_limit{bound="connections"}`:                                        float64(cfg.MaxConnections),
 			`pulsedive_relay_admission_limit{bound="requests"}`:                                           float64(cfg.MaxRequests),
 			`pulsedive_relay_admission_limit{bound="body_bytes"}`:                                         float64(cfg.BodyBudget),
@@ -280,6 +302,53 @@ func TestMetricsOnTheirOwnListener(t *testing.T) {
 	// The metrics listener serves nothing else.
 	if got := send(t, c, "http://"+r.metricsAddr, request{method: http.MethodPost, path: "/version"}); got.status != http.StatusNotFound && got.status != http.StatusMethodNotAllowed {
 		t.Errorf("POST /version on METRICS_ADDR: status %d, want 404 or 405", got.status)
+	}
+}
+
+// TestMetricsOpenMetrics: a scraper asking for OpenMetrics (as Prometheus
+// does) gets it, families and all; others get the text format.
+func TestMetricsOpenMetrics(t *testing.T) {
+	fake := startFake(t, pulsedivetest.Config{})
+	r := startRelay(t, relayEnv(fake.URL(), nil))
+	c := newClient(t)
+	tests := []struct {
+		name, accept, wantType string
+	}{
+		{"OpenMetrics", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5", "application/openmetrics-text"},
+		{"as Prometheus asks", "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", "application/openmetrics-text"},
+		{"text", "text/plain;version=0.0.4", "text/plain"},
+		{"no preference", "", "text/plain"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := request{method: http.MethodGet, path: "/metrics"}
+			if tt.accept != "" {
+				req.header = map[string]string{"Accept": tt.accept}
+			}
+			got := send(t, c, r.URL(), req)
+			if ct := got.header.Get("Content-Type"); !strings.HasPrefix(ct, tt.wantType) {
+				t.Fatalf("Content-Type %q, want %s", ct, tt.wantType)
+			}
+			body := string(got.body)
+			if om := tt.wantType == "application/openmetrics-text"; om != strings.HasSuffix(body, "# EOF\n") {
+				t.Errorf("body ends %q; OpenMetrics ends with # EOF, text does not", body[max(0, len(body)-20):])
+			}
+			// OpenMetrics names a counter's family without _total and
+			// writes floats as such.
+			family, zero := "pulsedive_relay_errors_total", "0"
+			if tt.wantType == "application/openmetrics-text" {
+				family, zero = "pulsedive_relay_errors", "0.0"
+			}
+			for _, line := range []string{
+				"# TYPE " + family + " counter",
+				`pulsedive_relay_errors_total{code="authorization error",route="/observe/observables"} ` + zero,
+				"# TYPE pulsedive_relay_cache_entries gauge",
+			} {
+				if !strings.Contains(body, line+"\n") {
+					t.Errorf("exposition lacks the line %q", line)
+				}
+			}
+		})
 	}
 }
 

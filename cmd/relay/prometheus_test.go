@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -43,6 +44,10 @@ func TestPrometheusScrapesTheRelay(t *testing.T) {
 	got := send(t, c, r.URL(), request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + r.token(t, "prometheus-key"), body: observables(t, "domain", "parkingcrew.net")})
 	if got.status != http.StatusOK {
 		t.Fatalf("observe: status %d\n%s", got.status, got.body)
+	}
+	// A request without a token: an envelope error to count.
+	if got := send(t, c, r.URL(), request{method: http.MethodPost, path: "/observe/observables", body: observables(t, "domain", "parkingcrew.net")}); !strings.Contains(string(got.body), `"authorization error"`) {
+		t.Fatalf("observe without a token: %s, want an authorization error", got.body)
 	}
 
 	dir := t.TempDir()
@@ -83,6 +88,12 @@ func TestPrometheusScrapesTheRelay(t *testing.T) {
 		{`pulsedive_relay_observables_total{type="domain"}`, 1},
 		{`pulsedive_relay_http_requests_total{route="/observe/observables",code="200"}`, 1},
 		{`pulsedive_relay_pulsedive_requests_total{kind="links",outcome="ok"}`, 1},
+		// Prometheus asks for OpenMetrics first, which the relay offers
+		// (TestMetricsOpenMetrics): the new families read in that format.
+		{`pulsedive_relay_errors_total{route="/observe/observables",code="authorization error"}`, 1},
+		{`pulsedive_relay_cache_entries`, 1},
+		{`pulsedive_relay_cache_bytes`, 1},
+		{`pulsedive_relay_cache_evictions_total{reason="size"}`, 0},
 	} {
 		eventually(t, 60*time.Second, "a sample of "+q.query, func() (bool, error) {
 			v, err := promQuery(c, prom, q.query)

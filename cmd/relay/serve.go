@@ -203,6 +203,9 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		store = c
 		closeCluster := closeAll
 		closeAll = func() { closeCluster(); c.Close() }
+		if err := reg.Register(metrics.NewCacheCollector(cacheFigures(c, cfg.CacheMaxBytes))); err != nil {
+			return fail(fmt.Errorf("metrics: %w", err))
+		}
 		if cl != nil {
 			shared := cl.NewStore(c)
 			store, collapser = shared, cl.NewCollapser(shared)
@@ -243,7 +246,9 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		return fail(fmt.Errorf("auth: %w", err))
 	}
 
-	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	// OpenMetrics when the scraper asks for it (Prometheus does), the text
+	// format otherwise.
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})
 	admission := transport.Admission{
 		Requests:    cfg.MaxRequests,
 		BodyBytes:   cfg.BodyBudget,
@@ -275,6 +280,17 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 	}
 	conns := transport.NewConnLimit(transport.ConnLimitConfig{Max: cfg.MaxConnections, Observer: m})
 	return &wiring{handler: h, metricsHandler: metricsHandler, conns: conns, close: closeAll}, nil
+}
+
+// cacheFigures reads the cache's figures for a scrape.
+func cacheFigures(c *cache.Cache[pipeline.Document], maxBytes int64) func() metrics.CacheFigures {
+	return func() metrics.CacheFigures {
+		st := c.Stats()
+		return metrics.CacheFigures{
+			Bytes: st.Bytes, MaxBytes: maxBytes, Entries: st.Entries,
+			Evicted: st.Evicted, Expired: st.Expired, Rejected: st.Rejected, Dropped: st.Dropped,
+		}
+	}
 }
 
 // breakerLogger logs each change of one API key's circuit breaker: its
