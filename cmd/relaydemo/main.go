@@ -1,0 +1,88 @@
+// Command relaydemo runs the relay in demo mode, NEVER FOR PRODUCTION:
+// against a fake Pulsedive, with a throwaway signing key, on loopback, and
+// prints ready-to-paste curl commands (see demoSummary). It is a program of
+// its own so that the fakes it links stay out of the relay's binary; the
+// relay's wiring is shared through internal/relay.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// Ctrl-C stops the demo; a second one kills it at once.
+	context.AfterFunc(ctx, stop)
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Environ, os.Stdout, os.Stderr); err != nil {
+		stop()
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// environment is what the demo may touch of the outside world.
+type environment struct {
+	getenv  func(string) string
+	environ func() []string
+	stdout  io.Writer
+	stderr  io.Writer
+}
+
+// run is the whole program, so that tests run it in-process. An error is
+// written to stderr, "relaydemo: " first, with a hint after a usage error;
+// run returns it for main's exit status (2 for a usage error, else 1).
+func run(ctx context.Context, args []string, getenv func(string) string, environ func() []string, stdout, stderr io.Writer) error {
+	err := demo(ctx, args, environment{getenv: getenv, environ: environ, stdout: stdout, stderr: stderr})
+	if err != nil {
+		fmt.Fprintln(stderr, "relaydemo:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(stderr, "Run 'relaydemo --help' for its flags.")
+		}
+	}
+	return err
+}
+
+// usageError is a command line the demo does not understand.
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+// newFlagSet makes the demo's flags; help prints its usage to stdout. The
+// flag package prints nothing itself: run writes an error once, then a
+// hint.
+func newFlagSet(stdout io.Writer) (fs *flag.FlagSet, help func()) {
+	fs = flag.NewFlagSet("relaydemo", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs, func() {
+		fmt.Fprintf(stdout, "Usage: relaydemo [flags]\n\n%s\n\nFlags:\n", demoSummary)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+	}
+}
+
+// parseFlags parses args; -h, -help or --help prints the usage to stdout
+// and ends the demo successfully.
+func parseFlags(fs *flag.FlagSet, help func(), args []string) (done bool, err error) {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		help()
+		return true, nil
+	} else if err != nil {
+		return true, usageError(err.Error())
+	}
+	if fs.NArg() > 0 {
+		return true, usageError(fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	return false, nil
+}
