@@ -164,11 +164,11 @@ func (c *Cache[V]) Get(key string) (v V, fresh bool, ok bool) {
 // entry with neither a fresh nor a stale window is not stored. Setting an
 // existing key replaces its value and windows at once.
 //
-// Ristretto buffers the write and applies it shortly after (Wait blocks
-// until then). The result reports whether the write was accepted into that
-// buffer: false when the buffer is full, when the entry alone exceeds the
-// budget, when it has no window, or after Close. Even an accepted write may
-// then be refused by the admission policy. Either way the key simply misses
+// Ristretto buffers the write and applies it shortly after. The result
+// reports whether the write was accepted into that buffer: false when the
+// buffer is full, when the entry alone exceeds the budget, when it has no
+// window, or after Close. Even an accepted write may then be refused by
+// the admission policy. Either way the key simply misses
 // and the caller fetches again; Set never fails otherwise.
 func (c *Cache[V]) Set(key string, v V, cost int64, ttl, staleTTL time.Duration) bool {
 	ttl, staleTTL = max(ttl, 0), max(staleTTL, 0)
@@ -193,21 +193,8 @@ func (c *Cache[V]) Set(key string, v V, cost int64, ttl, staleTTL time.Duration)
 	return true
 }
 
-// Del removes key. It takes effect for Get at once, and orders after any
-// earlier buffered Set of the same key.
-func (c *Cache[V]) Del(key string) {
-	c.rc.Del(key)
-}
-
-// Wait blocks until every Set and Del issued before it has been applied, so
-// that a following Get sees their outcome (admitted or not). Tests call it
-// before reading; the relay does not need it. After Close it returns at once.
-func (c *Cache[V]) Wait() {
-	c.rc.Wait()
-}
-
 // Close drops every entry and stops ristretto's goroutines. Afterwards Get
-// misses, Set returns false and Wait returns at once; the entries dropped
+// misses and Set returns false; the entries dropped
 // by Close count as Evicted. Close may be called more than once, but not
 // concurrently with other methods.
 func (c *Cache[V]) Close() {
@@ -232,7 +219,7 @@ type Stats struct {
 }
 
 // Stats returns the counters. Bytes and Entries reflect writes already
-// applied; call Wait first for exact figures.
+// applied: ristretto applies Sets from a buffer, within milliseconds.
 //
 // Entries is counted by walking the store, one shard's read lock at a
 // time (a few milliseconds per hundred thousand entries): call Stats at
