@@ -164,11 +164,11 @@ func (c *Cache[V]) Get(key string) (v V, fresh bool, ok bool) {
 // entry with neither a fresh nor a stale window is not stored. Setting an
 // existing key replaces its value and windows at once.
 //
-// Ristretto buffers the write and applies it shortly after. The result
-// reports whether the write was accepted into that buffer: false when the
-// buffer is full, when the entry alone exceeds the budget, when it has no
-// window, or after Close. Even an accepted write may then be refused by
-// the admission policy. Either way the key simply misses
+// Ristretto buffers the write and applies it shortly after (Wait blocks
+// until then). The result reports whether the write was accepted into that
+// buffer: false when the buffer is full, when the entry alone exceeds the
+// budget, when it has no window, or after Close. Even an accepted write may
+// then be refused by the admission policy. Either way the key simply misses
 // and the caller fetches again; Set never fails otherwise.
 func (c *Cache[V]) Set(key string, v V, cost int64, ttl, staleTTL time.Duration) bool {
 	ttl, staleTTL = max(ttl, 0), max(staleTTL, 0)
@@ -193,8 +193,16 @@ func (c *Cache[V]) Set(key string, v V, cost int64, ttl, staleTTL time.Duration)
 	return true
 }
 
+// Wait blocks until every Set issued before it has been applied, so that a
+// following Get (or Stats) sees its outcome, admitted or not. The relay
+// does not need it; the tests of the packages that use a Cache do, to read
+// back what they wrote. After Close it returns at once.
+func (c *Cache[V]) Wait() {
+	c.rc.Wait()
+}
+
 // Close drops every entry and stops ristretto's goroutines. Afterwards Get
-// misses and Set returns false; the entries dropped
+// misses, Set returns false and Wait returns at once; the entries dropped
 // by Close count as Evicted. Close may be called more than once, but not
 // concurrently with other methods.
 func (c *Cache[V]) Close() {
@@ -219,7 +227,7 @@ type Stats struct {
 }
 
 // Stats returns the counters. Bytes and Entries reflect writes already
-// applied: ristretto applies Sets from a buffer, within milliseconds.
+// applied; call Wait first for exact figures.
 //
 // Entries is counted by walking the store, one shard's read lock at a
 // time (a few milliseconds per hundred thousand entries): call Stats at
