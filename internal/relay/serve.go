@@ -391,7 +391,7 @@ func start(cfg config, d Deps) (*server, error) {
 	var certs *certReloader
 	if cfg.TLSCertFile != "" {
 		var err error
-		certs, err = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, certCheckEvery, time.Now, log)
+		certs, err = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, certCheckEvery, log)
 		if err != nil {
 			return nil, err
 		}
@@ -514,7 +514,7 @@ func newServer(cfg config, h http.Handler, conns *transport.ConnLimit, log *slog
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ConnState:         conns.ConnState,
-		ErrorLog:          newServerErrorLog(log, time.Now),
+		ErrorLog:          newServerErrorLog(log),
 	}
 }
 
