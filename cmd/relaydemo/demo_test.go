@@ -310,8 +310,8 @@ func TestDemoFlags(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("relaydemo %v: error %v, want one containing %q", tt.args, err, tt.want)
 			}
-			if ue := usageError(""); !errors.As(err, &ue) {
-				t.Errorf("error %T, want a usage error (exit status 2)", err)
+			if got := exitCode(err); got != 2 {
+				t.Errorf("exit code %d, want 2", got)
 			}
 			if stdout.Len() != 0 {
 				t.Errorf("printed to stdout:\n%s", stdout.String())
@@ -359,8 +359,8 @@ func TestDemoUsageErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			err := run(context.Background(), tt.args, mapEnv(nil), mapEnviron(nil), &stdout, &stderr)
-			if ue := usageError(""); !errors.As(err, &ue) {
-				t.Fatalf("relaydemo %v: error %v, want a usage error", tt.args, err)
+			if got := exitCode(err); err == nil || got != 2 {
+				t.Fatalf("relaydemo %v: error %v, exit code %d; want a usage error, exit 2", tt.args, err, got)
 			}
 			if stdout.Len() != 0 {
 				t.Errorf("printed %q to stdout", stdout.String())
@@ -444,8 +444,8 @@ func TestDemoListenErrors(t *testing.T) {
 			if err == nil || err.Error() != tt.want {
 				t.Fatalf("error %v, want %q", err, tt.want)
 			}
-			if ue := usageError(""); errors.As(err, &ue) {
-				t.Errorf("a usage error (exit status 2), want exit status 1")
+			if got := exitCode(err); got != 1 {
+				t.Errorf("exit code %d, want 1", got)
 			}
 			if !strings.Contains(stderr.String(), "relaydemo: "+tt.want+"\n") {
 				t.Errorf("stderr lacks the error:\n%s", stderr.String())

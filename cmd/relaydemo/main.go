@@ -11,24 +11,22 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/pulsedive-relay/relay/internal/relay"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	// Ctrl-C stops the demo; a second one kills it at once.
-	context.AfterFunc(ctx, stop)
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Environ, os.Stdout, os.Stderr); err != nil {
-		stop()
-		var ue usageError
-		if errors.As(err, &ue) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+// main runs the demo until Ctrl-C (relay.Main); a second one kills it at
+// once.
+func main() { relay.Main(run, exitCode) }
+
+// exitCode is main's exit status for an error run returned: 2 for a
+// command line the demo does not understand, 1 otherwise.
+func exitCode(err error) int {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
 	}
+	return 1
 }
 
 // environment is what the demo may touch of the outside world.

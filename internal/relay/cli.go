@@ -12,13 +12,32 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 )
 
 // version is the relay's semantic version, answered by POST /version and
 // `relay version`; release builds set it with
 // -ldflags "-X github.com/pulsedive-relay/relay/internal/relay.version=…".
 var version = "1.0.0"
+
+// Main runs a program of the relay (Run, or the demo's) as the process:
+// with its arguments, environment and standard streams, and a context that
+// ends at the first SIGTERM or SIGINT, when the relay drains; a second
+// signal kills it at once. An error run returns exits with exitCode's
+// status.
+func Main(run func(ctx context.Context, args []string, getenv func(string) string, environ func() []string, stdout, stderr io.Writer) error, exitCode func(error) int) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// Once the first signal starts the drain, a second one kills at once.
+	context.AfterFunc(ctx, stop)
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Environ, os.Stdout, os.Stderr); err != nil {
+		stop()
+		os.Exit(exitCode(err))
+	}
+}
 
 // SetMemoryLimit gives the Go runtime a soft memory limit when the operator
 // set no GOMEMLIMIT: RELAY_MEMORY_LIMIT, by default the cache budget plus
