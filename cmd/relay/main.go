@@ -12,5 +12,5 @@ import (
 
 func main() {
 	relay.SetMemoryLimit(os.Getenv)
-	relay.Main(relay.Run, relay.ExitCode)
+	relay.Main(relay.Run)
 }

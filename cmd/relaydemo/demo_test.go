@@ -310,7 +310,7 @@ func TestDemoFlags(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("relaydemo %v: error %v, want one containing %q", tt.args, err, tt.want)
 			}
-			if got := exitCode(err); got != 2 {
+			if got := relay.ExitCode(err); got != 2 {
 				t.Errorf("exit code %d, want 2", got)
 			}
 			if stdout.Len() != 0 {
@@ -359,7 +359,7 @@ func TestDemoUsageErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			err := run(context.Background(), tt.args, mapEnv(nil), mapEnviron(nil), &stdout, &stderr)
-			if got := exitCode(err); err == nil || got != 2 {
+			if got := relay.ExitCode(err); err == nil || got != 2 {
 				t.Fatalf("relaydemo %v: error %v, exit code %d; want a usage error, exit 2", tt.args, err, got)
 			}
 			if stdout.Len() != 0 {
@@ -444,7 +444,7 @@ func TestDemoListenErrors(t *testing.T) {
 			if err == nil || err.Error() != tt.want {
 				t.Fatalf("error %v, want %q", err, tt.want)
 			}
-			if got := exitCode(err); got != 1 {
+			if got := relay.ExitCode(err); got != 1 {
 				t.Errorf("exit code %d, want 1", got)
 			}
 			if !strings.Contains(stderr.String(), "relaydemo: "+tt.want+"\n") {

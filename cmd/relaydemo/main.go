@@ -16,18 +16,8 @@ import (
 )
 
 // main runs the demo until Ctrl-C (relay.Main); a second one kills it at
-// once.
-func main() { relay.Main(run, exitCode) }
-
-// exitCode is main's exit status for an error run returned: 2 for a
-// command line the demo does not understand, 1 otherwise.
-func exitCode(err error) int {
-	var ue usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
-}
+// once. A command line the demo does not understand exits with status 2.
+func main() { relay.Main(run) }
 
 // environment is what the demo may touch of the outside world.
 type environment struct {
@@ -39,23 +29,23 @@ type environment struct {
 
 // run is the whole program, so that tests run it in-process. An error is
 // written to stderr, "relaydemo: " first, with a hint after a usage error;
-// run returns it for main's exit status (2 for a usage error, else 1).
+// run returns it for main's exit status (relay.ExitCode).
 func run(ctx context.Context, args []string, getenv func(string) string, environ func() []string, stdout, stderr io.Writer) error {
 	err := demo(ctx, args, environment{getenv: getenv, environ: environ, stdout: stdout, stderr: stderr})
 	if err != nil {
 		fmt.Fprintln(stderr, "relaydemo:", err)
-		var ue usageError
+		var ue relay.UsageError
 		if errors.As(err, &ue) {
-			fmt.Fprintln(stderr, "Run 'relaydemo --help' for its flags.")
+			fmt.Fprintln(stderr, ue.Hint)
 		}
 	}
 	return err
 }
 
-// usageError is a command line the demo does not understand.
-type usageError string
-
-func (e usageError) Error() string { return string(e) }
+// usageError is the demo's relay.UsageError: main exits with status 2.
+func usageError(msg string) error {
+	return relay.UsageError{Msg: msg, Hint: "Run 'relaydemo --help' for its flags."}
+}
 
 // newFlagSet makes the demo's flags; help prints its usage to stdout. The
 // flag package prints nothing itself: run writes an error once, then a

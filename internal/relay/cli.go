@@ -26,16 +26,16 @@ var version = "1.0.0"
 // Main runs a program of the relay (Run, or the demo's) as the process:
 // with its arguments, environment and standard streams, and a context that
 // ends at the first SIGTERM or SIGINT, when the relay drains; a second
-// signal kills it at once. An error run returns exits with exitCode's
-// status.
-func Main(run func(ctx context.Context, args []string, getenv func(string) string, environ func() []string, stdout, stderr io.Writer) error, exitCode func(error) int) {
+// signal kills it at once. An error run returns sets the exit status
+// (ExitCode).
+func Main(run func(ctx context.Context, args []string, getenv func(string) string, environ func() []string, stdout, stderr io.Writer) error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	// Once the first signal starts the drain, a second one kills at once.
 	context.AfterFunc(ctx, stop)
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Environ, os.Stdout, os.Stderr); err != nil {
 		stop()
-		os.Exit(exitCode(err))
+		os.Exit(ExitCode(err))
 	}
 }
 
@@ -58,21 +58,22 @@ func SetMemoryLimit(getenv func(string) string) {
 	debug.SetMemoryLimit(cfg.MemoryLimit)
 }
 
-// usageError is a command line the relay does not understand; hint says
-// where to read how to write it.
-type usageError struct{ msg, hint string }
+// UsageError is a command line a program of the relay does not
+// understand; its exit status is 2 (ExitCode). Hint says where to read how
+// to write it: the program writes it after the error.
+type UsageError struct{ Msg, Hint string }
 
-func (e usageError) Error() string { return e.msg }
+func (e UsageError) Error() string { return e.Msg }
 
 // commandUsageError is a usage error of the command fs parses.
-func commandUsageError(fs *flag.FlagSet, msg string) usageError {
-	return usageError{msg, fmt.Sprintf("Run 'relay %s --help' for its flags.", fs.Name())}
+func commandUsageError(fs *flag.FlagSet, msg string) UsageError {
+	return UsageError{msg, fmt.Sprintf("Run 'relay %s --help' for its flags.", fs.Name())}
 }
 
-// ExitCode is the process's exit status for an error Run returned: 2 for a
-// command line the relay does not understand, 1 otherwise.
+// ExitCode is the process's exit status for an error a program returned: 2
+// for a command line it does not understand (UsageError), 1 otherwise.
 func ExitCode(err error) int {
-	var ue usageError
+	var ue UsageError
 	if errors.As(err, &ue) {
 		return 2
 	}
@@ -127,9 +128,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, environ
 	err := dispatch(ctx, args, env)
 	if err != nil {
 		fmt.Fprintln(stderr, "relay:", err)
-		var ue usageError
-		if errors.As(err, &ue) && ue.hint != "" {
-			fmt.Fprintln(stderr, ue.hint)
+		var ue UsageError
+		if errors.As(err, &ue) && ue.Hint != "" {
+			fmt.Fprintln(stderr, ue.Hint)
 		}
 	}
 	return err
@@ -160,7 +161,7 @@ func dispatch(ctx context.Context, args []string, env environment) error {
 	case near != "":
 		msg += fmt.Sprintf("; did you mean %s?", near)
 	}
-	return usageError{msg, "Run 'relay --help' for the commands."}
+	return UsageError{msg, "Run 'relay --help' for the commands."}
 }
 
 // nearestCommand is the command name a mistyped one is a misspelling of,
