@@ -98,13 +98,13 @@ type environment struct {
 	stderr  io.Writer
 }
 
-// warnStrays writes a warning line to stderr for each variable of the
-// environment that looks like a misspelt setting, before the logger
-// exists (check-config, or a configuration that does not load).
-func warnStrays(env environment) int {
-	found := strays(env.environ())
+// warnStrays writes a warning line to w for each variable of environ that
+// looks like a misspelt setting, before the logger exists (check-config,
+// or a configuration that does not load), and returns how many.
+func warnStrays(w io.Writer, environ []string) int {
+	found := strays(environ)
 	for _, s := range found {
-		fmt.Fprintln(env.stderr, "relay: warning:", s)
+		fmt.Fprintln(w, "relay: warning:", s)
 	}
 	return len(found)
 }
@@ -241,11 +241,11 @@ func checkConfigCommand(_ context.Context, args []string, env environment) error
 	}
 	cfg, values, err := resolve(env.getenv)
 	if err != nil {
-		warnStrays(env)
+		warnStrays(env.stderr, env.environ())
 		return err
 	}
 	printConfig(env.stdout, cfg, values)
-	switch n := warnStrays(env); n {
+	switch n := warnStrays(env.stderr, env.environ()); n {
 	case 0:
 		fmt.Fprintln(env.stdout, "configuration OK")
 	case 1:

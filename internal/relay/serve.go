@@ -42,15 +42,12 @@ func serveCommand(ctx context.Context, args []string, env environment) error {
 // NAME=value, looked through for misspelt settings, which are warned
 // about. The demo calls it with its overrides in getenv.
 func Serve(ctx context.Context, getenv func(string) string, environ []string, d Deps) error {
-	found := strays(environ)
 	cfg, err := loadConfig(getenv)
 	if err != nil {
-		for _, s := range found {
-			fmt.Fprintln(d.Stderr, "relay: warning:", s)
-		}
+		warnStrays(d.Stderr, environ)
 		return err
 	}
-	d.strays = found
+	d.strays = strays(environ)
 	return serve(ctx, cfg, d)
 }
 
