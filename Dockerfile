@@ -8,7 +8,7 @@
 # The Go release is go.mod's toolchain line (a test in deploy/ keeps them
 # equal).
 
-# The relay's version, in the binary (cmd/relay's main.version) and in the
+# The relay's version, in the binary (internal/relay's version) and in the
 # image's labels.
 ARG VERSION=1.0.0
 
@@ -26,7 +26,7 @@ ARG VERSION
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath \
-      -ldflags="-s -w -X main.version=${VERSION}" \
+      -ldflags="-s -w -X github.com/pulsedive-relay/relay/internal/relay.version=${VERSION}" \
       -o /out/relay ./cmd/relay
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -193,15 +193,10 @@ func (c *Cache[V]) Set(key string, v V, cost int64, ttl, staleTTL time.Duration)
 	return true
 }
 
-// Del removes key. It takes effect for Get at once, and orders after any
-// earlier buffered Set of the same key.
-func (c *Cache[V]) Del(key string) {
-	c.rc.Del(key)
-}
-
-// Wait blocks until every Set and Del issued before it has been applied, so
-// that a following Get sees their outcome (admitted or not). Tests call it
-// before reading; the relay does not need it. After Close it returns at once.
+// Wait blocks until every Set issued before it has been applied, so that a
+// following Get (or Stats) sees its outcome, admitted or not. The relay
+// does not need it; the tests of the packages that use a Cache do, to read
+// back what they wrote. After Close it returns at once.
 func (c *Cache[V]) Wait() {
 	c.rc.Wait()
 }

@@ -649,15 +649,16 @@ func TestDockerfile(t *testing.T) {
 		}
 	})
 	t.Run("the version flag reaches a variable", func(t *testing.T) {
-		m := regexp.MustCompile(`-X main\.(\w+)=`).FindStringSubmatch(all)
+		const module = "github.com/pulsedive-relay/relay/"
+		m := regexp.MustCompile(`-X ` + regexp.QuoteMeta(module) + `([\w/]+)\.(\w+)=`).FindStringSubmatch(all)
 		if m == nil {
-			t.Fatal("no -X main.<var>= in the build")
+			t.Fatal("no -X " + module + "<package>.<var>= in the build")
 		}
-		src, err := filepath.Glob("../cmd/relay/*.go")
+		src, err := filepath.Glob("../" + m[1] + "/*.go")
 		if err != nil {
 			t.Fatal(err)
 		}
-		decl := regexp.MustCompile(`(?m)^\s*(var\s+|\t)` + m[1] + `\s+(string\s*)?=`)
+		decl := regexp.MustCompile(`(?m)^\s*(var\s+|\t)` + m[2] + `\s+(string\s*)?=`)
 		found := false
 		for _, f := range src {
 			if strings.HasSuffix(f, "_test.go") {
@@ -670,7 +671,7 @@ func TestDockerfile(t *testing.T) {
 			found = found || decl.Match(text)
 		}
 		if !found {
-			t.Errorf("-X main.%s names no string variable of cmd/relay: the version would not be set", m[1])
+			t.Errorf("-X %s%s.%s names no string variable of that package: the version would not be set", module, m[1], m[2])
 		}
 	})
 	t.Run("OCI labels", func(t *testing.T) {

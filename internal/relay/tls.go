@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"context"
@@ -30,7 +30,6 @@ const certCheckEvery = 2 * time.Second
 type certReloader struct {
 	certFile, keyFile string
 	every             time.Duration
-	now               func() time.Time
 	log               *slog.Logger
 
 	mu       sync.Mutex
@@ -43,13 +42,13 @@ type certReloader struct {
 
 // newCertReloader reads the certificate once; an error names the setting
 // at fault.
-func newCertReloader(certFile, keyFile string, every time.Duration, now func() time.Time, log *slog.Logger) (*certReloader, error) {
-	r := &certReloader{certFile: certFile, keyFile: keyFile, every: every, now: now, log: log}
+func newCertReloader(certFile, keyFile string, every time.Duration, log *slog.Logger) (*certReloader, error) {
+	r := &certReloader{certFile: certFile, keyFile: keyFile, every: every, log: log}
 	cert, certStat, keyStat, err := r.load()
 	if err != nil {
 		return nil, err
 	}
-	r.cert, r.certStat, r.keyStat, r.checked = cert, certStat, keyStat, now()
+	r.cert, r.certStat, r.keyStat, r.checked = cert, certStat, keyStat, time.Now()
 	return r, nil
 }
 
@@ -87,7 +86,7 @@ func (r *certReloader) load() (*tls.Certificate, os.FileInfo, os.FileInfo, error
 func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if now := r.now(); now.Sub(r.checked) >= r.every {
+	if now := time.Now(); now.Sub(r.checked) >= r.every {
 		r.checked = now
 		r.reloadIfChanged()
 	}
@@ -111,7 +110,7 @@ func (r *certReloader) reloadIfChanged() {
 		return
 	}
 	r.cert, r.certStat, r.keyStat, r.failed = cert, certStat, keyStat, ""
-	logCertificate(r.log, "TLS certificate reloaded", cert, r.now())
+	logCertificate(r.log, "TLS certificate reloaded", cert, time.Now())
 }
 
 // sameFile says whether a file is as it was: the same file, size and
@@ -164,7 +163,6 @@ var noHTTP2 = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 // else net/http reports is a warning, as before.
 type serverErrorLog struct {
 	log *slog.Logger
-	now func() time.Time
 
 	mu         sync.Mutex
 	lastWarn   time.Time
@@ -174,8 +172,8 @@ type serverErrorLog struct {
 // handshakeWarnEvery bounds the warn lines about failed handshakes.
 const handshakeWarnEvery = time.Minute
 
-func newServerErrorLog(l *slog.Logger, now func() time.Time) *log.Logger {
-	return log.New(&serverErrorLog{log: l, now: now}, "", 0)
+func newServerErrorLog(l *slog.Logger) *log.Logger {
+	return log.New(&serverErrorLog{log: l}, "", 0)
 }
 
 func (s *serverErrorLog) Write(p []byte) (int, error) {
@@ -191,7 +189,7 @@ func (s *serverErrorLog) Write(p []byte) (int, error) {
 		return len(p), nil // a TCP probe, or a client gone
 	}
 	s.mu.Lock()
-	now := s.now()
+	now := time.Now()
 	warn := s.lastWarn.IsZero() || now.Sub(s.lastWarn) >= handshakeWarnEvery
 	suppressed := s.suppressed
 	if warn {

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -19,33 +21,83 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
 
-	"github.com/pulsedive-relay/relay/transport/authtest"
+	"github.com/pulsedive-relay/relay/internal/relay"
 )
 
-// The demo tests run the built relay binary (relayBinary, run_test.go) as
-// a child process: the demo is a whole program, signals included.
+// The black-box tests run the built relaydemo binary (demoBinary) as a
+// child process: the demo is a whole program, signals included.
 
-// TestDemo runs `relay demo`, performs the curl commands it prints exactly
-// as printed, and stops it with SIGINT.
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+// testMain runs the tests, removes the binary they built, then looks for
+// leaked goroutines: TestDemoInProcess leaves none of the fake Pulsedive,
+// the JWKS server or the relay running.
+func testMain(m *testing.M) int {
+	code := m.Run()
+	if built != nil {
+		if bin, err := built(); err == nil {
+			os.RemoveAll(filepath.Dir(bin))
+		}
+	}
+	if code != 0 {
+		return code
+	}
+	if err := goleak.Find(); err != nil {
+		fmt.Fprintln(os.Stderr, "goleak: leaked goroutines:", err)
+		return 1
+	}
+	return 0
+}
+
+// built builds the demo once, on first use (demoBinary).
+var built func() (string, error)
+
+func init() {
+	built = sync.OnceValues(func() (string, error) {
+		dir, err := os.MkdirTemp("", "relaydemo-test-")
+		if err != nil {
+			return "", err
+		}
+		bin := filepath.Join(dir, "relaydemo")
+		if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build: %v\n%s", err, out)
+		}
+		return bin, nil
+	})
+}
+
+// demoBinary is the built relaydemo command; the first call builds it.
+func demoBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := built()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// TestDemo runs relaydemo, performs the curl commands it prints exactly as
+// printed, and stops it with SIGINT.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the relay binary")
 	}
-	p := startChild(t, []string{"LOG_LEVEL=info"}, "demo", "-addr", "127.0.0.1:0")
-	out := p.readStdoutUntil(t, func(seen string) bool { return strings.Count(seen, "curl -sS -X POST") >= 4 })
+	p := startChild(t, []string{"LOG_LEVEL=info"}, "-addr", "127.0.0.1:0")
+	out := p.readUntil(t, p.out, func(seen string) bool { return strings.Count(seen, "curl -sS -X POST") >= 4 })
 
 	if !strings.Contains(out, "DEMO MODE - NOT FOR PRODUCTION") {
 		t.Errorf("stdout lacks the demo banner:\n%s", out)
 	}
-	// stderr is read by its own goroutine and may trail stdout: poll it.
-	eventually(t, 10*time.Second, "a WARN line about DEMO MODE on stderr", func() (bool, error) {
-		for _, line := range strings.Split(p.stderr.String(), "\n") {
+	// stderr is read by its own goroutine and may trail stdout.
+	p.readUntil(t, p.stderr, func(seen string) bool {
+		for _, line := range strings.Split(seen, "\n") {
 			if strings.Contains(line, "level=WARN") && strings.Contains(line, "DEMO MODE") {
-				return true, nil
+				return true
 			}
 		}
-		return false, fmt.Errorf("stderr so far:\n%s", p.stderr)
+		return false
 	})
 
 	cmds, err := curlCommands(out)
@@ -186,7 +238,7 @@ func TestDemoInProcess(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"demo", "-addr", "127.0.0.1:0", "-token-ttl", "5m"}, mapEnv(map[string]string{"LOG_LEVEL": "warn"}), mapEnviron(map[string]string{"LOG_LEVEL": "warn"}), stdout, io.Discard)
+		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-token-ttl", "5m"}, mapEnv(map[string]string{"LOG_LEVEL": "warn"}), mapEnviron(map[string]string{"LOG_LEVEL": "warn"}), stdout, io.Discard)
 	}()
 	t.Cleanup(cancel)
 
@@ -232,94 +284,6 @@ func TestDemoInProcess(t *testing.T) {
 	}
 }
 
-// TestNoDemoFromEnvironment starts the relay the normal way with every
-// plausible "demo" variable set, and checks it serves as in production:
-// no banner, no demo warning, the default JWKS allow-list.
-func TestNoDemoFromEnvironment(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the relay binary")
-	}
-	demoVars := []string{
-		"RELAY_DEMO=1", "DEMO=true", "DEMO_MODE=1", "RELAY_DEMO_MODE=true", "RELAY_MODE=demo",
-		"MODE=demo", "PULSEDIVE_DEMO=1", "PULSEDIVE_RELAY_DEMO=1", "RELAY_FAKE_PULSEDIVE=1",
-	}
-
-	t.Run("check-config", func(t *testing.T) {
-		env := map[string]string{}
-		for _, kv := range demoVars {
-			k, v, _ := strings.Cut(kv, "=")
-			env[k] = v
-		}
-		var stdout, stderr bytes.Buffer
-		if err := run(context.Background(), []string{"check-config"}, mapEnv(env), mapEnviron(env), &stdout, &stderr); err != nil {
-			t.Fatalf("check-config: %v", err)
-		}
-		for _, want := range []string{
-			"RELAY_JWKS_HOSTS=visibility.amp.cisco.com,visibility.eu.amp.cisco.com,visibility.apjc.amp.cisco.com\t(default)",
-			"PULSEDIVE_API_URL=https://pulsedive.com/api/\t(default)",
-		} {
-			if !strings.Contains(stdout.String(), want+"\n") {
-				t.Errorf("check-config lacks %q:\n%s", want, stdout.String())
-			}
-		}
-	})
-
-	t.Run("serve", func(t *testing.T) {
-		env := append([]string{"RELAY_ADDR=127.0.0.1:0", "RELAY_DRAIN_DELAY=0s"}, demoVars...)
-		p := startChild(t, env)
-		addr := p.listeningAddr(t)
-
-		// A token from a loopback JWKS server, the demo's kind of issuer,
-		// is refused without a fetch: the allow-list is production's.
-		// (Its kid is logged with the refusal: it must not say "demo".)
-		issuer, err := authtest.NewIssuer("loopback-issuer")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(issuer.Close)
-		tok, err := issuer.Token("http://"+addr, "some-key", time.Now(), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}}
-		t.Cleanup(client.CloseIdleConnections)
-		health := curlCommand{method: http.MethodPost, url: "http://" + addr + "/health", header: http.Header{"Authorization": {"Bearer " + tok}}}
-		got := health.do(t, client)
-		if !bytes.Contains(got, []byte("Wrong jwks_host")) {
-			t.Errorf("health with a loopback-issued token answered %s; want the jwks_host refusal", got)
-		}
-		if n := issuer.Server.TotalRequests(); n != 0 {
-			t.Errorf("the relay fetched the loopback JWKS %d times; want none", n)
-		}
-
-		if err := p.interrupt(t); err != nil {
-			t.Errorf("after SIGINT the relay exited with %v, want status 0", err)
-		}
-		if out := p.stdout(); out != "" {
-			t.Errorf("a normal start printed to stdout:\n%s", out)
-		}
-		// The variables with a setting's prefix are named as ignored; no
-		// other line mentions a demo.
-		ignored := map[string]bool{}
-		for _, line := range strings.Split(p.stderr.String(), "\n") {
-			var entry struct{ Msg, Variable string }
-			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "environment variable ignored: not a setting of the relay" {
-				ignored[entry.Variable] = true
-				continue
-			}
-			if strings.Contains(strings.ToLower(line), "demo") {
-				t.Errorf("a normal start logged about demo mode:\n%s", line)
-			}
-		}
-		for _, kv := range demoVars {
-			name, _, _ := strings.Cut(kv, "=")
-			if want := hasSettingPrefix(name); ignored[name] != want {
-				t.Errorf("%s named as an ignored variable: %v, want %v\n%s", name, ignored[name], want, p.stderr)
-			}
-		}
-	})
-}
-
 // TestDemoFlags covers the demo's refusals, which come before anything starts.
 func TestDemoFlags(t *testing.T) {
 	tests := []struct {
@@ -342,15 +306,177 @@ func TestDemoFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			err := run(context.Background(), append([]string{"demo"}, tt.args...), mapEnv(tt.env), mapEnviron(tt.env), &stdout, &stderr)
+			err := run(context.Background(), tt.args, mapEnv(tt.env), mapEnviron(tt.env), &stdout, &stderr)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("demo %v: error %v, want one containing %q", tt.args, err, tt.want)
+				t.Fatalf("relaydemo %v: error %v, want one containing %q", tt.args, err, tt.want)
 			}
-			if got := exitCode(err); got != 2 {
+			if got := relay.ExitCode(err); got != 2 {
 				t.Errorf("exit code %d, want 2", got)
 			}
 			if stdout.Len() != 0 {
 				t.Errorf("printed to stdout:\n%s", stdout.String())
+			}
+		})
+	}
+}
+
+// TestDemoHelpNamesOverrides checks --help says what the demo overrides.
+func TestDemoHelpNamesOverrides(t *testing.T) {
+	for _, arg := range []string{"--help", "-help", "-h"} {
+		t.Run(arg, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if err := run(context.Background(), []string{arg}, mapEnv(nil), mapEnviron(nil), &stdout, &stderr); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(stdout.String(), "Usage: relaydemo [flags]\n") {
+				t.Errorf("help printed %q, want usage first", stdout.String())
+			}
+			for _, want := range []string{"NEVER FOR PRODUCTION", "RELAY_ADDR", "METRICS_ADDR", "PULSEDIVE_API_URL", "PULSEDIVE_RATE_LIMIT", "RELAY_JWKS_HOSTS", "RELAY_AUDIENCE", "RELAY_DRAIN_DELAY", "LOG_FORMAT", "-addr", "-token-ttl"} {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("%s does not mention %s:\n%s", arg, want, stdout.String())
+				}
+			}
+			if stderr.Len() != 0 {
+				t.Errorf("%s wrote to stderr: %q", arg, stderr.String())
+			}
+		})
+	}
+}
+
+// TestDemoUsageErrors: a command line the demo does not understand gets
+// the error first, once, then a hint naming the help to read.
+func TestDemoUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want []string // the lines of stderr
+	}{
+		{"unknown flag", []string{"-prod"}, []string{"relaydemo: flag provided but not defined: -prod", "Run 'relaydemo --help' for its flags."}},
+		{"bad value", []string{"-token-ttl", "0s"}, []string{"relaydemo: -token-ttl 0s: must be positive", "Run 'relaydemo --help' for its flags."}},
+		{"flag without its value", []string{"-addr"}, []string{"relaydemo: flag needs an argument: -addr", "Run 'relaydemo --help' for its flags."}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tt.args, mapEnv(nil), mapEnviron(nil), &stdout, &stderr)
+			if got := relay.ExitCode(err); err == nil || got != 2 {
+				t.Fatalf("relaydemo %v: error %v, exit code %d; want a usage error, exit 2", tt.args, err, got)
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("printed %q to stdout", stdout.String())
+			}
+			if diff := cmp.Diff(tt.want, strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")); diff != "" {
+				t.Errorf("stderr (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestDemoExitStatus checks the statuses main gives the shell, through the
+// built binary.
+func TestDemoExitStatus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the demo binary")
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		status int
+		stdout string // a prefix of stdout
+		stderr string // a prefix of stderr
+	}{
+		{"help", []string{"--help"}, 0, "Usage: relaydemo", ""},
+		{"bad flag", []string{"-addr"}, 2, "", "relaydemo: flag needs an argument: -addr\n"},
+		{"not loopback", []string{"-addr", "0.0.0.0:9090"}, 2, "", "relaydemo: demo listens on loopback only"},
+		{"bad configuration", []string{"-addr", "127.0.0.1:0"}, 1, "", "relaydemo: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(demoBinary(t), tt.args...)
+			cmd.Env = []string{"RELAY_WORKERS=0"} // a bad value, read only once the demo starts the relay
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			status := 0
+			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+				status = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if status != tt.status {
+				t.Errorf("exit status %d, want %d\nstderr:\n%s", status, tt.status, stderr.String())
+			}
+			if !strings.HasPrefix(stdout.String(), tt.stdout) {
+				t.Errorf("stdout %q, want it to start %q", stdout.String(), tt.stdout)
+			}
+			if !strings.HasPrefix(stderr.String(), tt.stderr) {
+				t.Errorf("stderr %q, want it to start %q", stderr.String(), tt.stderr)
+			}
+		})
+	}
+}
+
+// TestDemoListenErrors: an address the demo cannot bind is named with
+// where it came from, and the fix points at -addr.
+func TestDemoListenErrors(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() })
+	addr := busy.Addr().String()
+	const inUse = ": address already in use (another process listens there, perhaps another relay); "
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"-addr", []string{"-addr", addr}, map[string]string{"LOG_LEVEL": "error"},
+			"cannot listen on -addr " + addr + inUse + "give another with -addr 127.0.0.1:PORT (port 0 picks a free one)"},
+		{"RELAY_ADDR", nil, map[string]string{"RELAY_ADDR": addr, "LOG_LEVEL": "error"},
+			"cannot listen on RELAY_ADDR " + addr + inUse + "give another with -addr 127.0.0.1:PORT (port 0 picks a free one), or change RELAY_ADDR"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tt.args, mapEnv(tt.env), mapEnviron(tt.env), &stdout, &stderr)
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+			if got := relay.ExitCode(err); got != 1 {
+				t.Errorf("exit code %d, want 1", got)
+			}
+			if !strings.Contains(stderr.String(), "relaydemo: "+tt.want+"\n") {
+				t.Errorf("stderr lacks the error:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+// TestListenAddr: -addr wins over RELAY_ADDR, which wins over the demo's
+// default; each names itself in the error a busy address gets.
+func TestListenAddr(t *testing.T) {
+	const another = "give another with -addr 127.0.0.1:PORT (port 0 picks a free one)"
+	tests := []struct {
+		name       string
+		flag       string
+		env        map[string]string
+		wantAddr   string
+		wantSource relay.ListenSource
+	}{
+		{"-addr", "127.0.0.1:1", map[string]string{"RELAY_ADDR": "127.0.0.1:2"}, "127.0.0.1:1", relay.ListenSource{Name: "-addr", Fix: another}},
+		{"RELAY_ADDR", "", map[string]string{"RELAY_ADDR": " 127.0.0.1:2 "}, "127.0.0.1:2", relay.ListenSource{Name: "RELAY_ADDR", Fix: another + ", or change RELAY_ADDR"}},
+		{"default", "", map[string]string{"RELAY_ADDR": " "}, "127.0.0.1:9090", relay.ListenSource{Name: "the demo's default address", Fix: another}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr, source := listenAddr(tt.flag, mapEnv(tt.env))
+			if addr != tt.wantAddr {
+				t.Errorf("address %q, want %q", addr, tt.wantAddr)
+			}
+			if diff := cmp.Diff(tt.wantSource, source); diff != "" {
+				t.Errorf("source (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -637,28 +763,40 @@ func shellWords(s string) ([]string, error) {
 	return words, nil
 }
 
-// child is the relay binary running as a child process with only the
+// child is the demo binary running as a child process with only the
 // environment the test gives it, its stdout and stderr captured.
 type child struct {
-	*watched
 	cmd    *exec.Cmd
 	out    *lineBuffer
 	stderr *lineBuffer
+	exited chan struct{} // closed once the process has exited and err is set
+	err    error         // cmd.Wait's result
 }
 
-// startChild runs the relay binary with args and env (KEY=VALUE) and
+// startChild runs the demo binary with args and env (KEY=VALUE) and
 // nothing of the test's environment; it is killed when the test ends if
 // it still runs.
 func startChild(t *testing.T, env []string, args ...string) *child {
 	t.Helper()
-	cmd := exec.Command(relayBinary(t), args...)
-	cmd.Env = env
-	if cmd.Env == nil {
-		cmd.Env = []string{}
-	}
-	c := &child{cmd: cmd, out: newLineBuffer(), stderr: newLineBuffer()}
+	cmd := exec.Command(demoBinary(t), args...)
+	cmd.Env = append([]string{}, env...)
+	c := &child{cmd: cmd, out: newLineBuffer(), stderr: newLineBuffer(), exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = c.out, c.stderr
-	c.watched = startWatched(t, cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-c.exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-c.exited
+		}
+	})
 	return c
 }
 
@@ -666,51 +804,27 @@ func startChild(t *testing.T, env []string, args ...string) *child {
 // instead of hanging it, and is no assertion about speed.
 const childDeadline = 60 * time.Second
 
-// readStdoutUntil waits until done accepts everything the child wrote to
-// stdout so far, and returns it.
-func (c *child) readStdoutUntil(t *testing.T, done func(string) bool) string {
+// readUntil waits until done accepts everything the child wrote so far to
+// buf (its stdout or stderr), and returns it.
+func (c *child) readUntil(t *testing.T, buf *lineBuffer, done func(string) bool) string {
 	t.Helper()
 	deadline := time.NewTimer(childDeadline)
 	defer deadline.Stop()
 	for {
-		out, changed := c.out.snapshot()
-		if done(out) {
-			return out
+		seen, changed := buf.snapshot()
+		if done(seen) {
+			return seen
 		}
 		select {
 		case <-changed:
 		case <-c.exited:
-			out, _ := c.out.snapshot()
-			if done(out) {
-				return out
+			seen, _ := buf.snapshot()
+			if done(seen) {
+				return seen
 			}
-			t.Fatalf("relay exited (%v) early; stdout:\n%s\nstderr:\n%s", c.err, out, c.stderr)
+			t.Fatalf("relaydemo exited (%v) early; stdout:\n%s\nstderr:\n%s", c.err, c.out, c.stderr)
 		case <-deadline.C:
-			t.Fatalf("relay printed nothing awaited within %v; stdout:\n%s\nstderr:\n%s", childDeadline, out, c.stderr)
-		}
-	}
-}
-
-// listeningAddr waits for the "relay listening" JSON log line and returns
-// the address it names.
-func (c *child) listeningAddr(t *testing.T) string {
-	t.Helper()
-	deadline := time.NewTimer(childDeadline)
-	defer deadline.Stop()
-	for {
-		logs, changed := c.stderr.snapshot()
-		for _, line := range strings.Split(logs, "\n") {
-			var entry struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "relay listening" && entry.Addr != "" {
-				return entry.Addr
-			}
-		}
-		select {
-		case <-changed:
-		case <-c.exited:
-			t.Fatalf("relay exited (%v) before listening; stderr:\n%s", c.err, c.stderr)
-		case <-deadline.C:
-			t.Fatalf("no \"relay listening\" line within %v; stderr:\n%s", childDeadline, logs)
+			t.Fatalf("relaydemo wrote nothing awaited within %v; stdout:\n%s\nstderr:\n%s", childDeadline, c.out, c.stderr)
 		}
 	}
 }
@@ -725,14 +839,9 @@ func (c *child) interrupt(t *testing.T) error {
 	case <-c.exited:
 		return c.err
 	case <-time.After(childDeadline):
-		t.Fatalf("relay still running %v after SIGINT; stderr:\n%s", childDeadline, c.stderr)
+		t.Fatalf("relaydemo still running %v after SIGINT; stderr:\n%s", childDeadline, c.stderr)
 		return nil
 	}
-}
-
-func (c *child) stdout() string {
-	s, _ := c.out.snapshot()
-	return s
 }
 
 // lineBuffer is a goroutine-safe io.Writer keeping what is written, and

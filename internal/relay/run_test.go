@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"bufio"
@@ -100,7 +100,7 @@ func newSuite() (*suite, error) {
 	}
 	s.binary = sync.OnceValues(func() (string, error) {
 		bin := filepath.Join(dir, "relay")
-		cmd := exec.Command("go", "build", "-o", bin, ".")
+		cmd := exec.Command("go", "build", "-o", bin, "github.com/pulsedive-relay/relay/cmd/relay")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -194,7 +194,7 @@ func startRelay(t *testing.T, env map[string]string) *relay {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, nil, mapEnv(env), mapEnviron(env), io.Discard, logs)
+		done <- Run(ctx, nil, mapEnv(env), mapEnviron(env), io.Discard, logs)
 	}()
 	stopped := false
 	stop := func() {

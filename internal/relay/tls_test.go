@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"bytes"
@@ -21,6 +21,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -308,19 +309,21 @@ func mintFor(t *testing.T, aud, apiKey string) string {
 	return tok
 }
 
-// TestCertReloader drives the reloader with a clock of its own: files are
-// looked at only once certCheckEvery has passed, a replaced pair is
-// served, and a broken one keeps the last good certificate, logged once
-// per cause.
+// TestCertReloader drives the reloader in a synctest bubble, whose clock
+// moves only when the test sleeps: files are looked at only once
+// certCheckEvery has passed, a replaced pair is served, and a broken one
+// keeps the last good certificate, logged once per cause.
 func TestCertReloader(t *testing.T) {
+	synctest.Test(t, testCertReloader)
+}
+
+func testCertReloader(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
 	first := ca.issue(t, "first", time.Now().Add(time.Hour))
 	first.write(t, dir)
-	now := time.Now() // the certificates are valid for an hour from now
 	var logs bytes.Buffer
-	r, err := newCertReloader(first.certFile, first.keyFile, 5*time.Second, func() time.Time { return now },
-		slog.New(slog.NewJSONHandler(&logs, nil)))
+	r, err := newCertReloader(first.certFile, first.keyFile, 5*time.Second, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +345,7 @@ func TestCertReloader(t *testing.T) {
 		}
 		return out
 	}
-	step := func(d time.Duration) { now = now.Add(d) }
+	step := time.Sleep // on the bubble's clock, which nothing else reads
 
 	second := ca.issue(t, "second", time.Now().Add(time.Hour))
 	second.write(t, dir)
@@ -409,7 +412,7 @@ func TestCertReloaderStart(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := newCertReloader(tt.cert, tt.key, time.Second, time.Now, slog.New(slog.DiscardHandler))
+			_, err := newCertReloader(tt.cert, tt.key, time.Second, slog.New(slog.DiscardHandler))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %v, want one containing %q", err, tt.want)
 			}
@@ -422,15 +425,20 @@ func TestCertReloaderStart(t *testing.T) {
 // client leaving before its handshake only at debug level; anything else
 // net/http reports is a warning each time.
 func TestServerErrorLog(t *testing.T) {
-	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	synctest.Test(t, testServerErrorLog)
+}
+
+// testServerErrorLog runs in a synctest bubble: time.Sleep moves its
+// clock at once.
+func testServerErrorLog(t *testing.T) {
 	var logs bytes.Buffer
-	l := newServerErrorLog(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})), func() time.Time { return now })
+	l := newServerErrorLog(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	l.Print("http: TLS handshake error from 192.0.2.1:1234: tls: client offered only unsupported versions: [302 301]")
 	l.Print("http: TLS handshake error from 192.0.2.2:1234: remote error: tls: bad certificate")
 	l.Print("http: TLS handshake error from 192.0.2.3:1234: EOF")
-	now = now.Add(30 * time.Second)
+	time.Sleep(30 * time.Second)
 	l.Print("http: TLS handshake error from 192.0.2.4:1234: remote error: tls: unknown certificate authority")
-	now = now.Add(31 * time.Second)
+	time.Sleep(31 * time.Second)
 	l.Print("http: TLS handshake error from 192.0.2.5:1234: remote error: tls: bad certificate")
 	l.Print("http: Accept error: too many open files; retrying in 5ms")
 

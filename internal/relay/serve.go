@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"context"
@@ -34,48 +34,59 @@ func serveCommand(ctx context.Context, args []string, env environment) error {
 	if done, err := parseFlags(fs, args, env); done {
 		return err
 	}
-	cfg, err := loadConfig(env.getenv)
-	if err != nil {
-		warnStrays(env)
-		return err
-	}
-	return serve(ctx, cfg, deps{stderr: env.stderr, strays: strays(env.environ())})
+	return Serve(ctx, env.getenv, env.environ(), Deps{Stderr: env.stderr})
 }
 
-// deps are what serve takes from its caller beyond the configuration: the
-// demo passes a trusting HTTP client for its loopback JWKS, tests a clock.
-type deps struct {
-	stderr io.Writer
-	// jwksClient fetches JWKS documents; nil uses auth's default.
-	jwksClient *http.Client
-	// now is the clock of the mapping; time.Now when nil.
-	now func() time.Time
+// Serve loads the configuration through getenv as the serve command does
+// and serves until ctx ends (see serve). environ is the whole environment,
+// NAME=value, looked through for misspelt settings, which are warned
+// about. The demo calls it with its overrides in getenv.
+func Serve(ctx context.Context, getenv func(string) string, environ []string, d Deps) error {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		warnStrays(d.Stderr, environ)
+		return err
+	}
+	d.strays = strays(environ)
+	return serve(ctx, cfg, d)
+}
+
+// Deps are what Serve takes from its caller beyond the environment: the
+// demo passes a trusting HTTP client for its loopback JWKS, the clock its
+// fixtures need and what to print once ready.
+type Deps struct {
+	// Stderr receives the logs.
+	Stderr io.Writer
+	// JWKSClient fetches JWKS documents; nil uses auth's default.
+	JWKSClient *http.Client
+	// Now is the clock of the mapping; time.Now when nil.
+	Now func() time.Time
+	// Ready, when non-nil, is called once the relay serves, with its
+	// logger and the bound addresses (metricsAddr empty when /metrics is
+	// served on addr).
+	Ready func(log *slog.Logger, addr, metricsAddr string)
+	// Listen says where the main listen address came from and how to
+	// choose another, for the error when it cannot be bound; empty:
+	// RELAY_ADDR.
+	Listen ListenSource
+
 	// pulsedive carries the calls to Pulsedive; nil uses
 	// pulsediveTransport. Tests serve a fake Pulsedive in memory.
 	pulsedive http.RoundTripper
-	// ready, when non-nil, receives the bound addresses once serving.
-	ready func(addr, metricsAddr string)
-	// drained, when non-nil, is called once the drain delay is over, just
-	// before the listeners close: a test sends its last request then.
-	drained func()
 	// strays are the environment's variables that look like misspelt
 	// settings, logged as warnings at start.
 	strays []stray
-	// listen says where the main listen address came from and how to
-	// choose another, for the error when it cannot be bound; empty:
-	// RELAY_ADDR.
-	listen listenSource
 }
 
-// listenSource names the origin of a listen address in errors.
-type listenSource struct {
-	name string // what set the address: RELAY_ADDR, -addr
-	fix  string // how to give another
+// ListenSource names the origin of a listen address in errors.
+type ListenSource struct {
+	Name string // what set the address: RELAY_ADDR, -addr
+	Fix  string // how to give another
 }
 
 // listenError is an address the relay cannot listen on.
 type listenError struct {
-	source listenSource
+	source ListenSource
 	addr   string
 	err    error
 }
@@ -92,7 +103,7 @@ func (e *listenError) Error() string {
 	default:
 		why = e.err.Error()
 	}
-	return fmt.Sprintf("cannot listen on %s %s: %s; %s", e.source.name, e.addr, why, e.source.fix)
+	return fmt.Sprintf("cannot listen on %s %s: %s; %s", e.source.Name, e.addr, why, e.source.Fix)
 }
 
 func (e *listenError) Unwrap() error { return e.err }
@@ -116,13 +127,13 @@ type wiring struct {
 
 // wire builds every part from the configuration. ready reports readiness
 // for /readyz.
-func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, error) {
+func wire(cfg config, d Deps, log *slog.Logger, ready func() bool) (*wiring, error) {
 	reg := prometheus.NewRegistry()
 	m, err := metrics.New(reg, version)
 	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
+		return nil, err
 	}
-	now := d.now
+	now := d.Now
 	if now == nil {
 		now = time.Now
 	}
@@ -166,7 +177,7 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 	} else {
 		l, err := limiter.New(limiter.Config{PerMinute: refill, Burst: burst})
 		if err != nil {
-			return nil, fmt.Errorf("limiter: %w", err)
+			return fail(err)
 		}
 		lim = l
 	}
@@ -198,7 +209,7 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 	if cfg.CacheMaxBytes > 0 {
 		c, err := cache.New[pipeline.Document](cache.Config{MaxBytes: cfg.CacheMaxBytes})
 		if err != nil {
-			return fail(fmt.Errorf("cache: %w", err))
+			return fail(err)
 		}
 		store = c
 		closeCluster := closeAll
@@ -235,7 +246,7 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 	authn, err := auth.New(auth.Config{
 		JWKSHosts:            cfg.JWKSHosts,
 		Audiences:            cfg.Audiences,
-		HTTPClient:           d.jwksClient,
+		HTTPClient:           d.JWKSClient,
 		JWKSTTL:              cfg.JWKSTTL,
 		MaxKeyAge:            cfg.JWKSMaxKeyAge,
 		DefaultEntitiesLimit: cfg.EntitiesLimit,
@@ -243,7 +254,7 @@ func wire(cfg config, d deps, log *slog.Logger, ready func() bool) (*wiring, err
 		Logger:               log,
 	})
 	if err != nil {
-		return fail(fmt.Errorf("auth: %w", err))
+		return fail(err)
 	}
 
 	// OpenMetrics when the scraper asks for it (Prometheus does), the text
@@ -323,9 +334,45 @@ func pulsediveTransport(cfg config) *http.Transport {
 // serve runs the relay until ctx ends, then drains as CONTRACT.md section 1 says:
 // /readyz turns 503 at once, requests are still served for DrainDelay,
 // then the listeners close and in-flight requests get ShutdownTimeout to
-// finish. It returns nil after a clean shutdown.
-func serve(ctx context.Context, cfg config, d deps) error {
-	log := newLogger(d.stderr, cfg)
+// finish. It returns nil after a clean shutdown, and the error of a
+// listener that failed otherwise (after draining what it can).
+func serve(ctx context.Context, cfg config, d Deps) error {
+	s, err := start(cfg, d)
+	if err != nil {
+		return err
+	}
+	var failed error
+	select {
+	case <-ctx.Done():
+		failed = s.drain()
+	case failed = <-s.errc:
+		// A listener failed: nothing to drain towards, and Run reports it.
+	}
+	s.shutdown(ctx)
+	return failed
+}
+
+// server is the relay serving: its servers on their listeners, and what
+// the drain and the shutdown need.
+type server struct {
+	cfg     config
+	log     *slog.Logger
+	app     *wiring
+	ready   *atomic.Bool
+	servers []*http.Server
+	// errc receives the error of a server that stopped serving for
+	// another reason than its shutdown.
+	errc chan error
+	wg   sync.WaitGroup
+	// addr and metricsAddr are the bound addresses; metricsAddr is empty
+	// when /metrics is served on addr.
+	addr, metricsAddr string
+}
+
+// start builds the relay from cfg, listens and serves in the background
+// until shutdown. On error nothing is left running.
+func start(cfg config, d Deps) (*server, error) {
+	log := newLogger(d.Stderr, cfg)
 	for _, s := range d.strays {
 		attrs := []any{"variable", s.name}
 		switch {
@@ -341,26 +388,27 @@ func serve(ctx context.Context, cfg config, d deps) error {
 	var certs *certReloader
 	if cfg.TLSCertFile != "" {
 		var err error
-		certs, err = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, certCheckEvery, time.Now, log)
+		certs, err = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, certCheckEvery, log)
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
-	var ready atomic.Bool
-	app, err := wire(cfg, d, log, ready.Load)
+	s := &server{cfg: cfg, log: log, ready: new(atomic.Bool)}
+	app, err := wire(cfg, d, log, s.ready.Load)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer app.close()
+	s.app = app
 
 	mainServer := newServer(cfg, app.handler, app.conns, log)
-	source := d.listen
-	if source.name == "" {
-		source = listenSource{"RELAY_ADDR", "set RELAY_ADDR to another address"}
+	source := d.Listen
+	if source.Name == "" {
+		source = ListenSource{"RELAY_ADDR", "set RELAY_ADDR to another address"}
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return &listenError{source, cfg.Addr, err}
+		app.close()
+		return nil, &listenError{source, cfg.Addr, err}
 	}
 	// With TLS the connection bound counts TLS connections, whose
 	// handshakes run in the server's connection goroutines, bounded by its
@@ -370,14 +418,15 @@ func serve(ctx context.Context, cfg config, d deps) error {
 		counted = tls.NewListener(ln, serverTLSConfig(certs))
 		mainServer.TLSNextProto = noHTTP2
 	}
-	servers := []*http.Server{mainServer}
+	s.servers = []*http.Server{mainServer}
 	listeners := []net.Listener{app.conns.Listener(counted)}
-	metricsAddr := ""
+	s.addr = ln.Addr().String()
 	if cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			ln.Close()
-			return &listenError{listenSource{"METRICS_ADDR", "set METRICS_ADDR to another address, or leave it empty to serve /metrics on RELAY_ADDR"}, cfg.MetricsAddr, err}
+			app.close()
+			return nil, &listenError{ListenSource{"METRICS_ADDR", "set METRICS_ADDR to another address, or leave it empty to serve /metrics on RELAY_ADDR"}, cfg.MetricsAddr, err}
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", app.metricsHandler)
@@ -385,63 +434,65 @@ func serve(ctx context.Context, cfg config, d deps) error {
 		// It serves plain HTTP, TLS or not: it is meant for the cluster's
 		// scrapers, not the Internet.
 		mconns := transport.NewConnLimit(transport.ConnLimitConfig{Max: metricsConnections})
-		servers = append(servers, newServer(cfg, mux, mconns, log))
+		s.servers = append(s.servers, newServer(cfg, mux, mconns, log))
 		listeners = append(listeners, mconns.Listener(mln))
-		metricsAddr = mln.Addr().String()
+		s.metricsAddr = mln.Addr().String()
 	}
 
-	errc := make(chan error, len(servers))
-	var wg sync.WaitGroup
-	for i, srv := range servers {
-		wg.Add(1)
+	s.errc = make(chan error, len(s.servers))
+	for i, srv := range s.servers {
+		s.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer s.wg.Done()
 			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
-				errc <- err
+				s.errc <- fmt.Errorf("serve %s: %w", listeners[i].Addr(), err)
 			}
 		}()
 	}
-	ready.Store(true)
-	log.Info("relay listening", startupAttrs(cfg, ln.Addr().String(), metricsAddr)...)
+	s.ready.Store(true)
+	log.Info("relay listening", startupAttrs(cfg, s.addr, s.metricsAddr)...)
 	if certs != nil {
 		cert, _ := certs.GetCertificate(nil)
 		logCertificate(log, "TLS certificate loaded", cert, time.Now())
 	}
-	if d.ready != nil {
-		d.ready(ln.Addr().String(), metricsAddr)
+	if d.Ready != nil {
+		d.Ready(log, s.addr, s.metricsAddr)
 	}
+	return s, nil
+}
 
-	var serveErr error
+// drain turns /readyz to 503 and keeps serving for DrainDelay, so that
+// load balancers stop sending before the listeners close. It returns
+// early with the error of a server that fails meanwhile.
+func (s *server) drain() error {
+	s.ready.Store(false)
+	s.log.Info("shutting down: draining", "drain_delay", s.cfg.DrainDelay.String(), "shutdown_timeout", s.cfg.ShutdownTimeout.String())
+	t := time.NewTimer(s.cfg.DrainDelay)
+	defer t.Stop()
 	select {
-	case <-ctx.Done():
-	case serveErr = <-errc:
-		log.Error("server failed", "error", serveErr.Error())
+	case <-t.C:
+		return nil
+	case err := <-s.errc:
+		return err
 	}
+}
 
-	ready.Store(false)
-	if serveErr == nil {
-		log.Info("shutting down: draining", "drain_delay", cfg.DrainDelay.String(), "shutdown_timeout", cfg.ShutdownTimeout.String())
-		drain := time.NewTimer(cfg.DrainDelay)
-		select {
-		case <-drain.C:
-		case serveErr = <-errc:
-			drain.Stop()
-		}
-	}
-	if d.drained != nil {
-		d.drained()
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+// shutdown closes the listeners, gives the requests in flight
+// ShutdownTimeout to finish (closing what remains after it), and releases
+// every part. ctx's values reach the shutdown; its end does not cut it.
+func (s *server) shutdown(ctx context.Context) {
+	s.ready.Store(false)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
-	for _, srv := range servers {
+	for _, srv := range s.servers {
 		if err := srv.Shutdown(shutdownCtx); err != nil {
-			log.Warn("shutdown incomplete: closing remaining connections", "error", err.Error())
+			s.log.Warn("shutdown incomplete: closing remaining connections", "error", err.Error())
 			srv.Close()
 		}
 	}
-	wg.Wait()
-	log.Info("relay stopped")
-	return serveErr
+	s.wg.Wait()
+	s.app.close()
+	s.log.Info("relay stopped")
 }
 
 // metricsConnections bounds the connections of the METRICS_ADDR listener.
@@ -460,7 +511,7 @@ func newServer(cfg config, h http.Handler, conns *transport.ConnLimit, log *slog
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ConnState:         conns.ConnState,
-		ErrorLog:          newServerErrorLog(log, time.Now),
+		ErrorLog:          newServerErrorLog(log),
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"os"
@@ -138,7 +138,7 @@ func TestREADMEConfigTable(t *testing.T) {
 		want = append(want, "| "+s.name+" | "+s.def+" | "+s.meaning+" |")
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("README configuration table differs from cmd/relay/config.go (-want +got):\n%s", diff)
+		t.Errorf("README configuration table differs from internal/relay/config.go (-want +got):\n%s", diff)
 	}
 }
 

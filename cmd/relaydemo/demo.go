@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
 
+	"github.com/pulsedive-relay/relay/internal/relay"
 	"github.com/pulsedive-relay/relay/pulsedive/pulsedivetest"
 	"github.com/pulsedive-relay/relay/transport/authtest"
 )
@@ -37,15 +39,15 @@ const demoObservables = `[{"type":"ip","value":"185.141.25.242"},` +
 
 const demoSummary = `Run the relay against a FAKE Pulsedive, with a throwaway signing key, on
 loopback, and print ready-to-paste curl commands with a valid token.
-NEVER FOR PRODUCTION: only this subcommand enables demo mode; no environment
-variable does.
+NEVER FOR PRODUCTION: only this program enables demo mode; no environment
+variable does, and the relay's own binary holds no fake.
 
 In-process it starts the fake Pulsedive (shared fixtures, plus made-up
 synthetic data for any other value; no rate limit, any API key), an
 ephemeral RSA key and a TLS JWKS server on a free loopback port. The relay
 trusts that JWKS server for this process only.
 
-The environment configures the relay as for serve (LOG_LEVEL, CACHE_*,
+The environment configures the relay as for relay serve (LOG_LEVEL, CACHE_*,
 RELAY_WORKERS, ...), except what the demo overrides:
   RELAY_ADDR            -addr, else RELAY_ADDR, else 127.0.0.1:9090; it must
                         be a loopback address
@@ -61,43 +63,41 @@ and two defaults that differ from serve when the variable is unset:
 The CTIM mapping's clock is fixed at 2020-04-15, when the fixtures were
 recorded, so their Active DNS links count as recent. Ctrl-C stops it all.`
 
-// demoCommand runs the relay in demo mode until ctx ends (see demoSummary),
-// then closes the fake Pulsedive and the JWKS server. Demo mode exists only
+// demo runs the relay in demo mode until ctx ends (see demoSummary), then
+// closes the fake Pulsedive and the JWKS server. Demo mode exists only
 // here: nothing in the environment reaches this code path.
-func demoCommand(ctx context.Context, args []string, env environment) error {
-	fs := newFlagSet("demo", demoSummary, env)
+func demo(ctx context.Context, args []string, env environment) error {
+	fs, help := newFlagSet(env.stdout)
 	addr := fs.String("addr", "", "listen address, loopback only (default RELAY_ADDR, else "+demoDefaultAddr+")")
 	ttl := fs.Duration("token-ttl", 24*time.Hour, "lifetime of the printed token")
-	if done, err := parseFlags(fs, args, env); done {
+	if done, err := parseFlags(fs, help, args); done {
 		return err
 	}
 	if *ttl <= 0 {
-		return commandUsageError(fs, fmt.Sprintf("demo: -token-ttl %s: must be positive", *ttl))
+		return usageError(fmt.Sprintf("-token-ttl %s: must be positive", *ttl))
 	}
-	const another = "give another with -addr 127.0.0.1:PORT (port 0 picks a free one)"
-	listen, source := *addr, listenSource{"-addr", another}
-	if listen == "" {
-		listen, source = strings.TrimSpace(env.getenv("RELAY_ADDR")), listenSource{"RELAY_ADDR", another + ", or change RELAY_ADDR"}
-	}
-	if listen == "" {
-		listen, source = demoDefaultAddr, listenSource{"the demo's default address", another}
-	}
+	listen, source := listenAddr(*addr, env.getenv)
 	if err := checkLoopback(listen); err != nil {
-		return commandUsageError(fs, "demo: "+err.Error())
+		return usageError(err.Error())
 	}
 
 	fake, err := pulsedivetest.NewServer(pulsedivetest.Config{Synthetic: true})
 	if err != nil {
-		return fmt.Errorf("demo: fake Pulsedive: %w", err)
+		return fmt.Errorf("fake Pulsedive: %w", err)
 	}
 	defer fake.Close()
 	issuer, err := authtest.NewIssuer(demoKeyID)
 	if err != nil {
-		return fmt.Errorf("demo: %w", err)
+		return err
 	}
 	defer issuer.Close()
+	now := time.Now()
+	token, err := issuer.Token(demoAudience, demoPulsediveKey, now, *ttl)
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
 
-	cfg, err := loadConfig(demoGetenv(env.getenv, map[string]string{
+	getenv := demoGetenv(env.getenv, map[string]string{
 		"RELAY_ADDR":           listen,
 		"METRICS_ADDR":         "",
 		"RELAY_TLS_CERT_FILE":  "",
@@ -110,27 +110,15 @@ func demoCommand(ctx context.Context, args []string, env environment) error {
 	}, map[string]string{
 		"RELAY_DRAIN_DELAY": "0s",
 		"LOG_FORMAT":        "text",
-	}))
-	if err != nil {
-		warnStrays(env)
-		return err
-	}
-	now := time.Now()
-	token, err := issuer.Token(demoAudience, demoPulsediveKey, now, *ttl)
-	if err != nil {
-		return fmt.Errorf("demo: token: %w", err)
-	}
-
-	log := newLogger(env.stderr, cfg)
+	})
 	jwksClient := issuer.Server.Client()
 	jwksClient.Timeout = 10 * time.Second
-	return serve(ctx, cfg, deps{
-		stderr:     env.stderr,
-		strays:     strays(env.environ()),
-		listen:     source,
-		jwksClient: jwksClient,
-		now:        func() time.Time { return demoClock },
-		ready: func(bound, _ string) {
+	return relay.Serve(ctx, getenv, env.environ(), relay.Deps{
+		Stderr:     env.stderr,
+		Listen:     source,
+		JWKSClient: jwksClient,
+		Now:        func() time.Time { return demoClock },
+		Ready: func(log *slog.Logger, bound, _ string) {
 			log.Warn("DEMO MODE: fake Pulsedive and a throwaway signing key; never use this for production",
 				"addr", bound, "pulsedive_url", fake.URL(), "jwks_host", issuer.Server.Host())
 			printDemo(env.stdout, demoInfo{
@@ -142,6 +130,19 @@ func demoCommand(ctx context.Context, args []string, env environment) error {
 			})
 		},
 	})
+}
+
+// listenAddr is where the demo listens: -addr, else RELAY_ADDR, else
+// demoDefaultAddr; source names which, for the error when it is busy.
+func listenAddr(flagAddr string, getenv func(string) string) (string, relay.ListenSource) {
+	const another = "give another with -addr 127.0.0.1:PORT (port 0 picks a free one)"
+	if flagAddr != "" {
+		return flagAddr, relay.ListenSource{Name: "-addr", Fix: another}
+	}
+	if a := strings.TrimSpace(getenv("RELAY_ADDR")); a != "" {
+		return a, relay.ListenSource{Name: "RELAY_ADDR", Fix: another + ", or change RELAY_ADDR"}
+	}
+	return demoDefaultAddr, relay.ListenSource{Name: "the demo's default address", Fix: another}
 }
 
 // demoGetenv is getenv with overrides, which win over the environment, and

@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"bytes"
@@ -313,7 +313,8 @@ func TestStartupLine(t *testing.T) {
 }
 
 // TestListenErrors: an address the relay cannot bind is named with where
-// it came from and how to choose another; the demo's points at -addr.
+// it came from and how to choose another (the demo's tests cover its own
+// sources).
 func TestListenErrors(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -332,19 +333,15 @@ func TestListenErrors(t *testing.T) {
 			"cannot listen on RELAY_ADDR " + addr + ": address already in use (another process listens there, perhaps another relay); set RELAY_ADDR to another address"},
 		{"metrics", nil, relayEnv(fake.URL(), map[string]string{"METRICS_ADDR": addr}),
 			"cannot listen on METRICS_ADDR " + addr + ": address already in use (another process listens there, perhaps another relay); set METRICS_ADDR to another address, or leave it empty to serve /metrics on RELAY_ADDR"},
-		{"demo -addr", []string{"demo", "-addr", addr}, map[string]string{"LOG_LEVEL": "error"},
-			"cannot listen on -addr " + addr + ": address already in use (another process listens there, perhaps another relay); give another with -addr 127.0.0.1:PORT (port 0 picks a free one)"},
-		{"demo RELAY_ADDR", []string{"demo"}, map[string]string{"RELAY_ADDR": addr, "LOG_LEVEL": "error"},
-			"cannot listen on RELAY_ADDR " + addr + ": address already in use (another process listens there, perhaps another relay); give another with -addr 127.0.0.1:PORT (port 0 picks a free one), or change RELAY_ADDR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			err := run(context.Background(), tt.args, mapEnv(tt.env), mapEnviron(tt.env), &stdout, &stderr)
+			err := Run(context.Background(), tt.args, mapEnv(tt.env), mapEnviron(tt.env), &stdout, &stderr)
 			if err == nil || err.Error() != tt.want {
 				t.Fatalf("error %v, want %q", err, tt.want)
 			}
-			if got := exitCode(err); got != 1 {
+			if got := ExitCode(err); got != 1 {
 				t.Errorf("exit code %d, want 1", got)
 			}
 			if !strings.Contains(stderr.String(), "relay: "+tt.want+"\n") {
@@ -352,8 +349,8 @@ func TestListenErrors(t *testing.T) {
 			}
 		})
 	}
-	// The demo's default address, when busy.
-	e := &listenError{listenSource{"the demo's default address", "give another with -addr 127.0.0.1:PORT"}, demoDefaultAddr, &net.OpError{Op: "listen", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}}
+	// A source other than RELAY_ADDR, as the demo gives, when busy.
+	e := &listenError{ListenSource{"the demo's default address", "give another with -addr 127.0.0.1:PORT"}, "127.0.0.1:9090", &net.OpError{Op: "listen", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}}
 	if got, want := e.Error(), "cannot listen on the demo's default address 127.0.0.1:9090: address already in use (another process listens there, perhaps another relay); give another with -addr 127.0.0.1:PORT"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}

@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"context"
@@ -172,37 +172,41 @@ func TestDrainAnswersTheLastRequest(t *testing.T) {
 		t.Fatalf("default RELAY_SHUTDOWN_TIMEOUT %v is shorter than RELAY_REQUEST_TIMEOUT %v", cfg.ShutdownTimeout, cfg.RequestTimeout)
 	}
 
+	// serve's phases, run one by one (serve runs them in this order): the
+	// last request is sent once the drain delay is over, just before the
+	// listeners close.
+	logs := newLogBuffer()
+	s, err := start(cfg, Deps{Stderr: logs})
+	if err != nil {
+		t.Fatalf("start: %v\nlogs:\n%s", err, logs)
+	}
+	shutdown := sync.OnceFunc(func() { s.shutdown(context.Background()) })
+	t.Cleanup(shutdown)
+	if err := s.drain(); err != nil {
+		t.Fatalf("drain: %v\nlogs:\n%s", err, logs)
+	}
 	type result struct {
 		reply reply
 		err   error
 	}
 	last := make(chan result, 1)
-	addrs := make(chan string, 1)
-	logs := newLogBuffer()
+	r := &relay{addr: s.addr}
+	req := request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + r.token(t, "drain-key"), body: observables(t, "domain", held)}
 	c := newClient(t)
-	d := deps{
-		stderr: logs,
-		ready:  func(addr, _ string) { addrs <- addr },
-		drained: func() {
-			r := &relay{addr: <-addrs}
-			req := request{method: http.MethodPost, path: "/observe/observables", auth: "Bearer " + r.token(t, "drain-key"), body: observables(t, "domain", held)}
-			go func() {
-				got, err := trySend(c, r.URL(), req)
-				last <- result{got, err}
-			}()
-			<-arrived // the relay has taken it and asked Pulsedive
-		},
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, d) }()
+	go func() {
+		got, err := trySend(c, r.URL(), req)
+		last <- result{got, err}
+	}()
 	select {
-	case addr := <-addrs:
-		addrs <- addr // for drained
-	case err := <-done:
-		t.Fatalf("serve returned %v before listening\nlogs:\n%s", err, logs)
+	case <-arrived: // the relay has taken it and asked Pulsedive
+	case res := <-last:
+		t.Fatalf("the last request was answered before it reached Pulsedive: %+v\nlogs:\n%s", res, logs)
 	}
-	cancel() // SIGTERM
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		shutdown()
+	}()
 
 	select {
 	case res := <-last:
@@ -217,12 +221,9 @@ func TestDrainAnswersTheLastRequest(t *testing.T) {
 		t.Fatalf("the last request was not answered within a minute\nlogs:\n%s", logs)
 	}
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("serve returned %v, want nil", err)
-		}
+	case <-done:
 	case <-time.After(time.Minute):
-		t.Fatalf("serve did not return\nlogs:\n%s", logs)
+		t.Fatalf("the shutdown did not end\nlogs:\n%s", logs)
 	}
 	if strings.Contains(logs.String(), "shutdown incomplete") {
 		t.Errorf("the drain cut requests off:\n%s", logs)

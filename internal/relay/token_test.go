@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"bytes"
@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pulsedive-relay/relay/pulsedive/pulsedivetest"
+	"github.com/pulsedive-relay/relay/transport/auth/issue"
 	"github.com/pulsedive-relay/relay/transport/authtest"
 )
 
@@ -83,7 +84,7 @@ func writeFile(t *testing.T, name string, data []byte) string {
 func runCLI(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errs bytes.Buffer
-	err = run(context.Background(), args, mapEnv(env), mapEnviron(env), &out, &errs)
+	err = Run(context.Background(), args, mapEnv(env), mapEnviron(env), &out, &errs)
 	return out.String(), errs.String(), err
 }
 
@@ -139,13 +140,10 @@ func TestTokenAcceptedByRelay(t *testing.T) {
 		"RELAY_DRAIN_DELAY=0s",
 	})
 	base := "http://" + p.listeningAddr(t)
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}}
-	t.Cleanup(client.CloseIdleConnections)
+	client := newClient(t)
 	call := func(t *testing.T, path, token, body string) []byte {
 		t.Helper()
-		c := curlCommand{method: http.MethodPost, url: base + path, body: body,
-			header: http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}}}
-		return c.do(t, client)
+		return okJSON(t, send(t, client, base, request{method: http.MethodPost, path: path, auth: "Bearer " + token, body: body}))
 	}
 	const body = `[{"type":"ip","value":"185.141.25.242"}]`
 
@@ -168,10 +166,7 @@ func TestTokenAcceptedByRelay(t *testing.T) {
 		}
 	})
 
-	thumbA, err := thumbprint(keyA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	thumbA := issue.Thumbprint(&keyA.Private.PublicKey)
 	refused := []struct {
 		name  string
 		token func(t *testing.T) string
@@ -204,10 +199,7 @@ func TestTokenAcceptedByRelay(t *testing.T) {
 // the JWKS the jwks command prints for the same file.
 func TestTokenClaims(t *testing.T) {
 	key, _ := twoKeys(t)
-	wantKid, err := thumbprint(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wantKid := issue.Thumbprint(&key.Private.PublicKey)
 	tests := []struct {
 		name      string
 		form      string
@@ -313,23 +305,6 @@ func TestJWKSForms(t *testing.T) {
 	}
 }
 
-// TestThumbprint pins the default kid to RFC 7638's worked example
-// (section 3.1).
-func TestThumbprint(t *testing.T) {
-	n, err := base64.RawURLEncoding.DecodeString("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &authtest.Key{Private: &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: new(big.Int).SetBytes(n), E: 65537}}}
-	got, err := thumbprint(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"; got != want {
-		t.Errorf("thumbprint = %q, want %q", got, want)
-	}
-}
-
 func TestTokenPulsediveKeySources(t *testing.T) {
 	key, _ := twoKeys(t)
 	file := writeKeyPEM(t, key, "pkcs8")
@@ -359,7 +334,7 @@ func TestTokenPulsediveKeySources(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
 				}
-				if got, want := exitCode(err), map[bool]int{true: 2, false: 1}[tt.usage]; got != want {
+				if got, want := ExitCode(err), map[bool]int{true: 2, false: 1}[tt.usage]; got != want {
 					t.Errorf("exit code %d, want %d", got, want)
 				}
 				for _, secret := range []string{"pd-literal", "pd-from-env", "pd-from-file"} {
@@ -434,7 +409,7 @@ func TestKeyFileErrors(t *testing.T) {
 				if strings.Contains(msg, "asn1") {
 					t.Errorf("error %q shows the parser's ASN.1 detail", msg)
 				}
-				if got := exitCode(err); got != 1 {
+				if got := ExitCode(err); got != 1 {
 					t.Errorf("exit code %d, want 1", got)
 				}
 				if stdout != "" {
@@ -483,7 +458,7 @@ func TestTokenUsageErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("relay %v: error %v, want one containing %q", tt.args, err, tt.want)
 			}
-			if got := exitCode(err); got != 2 {
+			if got := ExitCode(err); got != 2 {
 				t.Errorf("exit code %d, want 2", got)
 			}
 			if stdout != "" {

@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"encoding/json"
@@ -63,9 +63,9 @@ func TestTightBudgetAcceptance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		app, err := wire(cfg, deps{
-			stderr: io.Discard,
-			jwksClient: &http.Client{Transport: memoryTransport{http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		app, err := wire(cfg, Deps{
+			Stderr: io.Discard,
+			JWKSClient: &http.Client{Transport: memoryTransport{http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("Content-Type", "application/json")
 				_, _ = w.Write(jwks)
 			})}},
@@ -73,7 +73,7 @@ func TestTightBudgetAcceptance(t *testing.T) {
 			// The mapping's clock: the ten synthetic documents below were
 			// seen from 3 January to 26 March 2020, so that every verdict
 			// (valid 91 days from stamp_seen) is current on 1 April.
-			now: func() time.Time { return time.Date(2020, 4, 1, 0, 0, 0, 0, time.UTC) },
+			Now: func() time.Time { return time.Date(2020, 4, 1, 0, 0, 0, 0, time.UTC) },
 		}, slog.New(slog.DiscardHandler), func() bool { return true })
 		if err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"bytes"
@@ -7,9 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -18,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pulsedive-relay/relay/transport/authtest"
+	"github.com/pulsedive-relay/relay/transport/auth/issue"
 )
 
 const tokenSummary = `Mint a configuration token as Threat Response does (CONTRACT.md section 3): RS256,
@@ -99,7 +97,7 @@ func tokenCommand(_ context.Context, args []string, env environment) error {
 	if err != nil {
 		return err
 	}
-	claims := authtest.Claims(strings.TrimSpace(*jwksHost), *aud, secret, time.Now(), *ttl)
+	claims := issue.Claims(strings.TrimSpace(*jwksHost), *aud, secret, time.Now(), *ttl)
 	if *limit > 0 {
 		claims["CTR_ENTITIES_LIMIT"] = *limit
 	}
@@ -141,7 +139,7 @@ func jwksCommand(_ context.Context, args []string, env environment) error {
 
 // readKey reads the RSA private key of a PEM file; an empty kid becomes the
 // key's JWK thumbprint, so token and jwks agree without naming one.
-func readKey(path, kid string) (*authtest.Key, error) {
+func readKey(path, kid string) (*issue.Key, error) {
 	pemBytes, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read -key: %w", err)
@@ -150,13 +148,10 @@ func readKey(path, kid string) (*authtest.Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-key %s: %w", path, err)
 	}
-	key := &authtest.Key{ID: kid, Private: priv}
 	if kid == "" {
-		if key.ID, err = thumbprint(key); err != nil {
-			return nil, err
-		}
+		kid = issue.Thumbprint(&priv.PublicKey)
 	}
-	return key, nil
+	return &issue.Key{ID: kid, Private: priv}, nil
 }
 
 // parseRSAPrivateKey reads the first private key of PEM data. Its errors
@@ -205,20 +200,6 @@ func keyAlgorithm(k any) string {
 		return "X25519"
 	}
 	return fmt.Sprintf("%T", k)
-}
-
-// thumbprint is the RFC 7638 JWK thumbprint of the key's public part:
-// SHA-256 over the required members in lexicographic order, base64url.
-func thumbprint(k *authtest.Key) (string, error) {
-	jwk := k.JWK()
-	// encoding/json sorts map keys and writes no white space: the
-	// canonical form RFC 7638 asks for.
-	canonical, err := json.Marshal(map[string]any{"e": jwk["e"], "kty": jwk["kty"], "n": jwk["n"]})
-	if err != nil {
-		return "", fmt.Errorf("kid: %w", err)
-	}
-	sum := sha256.Sum256(canonical)
-	return base64.RawURLEncoding.EncodeToString(sum[:]), nil
 }
 
 // pulsediveKey takes the key from the one source given. Its errors name
