@@ -36,4 +36,4 @@ run() {
 
 run ./cluster TestBudgetSharedAcrossReplicas TestBudgetReservesInOrder TestPauseStopsEveryReplica \
 	TestPauseNoticedWhileWaiting TestFallbackAndReturn TestStartsInFallback TestStoreSharesDocuments TestCollapse TestSlotLostWithRedisState
-run ./cmd/relay TestScaleOut
+run ./internal/relay TestScaleOut

@@ -66,6 +66,25 @@ func BenchmarkSet(b *testing.B) {
 	c.Wait()
 }
 
+// BenchmarkStats measures a scrape's read of the figures of a full
+// default-sized cache (about 32k entries of 2 KiB), Entries' walk included.
+func BenchmarkStats(b *testing.B) {
+	c := benchCache(b, DefaultMaxBytes)
+	keys := benchKeys(1 << 15)
+	for _, k := range keys {
+		c.Set(k, doc{kind: "info"}, 2048, time.Hour, 24*time.Hour)
+	}
+	c.Wait()
+	if st := c.Stats(); st.Entries == 0 {
+		b.Fatalf("setup: no entry admitted: %+v", st)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_ = c.Stats()
+	}
+}
+
 // BenchmarkEntryOverhead measures the heap one entry costs beyond its
 // caller-declared payload, the figure EntryOverhead is rounded up from.
 // Run it with -benchtime=1x; it reports heap-bytes/entry (everything) and

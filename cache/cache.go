@@ -193,15 +193,10 @@ func (c *Cache[V]) Set(key string, v V, cost int64, ttl, staleTTL time.Duration)
 	return true
 }
 
-// Del removes key. It takes effect for Get at once, and orders after any
-// earlier buffered Set of the same key.
-func (c *Cache[V]) Del(key string) {
-	c.rc.Del(key)
-}
-
-// Wait blocks until every Set and Del issued before it has been applied, so
-// that a following Get sees their outcome (admitted or not). Tests call it
-// before reading; the relay does not need it. After Close it returns at once.
+// Wait blocks until every Set issued before it has been applied, so that a
+// following Get (or Stats) sees its outcome, admitted or not. The relay
+// does not need it; the tests of the packages that use a Cache do, to read
+// back what they wrote. After Close it returns at once.
 func (c *Cache[V]) Wait() {
 	c.rc.Wait()
 }
@@ -225,12 +220,26 @@ type Stats struct {
 	Evicted   uint64 // entries removed to make room for others
 	Expired   uint64 // entries reclaimed after their stale window, on the wall clock
 	Bytes     int64  // cost currently held, overhead included; at most MaxBytes
+	// Entries counts the entries held and not yet past their stale window
+	// on the wall clock (Bytes may still include such an entry until
+	// ristretto reclaims it, within seconds).
+	Entries int
 }
 
-// Stats returns the counters. Bytes reflects writes already applied; call
-// Wait first for an exact figure.
+// Stats returns the counters. Bytes and Entries reflect writes already
+// applied; call Wait first for exact figures.
+//
+// Entries is counted by walking the store, one shard's read lock at a
+// time (a few milliseconds per hundred thousand entries): call Stats at
+// the pace of a metrics scrape, not per request.
 func (c *Cache[V]) Stats() Stats {
+	entries := 0
+	c.rc.IterValues(func(entry[V]) bool {
+		entries++
+		return false
+	})
 	return Stats{
+		Entries:   entries,
 		Hits:      c.hits.Load(),
 		StaleHits: c.staleHits.Load(),
 		Misses:    c.misses.Load(),

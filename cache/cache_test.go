@@ -264,6 +264,9 @@ func TestBudget(t *testing.T) {
 	if st.Bytes != held {
 		t.Errorf("Stats().Bytes = %d, want the retained entries' %d", st.Bytes, held)
 	}
+	if int64(st.Entries) != entries {
+		t.Errorf("Stats().Entries = %d, want the %d retained", st.Entries, entries)
+	}
 	if st.Evicted+st.Rejected+st.Dropped == 0 {
 		t.Errorf("Stats() = %+v, want evictions, rejections or drops", st)
 	}
@@ -334,9 +337,20 @@ func TestStats(t *testing.T) {
 	c.Get("a") // stale hit
 	c.Get("b") // past its window: miss
 
-	want := Stats{Hits: 1, StaleHits: 1, Misses: 2, Sets: 2, Dropped: 1, Bytes: 2 * (100 + c.overhead)}
+	want := Stats{Hits: 1, StaleHits: 1, Misses: 2, Sets: 2, Dropped: 1, Bytes: 2 * (100 + c.overhead), Entries: 2}
 	if diff := cmp.Diff(want, c.Stats()); diff != "" {
 		t.Errorf("Stats() mismatch (-want +got):\n%s", diff)
+	}
+
+	// Entries follows deletions and Close.
+	c.Del("a")
+	c.Wait()
+	if got := c.Stats().Entries; got != 1 {
+		t.Errorf("Stats().Entries after deleting one of two = %d, want 1", got)
+	}
+	c.Close()
+	if got := c.Stats().Entries; got != 0 {
+		t.Errorf("Stats().Entries after Close = %d, want 0", got)
 	}
 }
 

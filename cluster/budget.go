@@ -76,7 +76,7 @@ func (c *Cluster) NewBudget(cfg BudgetConfig) (*Budget, error) {
 	localRefill, localBurst := limiter.Budget(cfg.PerMinute/float64(cfg.Replicas), cfg.Burst)
 	local, err := limiter.New(limiter.Config{PerMinute: localRefill, Burst: localBurst, StartEmpty: true})
 	if err != nil {
-		return nil, fmt.Errorf("cluster: fallback limiter: %w", err)
+		return nil, fmt.Errorf("cluster: fallback %w", err) // "cluster: fallback limiter: …": the limiter names itself
 	}
 	b := &Budget{c: c, burst: max(burst, 1), pollEvery: cfg.PollEvery, local: local}
 	if refill > 0 {

@@ -8,7 +8,8 @@
 //
 // It is the only package that speaks to Redis (github.com/redis/go-redis).
 // It implements interfaces its consumers declare (pulsedive.Limiter,
-// pipeline.Store, pipeline.Collapser), and only cmd/relay imports it.
+// pipeline.Store, pipeline.Collapser), and only internal/relay, the
+// program behind cmd/relay, imports it.
 //
 // Redis keys hold API-key fingerprints, never keys. A Redis failure never
 // fails a request: every command has a tight timeout, the first failure

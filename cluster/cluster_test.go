@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -636,5 +637,32 @@ func TestSlotLostWithRedisState(t *testing.T) {
 	// The call took a slot of the new bucket: it holds a tat again.
 	if n, err := r.rdb.Exists(ctx, budgetKey("k")).Result(); err != nil || n != 1 {
 		t.Errorf("bucket after the wait: exists %d, %v; want the new reservation's state", n, err)
+	}
+}
+
+// TestNewBudgetErrors: a budget the cluster cannot make is refused with
+// its cause named once ("cluster: fallback limiter: limiter: ..." was
+// issue 13). No Redis is needed: the budget is checked before any command.
+func TestNewBudgetErrors(t *testing.T) {
+	c, err := New(Config{URL: "redis://127.0.0.1:1", Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	tests := []struct {
+		name string
+		cfg  BudgetConfig
+		want string
+	}{
+		{"no replica", BudgetConfig{PerMinute: 30, Burst: 5}, "cluster: Replicas 0 is less than 1"},
+		{"fallback limiter", BudgetConfig{PerMinute: math.Inf(1), Burst: 5, Replicas: 1}, "cluster: fallback limiter: PerMinute +Inf is not a finite number of calls, zero or more"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.NewBudget(tt.cfg)
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("NewBudget error %v, want %q", err, tt.want)
+			}
+		})
 	}
 }

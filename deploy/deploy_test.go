@@ -1,7 +1,10 @@
 // Package deploy_test checks the deployment files under deploy/ against the
-// official Kubernetes API types, the relay's configuration (CONTRACT.md section 7)
-// and its metric families (CONTRACT.md section 8). It needs no cluster, Docker or
-// promtool; promtool's own checks run from .ci.
+// official Kubernetes and prometheus-operator API types, the relay's
+// configuration (CONTRACT.md section 7), its metric families (CONTRACT.md
+// section 8) and each other. It needs no cluster, Docker or promtool;
+// promtool's own checks run from .ci. It is a Go module of its own
+// (deploy/go.mod, joined to the relay's by go.work), so that the relay's
+// go.mod, and the image's build, do without the API types' modules.
 package deploy_test
 
 import (
@@ -20,10 +23,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -99,6 +104,10 @@ type manifests struct {
 	// The Redis the replicas share.
 	redis        appsv1.Deployment
 	redisService corev1.Service
+	// TLS at the edge, and the prometheus-operator objects.
+	ingress        networkingv1.Ingress
+	serviceMonitor monitoringv1.ServiceMonitor
+	prometheusRule monitoringv1.PrometheusRule
 }
 
 func loadManifests(t *testing.T) *manifests {
@@ -111,6 +120,9 @@ func loadManifests(t *testing.T) *manifests {
 	decodeStrict(t, filepath.Join(k8sDir, "configmap.yaml"), "v1", "ConfigMap", &m.configMap)
 	decodeStrict(t, filepath.Join(k8sDir, "redis-deployment.yaml"), "apps/v1", "Deployment", &m.redis)
 	decodeStrict(t, filepath.Join(k8sDir, "redis-service.yaml"), "v1", "Service", &m.redisService)
+	decodeStrict(t, filepath.Join(k8sDir, "ingress.yaml"), "networking.k8s.io/v1", "Ingress", &m.ingress)
+	decodeStrict(t, filepath.Join(k8sDir, "servicemonitor.yaml"), "monitoring.coreos.com/v1", "ServiceMonitor", &m.serviceMonitor)
+	decodeStrict(t, filepath.Join(k8sDir, "prometheusrule.yaml"), "monitoring.coreos.com/v1", "PrometheusRule", &m.prometheusRule)
 	return &m
 }
 
@@ -133,17 +145,33 @@ func TestEveryManifestIsChecked(t *testing.T) {
 	for _, e := range entries {
 		got = append(got, e.Name())
 	}
-	want := []string{"configmap.yaml", "deployment.yaml", "hpa.yaml", "pdb.yaml", "redis-deployment.yaml", "redis-service.yaml", "service.yaml"}
+	want := []string{
+		"configmap.yaml", "deployment.yaml", "hpa.yaml", "ingress.yaml", "pdb.yaml", "prometheusrule.yaml",
+		"redis-deployment.yaml", "redis-service.yaml", "service.yaml", "servicemonitor.yaml",
+	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("files in %s (-want +got); a new manifest needs a strict decode in loadManifests:\n%s", k8sDir, diff)
 	}
 }
 
 func TestDecodeStrictRejectsUnknownFields(t *testing.T) {
-	bad := "apiVersion: policy/v1\nkind: PodDisruptionBudget\nspec:\n  minAvailabel: 1\n"
-	var pdb policyv1.PodDisruptionBudget
-	if err := yaml.UnmarshalStrict([]byte(bad), &pdb); err == nil {
-		t.Error("a misspelt field decoded without error; strict decoding is not strict")
+	tests := []struct {
+		name string
+		doc  string
+		into any
+	}{
+		{"PodDisruptionBudget", "apiVersion: policy/v1\nkind: PodDisruptionBudget\nspec:\n  minAvailabel: 1\n", &policyv1.PodDisruptionBudget{}},
+		{"ServiceMonitor", "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nspec:\n  endpoints:\n    - port: http\n      intervall: 15s\n", &monitoringv1.ServiceMonitor{}},
+		{"PrometheusRule", "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nspec:\n  groups:\n    - name: g\n      rules:\n        - alert: A\n          expr: up\n          runbook_url: x\n", &monitoringv1.PrometheusRule{}},
+		{"Ingress", "apiVersion: networking.k8s.io/v1\nkind: Ingress\nspec:\n  tls:\n    - hosts: [a]\n      secret: b\n", &networkingv1.Ingress{}},
+		{"a duplicate field", "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  name: b\n", &corev1.Service{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := yaml.UnmarshalStrict([]byte(tt.doc), tt.into); err == nil {
+				t.Error("a misspelt or repeated field decoded without error; strict decoding is not strict")
+			}
+		})
 	}
 }
 
@@ -554,6 +582,8 @@ func families(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As cmd/relay registers it when the relay has a cache.
+	reg.MustRegister(metrics.NewCacheCollector(func() metrics.CacheFigures { return metrics.CacheFigures{} }))
 	// Families without pre-initialised series appear once used.
 	m.HTTPRequest("/version", 200, time.Millisecond)
 	mfs, err := reg.Gather()
@@ -689,7 +719,7 @@ func TestPrometheusRules(t *testing.T) {
 				if !slices.Contains([]string{"info", "warning", "critical"}, r.Labels["severity"]) {
 					t.Errorf("severity label = %q", r.Labels["severity"])
 				}
-				for _, a := range []string{"summary", "description"} {
+				for _, a := range []string{"summary", "description", "runbook_url"} {
 					if r.Annotations[a] == "" {
 						t.Errorf("annotation %s missing", a)
 					}
@@ -705,6 +735,8 @@ func TestPrometheusRules(t *testing.T) {
 	for _, want := range []string{
 		"PulsediveRelayHighErrorRate", "PulsediveRelayPulsedive429", "PulsediveRelayHighLatency",
 		"PulsediveRelayLimiterSaturated", "PulsediveRelayCacheHitRatioCollapse", "PulsediveRelayDown",
+		"PulsediveRelayAuthRefusals", "PulsediveRelayJWKSFetchFailing", "PulsediveRelayJWKSUnavailable",
+		"PulsediveRelayRedisFallback", "PulsediveRelayAdmissionRefusals",
 	} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("alert %s missing", want)
@@ -858,9 +890,14 @@ func TestCompose(t *testing.T) {
 	t.Run("relay listens where prometheus scrapes", func(t *testing.T) {
 		var pc promConfig
 		readYAML(t, promFile, &pc)
-		_, port, err := net.SplitHostPort(c.Services["relay"].Environment["RELAY_ADDR"])
+		env := c.Services["relay"].Environment
+		addr := env["METRICS_ADDR"] // /metrics is on RELAY_ADDR when unset
+		if addr == "" {
+			addr = env["RELAY_ADDR"]
+		}
+		_, port, err := net.SplitHostPort(addr)
 		if err != nil {
-			t.Fatalf("relay RELAY_ADDR: %v", err)
+			t.Fatalf("relay METRICS_ADDR or RELAY_ADDR: %v", err)
 		}
 		want := "relay:" + port
 		var targets []string
@@ -995,6 +1032,7 @@ func TestGrafanaDashboard(t *testing.T) {
 				Name       string `json:"name"`
 				Type       string `json:"type"`
 				Definition string `json:"definition"`
+				AllValue   string `json:"allValue"`
 			} `json:"list"`
 		} `json:"templating"`
 	}
@@ -1029,23 +1067,40 @@ func TestGrafanaDashboard(t *testing.T) {
 					}
 					used[strings.TrimSuffix(n, "_bucket")] = true
 				}
+				for _, sel := range unfilteredSelectors(tg.Expr, names) {
+					t.Errorf("panel %q: %s is not filtered by the job and instance variables", p.Title, sel)
+				}
 			}
 			walk(p.Panels)
 		}
 	}
 	walk(dash.Panels)
 
+	vars := map[string]string{}
 	for _, v := range dash.Templating.List {
 		if v.Type != "query" {
 			continue
 		}
+		vars[v.Name] = v.Definition
 		m := reLabelValues.FindStringSubmatch(v.Definition)
 		if m == nil || !knownSeries(fams, m[1]) {
 			t.Errorf("variable %s: %q does not query a relay metric family", v.Name, v.Definition)
 		}
+		// "All" must stand for the relay's jobs, not for any value: an
+		// allValue of ".*" would plot every Go target in Prometheus.
+		if v.Name == "job" && v.AllValue != "" {
+			t.Errorf("variable job: allValue %q; leave it unset so that All lists the relay's jobs", v.AllValue)
+		}
+	}
+	wantVars := map[string]string{
+		"job":      "label_values(pulsedive_relay_build_info, job)",
+		"instance": `label_values(pulsedive_relay_build_info{job=~"$job"}, instance)`,
+	}
+	if diff := cmp.Diff(wantVars, vars); diff != "" {
+		t.Errorf("query variables (-want +got):\n%s", diff)
 	}
 
-	// What the dashboard must show (see the assignment for deploy/).
+	// What the dashboard must show.
 	for _, want := range []string{
 		"pulsedive_relay_http_requests_total",
 		"pulsedive_relay_http_request_duration_seconds",
@@ -1054,9 +1109,54 @@ func TestGrafanaDashboard(t *testing.T) {
 		"pulsedive_relay_limiter_wait_seconds",
 		"pulsedive_relay_pulsedive_in_flight",
 		"pulsedive_relay_breakers",
+		"pulsedive_relay_errors_total",
+		"pulsedive_relay_auth_failures_total",
+		"pulsedive_relay_jwks_fetches_total",
+		"pulsedive_relay_admission_refusals_total",
+		"pulsedive_relay_admission_in_use",
+		"pulsedive_relay_cluster_state",
+		"pulsedive_relay_cache_bytes",
+		"pulsedive_relay_cache_entries",
+		"pulsedive_relay_cache_evictions_total",
+		"pulsedive_relay_cache_rejections_total",
 	} {
 		if !used[want] {
 			t.Errorf("no panel shows %s", want)
 		}
+	}
+}
+
+// unfilteredSelectors returns the selectors of expr, for the metric names
+// given, that lack the dashboard's job and instance filters: every series
+// a panel plots must be the selected relay's, never another job's.
+func unfilteredSelectors(expr string, names []string) []string {
+	var bad []string
+	for _, name := range names {
+		re := regexp.MustCompile(`\b` + regexp.QuoteMeta(name) + `\b(\{[^}]*\})?`)
+		for _, m := range re.FindAllStringSubmatch(expr, -1) {
+			if !strings.Contains(m[1], `job=~"$job"`) || !strings.Contains(m[1], `instance=~"$instance"`) {
+				bad = append(bad, m[0])
+			}
+		}
+	}
+	return bad
+}
+
+func TestUnfilteredSelectors(t *testing.T) {
+	tests := []struct {
+		expr string
+		want []string
+	}{
+		{`go_goroutines{job=~"$job", instance=~"$instance"}`, nil},
+		{`go_goroutines{instance=~"$instance"}`, []string{`go_goroutines{instance=~"$instance"}`}},
+		{`process_resident_memory_bytes`, []string{`process_resident_memory_bytes`}},
+		{`sum(rate(a_total{job=~"$job", instance=~"$instance", code="x"}[5m])) / sum(rate(a_total{job=~"$job"}[5m]))`, []string{`a_total{job=~"$job"}`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, unfilteredSelectors(tt.expr, metricNames(tt.expr))); diff != "" {
+				t.Errorf("unfiltered selectors (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

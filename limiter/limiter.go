@@ -30,8 +30,8 @@ const minSweepEvery = 1024
 // Config configures a Limiter.
 type Config struct {
 	// PerMinute is the sustained number of calls per minute each key may
-	// make. Zero means no limit (rate.Inf): Reserve never waits, though
-	// PauseUntil still stops a key. Negative, NaN or infinite is an error.
+	// make. Zero means no limit (rate.Inf): Wait never waits for a token,
+	// though PauseUntil still stops a key. Negative, NaN or infinite is an error.
 	PerMinute float64
 	// Burst is how many calls a rested key may make at once. Zero means
 	// DefaultBurst; negative is an error. Ignored when PerMinute is zero.
@@ -40,12 +40,6 @@ type Config struct {
 	// evicted; it must also be full and not paused. Zero means
 	// DefaultIdleAfter; negative is an error.
 	IdleAfter time.Duration
-	// Now is the clock Wait reserves with; time.Now by default.
-	Now func() time.Time
-	// NewTimer starts a timer for Wait: it returns the channel that fires
-	// after d and a stop function, like time.NewTimer's C and Stop. A real
-	// timer by default; tests inject one they fire by hand.
-	NewTimer func(d time.Duration) (<-chan time.Time, func() bool)
 	// StartEmpty makes a new bucket start with no tokens instead of a full
 	// burst: its first token comes one refill interval after it is made.
 	// For a budget that other processes may just have spent, such as the
@@ -65,8 +59,6 @@ type Limiter struct {
 	limit     rate.Limit
 	burst     int
 	idleAfter time.Duration
-	now       func() time.Time
-	newTimer  func(d time.Duration) (<-chan time.Time, func() bool)
 	empty     bool
 
 	mu      sync.Mutex // guards everything below and every bucket's fields
@@ -103,8 +95,6 @@ func New(cfg Config) (*Limiter, error) {
 		limit:      rate.Limit(cfg.PerMinute / 60),
 		burst:      cfg.Burst,
 		idleAfter:  cfg.IdleAfter,
-		now:        cfg.Now,
-		newTimer:   cfg.NewTimer,
 		empty:      cfg.StartEmpty,
 		buckets:    make(map[string]*bucket),
 		untilSweep: minSweepEvery,
@@ -118,18 +108,7 @@ func New(cfg Config) (*Limiter, error) {
 	if l.idleAfter == 0 {
 		l.idleAfter = DefaultIdleAfter
 	}
-	if l.now == nil {
-		l.now = time.Now
-	}
-	if l.newTimer == nil {
-		l.newTimer = realTimer
-	}
 	return l, nil
-}
-
-func realTimer(d time.Duration) (<-chan time.Time, func() bool) {
-	t := time.NewTimer(d)
-	return t.C, t.Stop
 }
 
 // WaitError says that a key's budget cannot give a token within the bound
@@ -159,23 +138,16 @@ type reservation struct {
 	paused <-chan struct{} // closed if the key is paused before act
 }
 
-// Reserve takes one token for key at now unless the caller would have to
+// reserve takes one token for key at now unless the caller would have to
 // wait longer than maxWait for it (maxWait < 0 means no bound), and returns
-// the wait: zero when a token is free now. When the key is paused past
-// now+maxWait, or its bucket cannot give a token within maxWait, nothing is
-// taken and the error is a *WaitError whose Delay is the wait that would
-// have been needed (for a paused key, at least until the pause ends).
-// The wait is measured from now; a now earlier than a time the bucket has
-// already seen also waits out the difference. A reservation cannot be
-// cancelled; Wait can cancel its own.
-func (l *Limiter) Reserve(key string, now time.Time, maxWait time.Duration) (time.Duration, error) {
-	res, err := l.reserve(key, now, maxWait)
-	if err != nil {
-		return 0, err
-	}
-	return res.wait, nil
-}
-
+// the reservation, whose wait is zero when a token is free now. When the
+// key is paused past now+maxWait, or its bucket cannot give a token within
+// maxWait, nothing is taken and the error is a *WaitError whose Delay is
+// the wait that would have been needed (for a paused key, at least until
+// the pause ends). The wait is measured from now; a now earlier than a
+// time the bucket has already seen also waits out the difference. Taking
+// now as a parameter keeps the budget's arithmetic testable without a
+// clock (export_test.go).
 func (l *Limiter) reserve(key string, now time.Time, maxWait time.Duration) (reservation, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -236,7 +208,7 @@ func (l *Limiter) cancel(res reservation, now time.Time) {
 }
 
 // Wait takes one token for key, waiting for it when the budget allows one
-// before ctx's deadline. It reserves at Now() with the deadline as bound
+// before ctx's deadline. It reserves at time.Now() with the deadline as bound
 // (no deadline: no bound) and then waits on a timer. It fails fast with a
 // *WaitError, taking nothing, when the token (or the end of a pause) comes
 // after the deadline: it does not sleep until the deadline to find out. If
@@ -249,7 +221,7 @@ func (l *Limiter) Wait(ctx context.Context, key string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		now := l.now()
+		now := time.Now()
 		maxWait := time.Duration(-1)
 		if dl, ok := ctx.Deadline(); ok {
 			maxWait = max(dl.Sub(now), 0)
@@ -259,18 +231,18 @@ func (l *Limiter) Wait(ctx context.Context, key string) error {
 			return err
 		}
 		if res.wait > 0 {
-			fired, stop := l.newTimer(res.wait)
+			t := time.NewTimer(res.wait)
 			select {
-			case <-fired:
+			case <-t.C:
 			case <-res.paused:
 				// Another call met a 429: give the token back and start
 				// over, to wait out the pause or fail fast at once.
-				stop()
-				l.cancel(res, l.now())
+				t.Stop()
+				l.cancel(res, time.Now())
 				continue
 			case <-ctx.Done():
-				stop()
-				l.cancel(res, l.now())
+				t.Stop()
+				l.cancel(res, time.Now())
 				return ctx.Err()
 			}
 		}
@@ -290,9 +262,9 @@ func (l *Limiter) pausedAfter(key string, t time.Time) bool {
 
 // PauseUntil stops key until the given time: after a 429, or when a daily
 // or monthly quota is spent. A later pause extends the current one; an
-// earlier one does not shorten it. While paused, Reserve fails fast with
-// *WaitError{Delay: until-now} when until is past the caller's bound, and
-// otherwise waits at least until then. Tokens keep accruing during the
+// earlier one does not shorten it. While paused, Wait fails fast with
+// *WaitError{Delay: until-now} when until is past the caller's deadline,
+// and otherwise waits at least until then. Tokens keep accruing during the
 // pause, up to the burst.
 func (l *Limiter) PauseUntil(key string, until time.Time) {
 	l.mu.Lock()
@@ -349,17 +321,11 @@ func (l *Limiter) Drain(now time.Time) {
 	}
 }
 
-// Sweep evicts, at now, every bucket unused for IdleAfter that is full and
+// sweep evicts, at now, every bucket unused for IdleAfter that is full and
 // not paused: such a bucket is indistinguishable from a new one, so an
-// evicted key restarts full and gains nothing. Reserve also sweeps, every
-// so many reservations, so memory stays bounded with many keys without a
-// background goroutine; call Sweep directly only to reclaim sooner.
-func (l *Limiter) Sweep(now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.sweep(now)
-}
-
+// evicted key restarts full and gains nothing. reserve sweeps every so
+// many reservations, so memory stays bounded with many keys without a
+// background goroutine. The caller holds l.mu.
 func (l *Limiter) sweep(now time.Time) {
 	defer func() { l.untilSweep = max(minSweepEvery, len(l.buckets)) }()
 	for key, b := range l.buckets {
@@ -371,13 +337,6 @@ func (l *Limiter) sweep(now time.Time) {
 		}
 		delete(l.buckets, key)
 	}
-}
-
-// Len reports the number of live buckets.
-func (l *Limiter) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.buckets)
 }
 
 func latest(t time.Time, ts ...time.Time) time.Time {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -383,33 +384,6 @@ func TestBudgetNeverExceeded(t *testing.T) {
 	}
 }
 
-// timers is an injectable NewTimer: every timer started is announced on
-// started, and fires only when the test sends on its channel.
-type timers struct{ started chan timer }
-
-type timer struct {
-	d    time.Duration
-	fire chan time.Time
-}
-
-func newTimers() *timers { return &timers{started: make(chan timer, 16)} }
-
-func (ts *timers) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
-	tm := timer{d: d, fire: make(chan time.Time, 1)}
-	ts.started <- tm
-	return tm.fire, func() bool { return true }
-}
-
-// noTimer fails the test if a timer was started.
-func (ts *timers) noTimer(t *testing.T) {
-	t.Helper()
-	select {
-	case tm := <-ts.started:
-		t.Errorf("a timer of %v was started, want none", tm.d)
-	default:
-	}
-}
-
 // waitAsync runs Wait in a goroutine; the result arrives on the channel.
 func waitAsync(ctx context.Context, l *Limiter, key string) <-chan error {
 	done := make(chan error, 1)
@@ -417,123 +391,136 @@ func waitAsync(ctx context.Context, l *Limiter, key string) <-chan error {
 	return done
 }
 
-// fixedClock returns a clock frozen at the current wall time, and that
-// time. A context deadline d after it is d away for the Limiter, and at
-// least nearly d away on the wall clock, so it does not expire mid-test.
-func fixedClock() (func() time.Time, time.Time) {
-	start := time.Now()
-	return func() time.Time { return start }, start
+// The tests of Wait run in a synctest bubble: its clock moves only when
+// every goroutine of the bubble waits, so how long Wait took, measured on
+// that clock, is how long it waited on its timer, exactly.
+
+// notYet fails the test if done has a result: Wait returned while it
+// should still wait. Call it after synctest.Wait.
+func notYet(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("Wait returned %v while it should wait", err)
+	default:
+	}
 }
 
-func TestWaitFreeTokenStartsNoTimer(t *testing.T) {
-	ts := newTimers()
-	l := newLimiter(t, Config{PerMinute: 30, Burst: 2, NewTimer: ts.NewTimer})
-	for range 2 {
-		if err := l.Wait(context.Background(), "k"); err != nil {
-			t.Fatalf("Wait = %v, want nil", err)
+func TestWaitFreeTokenDoesNotWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLimiter(t, Config{PerMinute: 30, Burst: 2})
+		start := time.Now()
+		for range 2 {
+			if err := l.Wait(context.Background(), "k"); err != nil {
+				t.Fatalf("Wait = %v, want nil", err)
+			}
 		}
-	}
-	ts.noTimer(t)
+		if d := time.Since(start); d != 0 {
+			t.Errorf("Wait took %v with free tokens, want no wait", d)
+		}
+	})
 }
 
 func TestWaitUnlimitedNeverWaits(t *testing.T) {
-	ts := newTimers()
-	l := newLimiter(t, Config{PerMinute: 0, NewTimer: ts.NewTimer})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for range 1000 {
-		if err := l.Wait(ctx, "k"); err != nil {
-			t.Fatalf("Wait = %v, want nil", err)
+	synctest.Test(t, func(t *testing.T) {
+		l := newLimiter(t, Config{PerMinute: 0})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		start := time.Now()
+		for range 1000 {
+			if err := l.Wait(ctx, "k"); err != nil {
+				t.Fatalf("Wait = %v, want nil", err)
+			}
 		}
-	}
-	ts.noTimer(t)
+		if d := time.Since(start); d != 0 {
+			t.Errorf("1000 unlimited Waits took %v, want no wait", d)
+		}
+	})
 }
 
 func TestWaitOnTimer(t *testing.T) {
-	now, start := fixedClock()
-	ts := newTimers()
-	l := newLimiter(t, Config{PerMinute: 30, Burst: 1, Now: now, NewTimer: ts.NewTimer})
-	l.Reserve("k", start, 0) // empty the bucket
+	synctest.Test(t, func(t *testing.T) {
+		l := newLimiter(t, Config{PerMinute: 30, Burst: 1})
+		start := time.Now()
+		l.Reserve("k", start, 0) // empty the bucket
 
-	done := waitAsync(context.Background(), l, "k")
-	tm := <-ts.started
-	if tm.d != 2*time.Second {
-		t.Errorf("timer started for %v, want 2s", tm.d)
-	}
-	tm.fire <- start.Add(tm.d)
-	if err := <-done; err != nil {
-		t.Fatalf("Wait = %v, want nil", err)
-	}
-	// Wait kept its token: the next one is 4s away.
-	if got, want := outcomeOf(l.Reserve("k", start, 0)), refused(4*time.Second); !cmp.Equal(got, want) {
-		t.Errorf("Reserve after Wait = %+v, want %+v", got, want)
-	}
+		if err := l.Wait(context.Background(), "k"); err != nil {
+			t.Fatalf("Wait = %v, want nil", err)
+		}
+		if d := time.Since(start); d != 2*time.Second {
+			t.Errorf("Wait took %v, want 2s", d)
+		}
+		// Wait kept its token: the next one is 4s away.
+		if got, want := outcomeOf(l.Reserve("k", start, 0)), refused(4*time.Second); !cmp.Equal(got, want) {
+			t.Errorf("Reserve after Wait = %+v, want %+v", got, want)
+		}
+	})
 }
 
 func TestWaitCancelledReturnsToken(t *testing.T) {
-	now, start := fixedClock()
-	ts := newTimers()
-	l := newLimiter(t, Config{PerMinute: 30, Burst: 1, Now: now, NewTimer: ts.NewTimer})
-	l.Reserve("k", start, 0)
+	synctest.Test(t, func(t *testing.T) {
+		l := newLimiter(t, Config{PerMinute: 30, Burst: 1})
+		start := time.Now()
+		l.Reserve("k", start, 0)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := waitAsync(ctx, l, "k")
-	<-ts.started // Wait holds a reservation and is blocked on the timer
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Wait = %v, want context.Canceled", err)
-	}
-	// The cancelled reservation's token is back: the next is 2s away, not 4s.
-	if got, want := outcomeOf(l.Reserve("k", start, unbounded)), waits(2*time.Second); !cmp.Equal(got, want) {
-		t.Errorf("Reserve after a cancelled Wait = %+v, want %+v", got, want)
-	}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := waitAsync(ctx, l, "k")
+		synctest.Wait() // Wait holds a reservation and is blocked on its timer
+		notYet(t, done)
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Wait = %v, want context.Canceled", err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("a cancelled Wait returned after %v, want at once", d)
+		}
+		// The cancelled reservation's token is back: the next is 2s away, not 4s.
+		if got, want := outcomeOf(l.Reserve("k", start, unbounded)), waits(2*time.Second); !cmp.Equal(got, want) {
+			t.Errorf("Reserve after a cancelled Wait = %+v, want %+v", got, want)
+		}
+	})
 }
 
 func TestWaitDeadline(t *testing.T) {
 	tests := []struct {
-		name      string
-		deadline  time.Duration // after the clock's start
-		paused    time.Duration // PauseUntil(start+paused) when set
-		wantErr   error
-		wantTimer time.Duration // 0: no timer may start
+		name     string
+		deadline time.Duration // after the clock's start
+		paused   time.Duration // PauseUntil(start+paused) when set
+		wantErr  error
+		wantWait time.Duration // 0: fails fast, without waiting
 	}{
 		{name: "token after the deadline fails fast", deadline: 30 * time.Second, wantErr: &WaitError{Delay: time.Minute}},
-		{name: "token just before the deadline waits", deadline: 90 * time.Second, wantTimer: time.Minute},
+		{name: "token just before the deadline waits", deadline: 90 * time.Second, wantWait: time.Minute},
 		{name: "pause past the deadline fails fast", deadline: 90 * time.Second, paused: 2 * time.Minute, wantErr: &WaitError{Delay: 2 * time.Minute}},
-		{name: "pause within the deadline waits", deadline: 3 * time.Minute, paused: 2 * time.Minute, wantTimer: 2 * time.Minute},
+		{name: "pause within the deadline waits", deadline: 3 * time.Minute, paused: 2 * time.Minute, wantWait: 2 * time.Minute},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			now, start := fixedClock()
-			ts := newTimers()
-			l := newLimiter(t, Config{PerMinute: 1, Burst: 1, Now: now, NewTimer: ts.NewTimer})
-			l.Reserve("k", start, 0)
-			if tt.paused != 0 {
-				l.PauseUntil("k", start.Add(tt.paused))
-			}
-			ctx, cancel := context.WithDeadline(context.Background(), start.Add(tt.deadline))
-			defer cancel()
+			synctest.Test(t, func(t *testing.T) {
+				l := newLimiter(t, Config{PerMinute: 1, Burst: 1})
+				start := time.Now()
+				l.Reserve("k", start, 0)
+				if tt.paused != 0 {
+					l.PauseUntil("k", start.Add(tt.paused))
+				}
+				ctx, cancel := context.WithDeadline(context.Background(), start.Add(tt.deadline))
+				defer cancel()
 
-			done := waitAsync(ctx, l, "k")
-			if tt.wantTimer != 0 {
-				tm := <-ts.started
-				if tm.d != tt.wantTimer {
-					t.Errorf("timer started for %v, want %v", tm.d, tt.wantTimer)
+				err := l.Wait(ctx, "k")
+				if diff := cmp.Diff(tt.wantErr, err, cmp.Comparer(sameError)); diff != "" {
+					t.Errorf("Wait error mismatch (-want +got):\n%s", diff)
 				}
-				tm.fire <- start.Add(tm.d)
-			}
-			err := <-done
-			if diff := cmp.Diff(tt.wantErr, err, cmp.Comparer(sameError)); diff != "" {
-				t.Errorf("Wait error mismatch (-want +got):\n%s", diff)
-			}
-			ts.noTimer(t)
-			if tt.wantErr != nil {
-				// Failing fast took nothing: the token is still a minute away.
-				want := outcome{Wait: max(time.Minute, tt.paused)}
-				if got := outcomeOf(l.Reserve("k", start, unbounded)); !cmp.Equal(got, want) {
-					t.Errorf("Reserve after a refused Wait = %+v, want %+v", got, want)
+				if d := time.Since(start); d != tt.wantWait {
+					t.Errorf("Wait took %v, want %v", d, tt.wantWait)
 				}
-			}
+				if tt.wantErr != nil {
+					// Failing fast took nothing: the token is still a minute away.
+					want := outcome{Wait: max(time.Minute, tt.paused)}
+					if got := outcomeOf(l.Reserve("k", start, unbounded)); !cmp.Equal(got, want) {
+						t.Errorf("Reserve after a refused Wait = %+v, want %+v", got, want)
+					}
+				}
+			})
 		})
 	}
 }
@@ -546,8 +533,7 @@ func sameError(a, b error) bool {
 }
 
 func TestWaitDoneContext(t *testing.T) {
-	ts := newTimers()
-	l := newLimiter(t, Config{PerMinute: 30, Burst: 1, NewTimer: ts.NewTimer})
+	l := newLimiter(t, Config{PerMinute: 30, Burst: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := l.Wait(ctx, "k"); !errors.Is(err, context.Canceled) {
@@ -560,48 +546,43 @@ func TestWaitDoneContext(t *testing.T) {
 
 // TestWaitPausedWhileWaiting: a call waits for its token; meanwhile another
 // call meets a 429 and pauses the key. The waiter must not go ahead into the
-// pause: it waits it out when its deadline allows, else fails fast.
+// pause: it waits it out when its deadline allows, else fails fast, without
+// sleeping to its token's time first.
 func TestWaitPausedWhileWaiting(t *testing.T) {
 	tests := []struct {
-		name       string
-		deadline   time.Duration // 0: none
-		wantTimers []time.Duration
-		wantErr    error
+		name     string
+		deadline time.Duration // 0: none
+		wantWait time.Duration // from the start, when Wait returns
+		wantErr  error
 	}{
-		{name: "no deadline: waits out the pause", wantTimers: []time.Duration{time.Second, 30 * time.Second}},
-		{name: "deadline before the pause ends: fails fast", deadline: 10 * time.Second, wantTimers: []time.Duration{time.Second}, wantErr: &WaitError{Delay: 30 * time.Second}},
+		{name: "no deadline: waits out the pause", wantWait: 30 * time.Second},
+		{name: "deadline before the pause ends: fails fast", deadline: 10 * time.Second, wantErr: &WaitError{Delay: 30 * time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			now, start := fixedClock()
-			ts := newTimers()
-			l := newLimiter(t, Config{PerMinute: 60, Burst: 1, Now: now, NewTimer: ts.NewTimer})
-			l.Reserve("k", start, 0)
-			ctx := context.Background()
-			if tt.deadline != 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithDeadline(ctx, start.Add(tt.deadline))
-				defer cancel()
-			}
+			synctest.Test(t, func(t *testing.T) {
+				l := newLimiter(t, Config{PerMinute: 60, Burst: 1})
+				start := time.Now()
+				l.Reserve("k", start, 0)
+				ctx := context.Background()
+				if tt.deadline != 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithDeadline(ctx, start.Add(tt.deadline))
+					defer cancel()
+				}
 
-			done := waitAsync(ctx, l, "k")
-			var timers []time.Duration
-			tm := <-ts.started
-			timers = append(timers, tm.d)
-			l.PauseUntil("k", start.Add(30*time.Second))
-			tm.fire <- start.Add(tm.d)
-			if tt.wantErr == nil {
-				tm = <-ts.started
-				timers = append(timers, tm.d)
-				tm.fire <- start.Add(tm.d)
-			}
-			err := <-done
-			if diff := cmp.Diff(tt.wantTimers, timers); diff != "" {
-				t.Errorf("timers mismatch (-want +got):\n%s", diff)
-			}
-			if diff := cmp.Diff(tt.wantErr, err, cmp.Comparer(sameError)); diff != "" {
-				t.Errorf("Wait error mismatch (-want +got):\n%s", diff)
-			}
+				done := waitAsync(ctx, l, "k")
+				synctest.Wait() // waiting one second for its token
+				notYet(t, done)
+				l.PauseUntil("k", start.Add(30*time.Second))
+				err := <-done
+				if d := time.Since(start); d != tt.wantWait {
+					t.Errorf("Wait returned after %v, want %v", d, tt.wantWait)
+				}
+				if diff := cmp.Diff(tt.wantErr, err, cmp.Comparer(sameError)); diff != "" {
+					t.Errorf("Wait error mismatch (-want +got):\n%s", diff)
+				}
+			})
 		})
 	}
 }
@@ -764,27 +745,28 @@ func BenchmarkReserve(b *testing.B) {
 // at once, without its timer firing, and fails fast when the pause outlasts
 // its deadline; the token it held goes back to the bucket.
 func TestWaitWakesWhenPaused(t *testing.T) {
-	now, start := fixedClock()
-	ts := newTimers()
-	l := newLimiter(t, Config{PerMinute: 60, Burst: 1, Now: now, NewTimer: ts.NewTimer})
-	l.Reserve("k", start, 0)
-	ctx, cancel := context.WithDeadline(context.Background(), start.Add(10*time.Second))
-	defer cancel()
-	done := waitAsync(ctx, l, "k")
-	tm := <-ts.started // waiting one second for its token; that timer never fires
-	if tm.d != time.Second {
-		t.Fatalf("timer of %v, want 1s", tm.d)
-	}
-	l.PauseUntil("k", start.Add(30*time.Second))
-	err := <-done
-	if diff := cmp.Diff(error(&WaitError{Delay: 30 * time.Second}), err, cmp.Comparer(sameError)); diff != "" {
-		t.Errorf("Wait error mismatch (-want +got):\n%s", diff)
-	}
-	ts.noTimer(t)
-	// The token came back: after the pause the key has its full burst.
-	if wait, err := l.Reserve("k", start.Add(30*time.Second), 0); err != nil || wait != 0 {
-		t.Errorf("after the pause: wait %v, err %v; want a free token", wait, err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := newLimiter(t, Config{PerMinute: 60, Burst: 1})
+		start := time.Now()
+		l.Reserve("k", start, 0)
+		ctx, cancel := context.WithDeadline(context.Background(), start.Add(10*time.Second))
+		defer cancel()
+		done := waitAsync(ctx, l, "k")
+		synctest.Wait() // waiting one second for its token; that timer never fires
+		notYet(t, done)
+		l.PauseUntil("k", start.Add(30*time.Second))
+		err := <-done
+		if diff := cmp.Diff(error(&WaitError{Delay: 30 * time.Second}), err, cmp.Comparer(sameError)); diff != "" {
+			t.Errorf("Wait error mismatch (-want +got):\n%s", diff)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("Wait returned after %v, want at once", d)
+		}
+		// The token came back: after the pause the key has its full burst.
+		if wait, err := l.Reserve("k", start.Add(30*time.Second), 0); err != nil || wait != 0 {
+			t.Errorf("after the pause: wait %v, err %v; want a free token", wait, err)
+		}
+	})
 }
 
 // TestStartEmptyAndDrain: a limiter standing in for a budget others may have

@@ -3,9 +3,9 @@
 //
 // Label values come only from small, fixed sets written down in this file:
 // route templates, HTTP status codes, Pulsedive document kinds and call
-// outcomes, cache results, observable types, breaker states. A value outside its set is
-// counted under "other" instead of opening a new series, so a caller bug
-// cannot explode the series count. No label ever carries an API key, a
+// outcomes, cache results, observable types, breaker states, the envelope's
+// error codes. A value outside its set is counted under "other" instead of
+// opening a new series, so a caller bug cannot explode the series count. No label ever carries an API key, a
 // token, an observable value or any other unbounded or secret string; do not
 // add one.
 //
@@ -18,8 +18,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,6 +105,10 @@ type Metrics struct {
 	clusterFallback prometheus.Counter
 	l2Requests      *prometheus.CounterVec
 	collapseWaits   *prometheus.CounterVec
+
+	// The errors the relay answers in the contract's envelope (see
+	// EnvelopeError): one group, kept together.
+	envelopeErrors *prometheus.CounterVec
 }
 
 // New creates the relay's metric families and registers them, with the Go
@@ -212,6 +218,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		}, []string{"version", "goversion"}),
 	}
 	m.newClusterFamilies()
+	m.newEnvelopeFamilies()
 
 	cs := []prometheus.Collector{
 		collectors.NewGoCollector(),
@@ -224,6 +231,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		m.authFailures,
 	}
 	cs = append(cs, m.clusterCollectors()...)
+	cs = append(cs, m.envelopeCollectors()...)
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, done := range cs[:i] {
@@ -264,6 +272,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 		m.authFailures.WithLabelValues(reason)
 	}
 	m.initClusterSeries()
+	m.initEnvelopeSeries()
 	m.resolveSeries()
 	m.inUse = make(map[string]prometheus.Gauge, len(bounds()))
 	for _, bound := range bounds() {
@@ -812,4 +821,138 @@ func collapseResultLabel(r string) string {
 		return r
 	}
 	return other
+}
+
+// The errors the relay answers in the contract's envelope (transport), by
+// route and code: every answer is HTTP 200, so without them a login outage
+// or a misconfigured Pulsedive URL would read as success.
+
+func (m *Metrics) newEnvelopeFamilies() {
+	m.envelopeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "errors_total",
+		Help:      "Errors answered in the contract's envelope (each entry of an answer's errors), by mux route template and code: authorization error, invalid argument, too many requests, unknown, key error, service unavailable, health check failed, or a Pulsedive HTTP status's reason phrase in lower case.",
+	}, []string{"route", "code"})
+}
+
+func (m *Metrics) envelopeCollectors() []prometheus.Collector {
+	return []prometheus.Collector{m.envelopeErrors}
+}
+
+// initEnvelopeSeries creates the codes each route can answer at zero, so
+// that the authentication alert's ratio exists before the first refusal.
+func (m *Metrics) initEnvelopeSeries() {
+	for _, route := range envelopeRoutes() {
+		for _, code := range envelopeCodes() {
+			if code != codeHealthCheckFailed {
+				m.envelopeErrors.WithLabelValues(route, code)
+			}
+		}
+	}
+	m.envelopeErrors.WithLabelValues("/watchdog", codeHealthCheckFailed)
+}
+
+// EnvelopeError counts one error answered in the envelope on route (a mux
+// route template as for HTTPRequest). code is the envelope's code: one of
+// the contract's codes, or the lower-case reason phrase of an HTTP status
+// ("not found", "bad gateway"), which Pulsedive's statuses become; any
+// other text is counted as "other", so a code can never carry a message.
+func (m *Metrics) EnvelopeError(route, code string) {
+	if m == nil {
+		return
+	}
+	m.envelopeErrors.WithLabelValues(routeLabel(route), envelopeCodeLabel(code)).Inc()
+}
+
+const codeHealthCheckFailed = "health check failed"
+
+// envelopeRoutes are the routes that answer errors in the envelope: the
+// JWT routes (POST /health and the observable endpoints).
+func envelopeRoutes() []string {
+	return []string{"/health", "/observe/observables", "/deliberate/observables", "/refer/observables"}
+}
+
+func envelopeCodes() []string {
+	return []string{
+		"authorization error", "invalid argument", "too many requests", "unknown",
+		"key error", "service unavailable", codeHealthCheckFailed,
+	}
+}
+
+func envelopeCodeLabel(code string) string {
+	switch code {
+	case "authorization error", "invalid argument", "too many requests", "unknown",
+		"key error", "service unavailable", codeHealthCheckFailed:
+		return code
+	}
+	if _, ok := reasonPhrases[code]; ok {
+		return code
+	}
+	return other
+}
+
+// reasonPhrases are the lower-case reason phrases of the HTTP statuses Go
+// knows: a set bounded by the status table, made once and only read.
+var reasonPhrases = func() map[string]struct{} {
+	out := make(map[string]struct{}, 64)
+	for status := 100; status <= 599; status++ {
+		if text := http.StatusText(status); text != "" {
+			out[strings.ToLower(text)] = struct{}{}
+		}
+	}
+	return out
+}()
+
+// CacheFigures are the relay's own cache's figures at one instant, as its
+// Stats reports them.
+type CacheFigures struct {
+	Bytes    int64 // held, each entry's bookkeeping included
+	MaxBytes int64 // the budget (CACHE_MAX_BYTES)
+	Entries  int
+	Evicted  uint64 // entries removed to make room for others
+	Expired  uint64 // entries reclaimed after their stale window
+	Rejected uint64 // writes the admission policy refused
+	Dropped  uint64 // writes refused before buffering (buffer full, over the budget, closed)
+}
+
+// NewCacheCollector returns a collector of the cache's figures, which
+// calls read once per scrape (never on a request's path): the families
+// pulsedive_relay_cache_bytes, _cache_max_bytes, _cache_entries,
+// _cache_evictions_total{reason="size"|"expired"} and
+// _cache_rejections_total{reason="admission"|"dropped"}. Register it
+// beside New's families when the relay has a cache.
+func NewCacheCollector(read func() CacheFigures) prometheus.Collector {
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
+	}
+	return &cacheCollector{
+		read:       read,
+		bytes:      desc("cache_bytes", "Bytes the relay's own cache holds, each entry's bookkeeping included; at most pulsedive_relay_cache_max_bytes."),
+		maxBytes:   desc("cache_max_bytes", "The cache's budget in bytes (CACHE_MAX_BYTES)."),
+		entries:    desc("cache_entries", "Documents the relay's own cache holds within their stale window."),
+		evictions:  desc("cache_evictions_total", "Cache entries removed: size (to make room for others), expired (reclaimed after their stale window).", "reason"),
+		rejections: desc("cache_rejections_total", "Cache writes refused: admission (the policy kept the entries it would have evicted), dropped (before buffering: buffer full, over the budget, or closed).", "reason"),
+	}
+}
+
+type cacheCollector struct {
+	read                                            func() CacheFigures
+	bytes, maxBytes, entries, evictions, rejections *prometheus.Desc
+}
+
+func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.evictions, c.rejections} {
+		ch <- d
+	}
+}
+
+func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	f := c.read()
+	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(f.Bytes))
+	ch <- prometheus.MustNewConstMetric(c.maxBytes, prometheus.GaugeValue, float64(f.MaxBytes))
+	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(f.Entries))
+	ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(f.Evicted), "size")
+	ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(f.Expired), "expired")
+	ch <- prometheus.MustNewConstMetric(c.rejections, prometheus.CounterValue, float64(f.Rejected), "admission")
+	ch <- prometheus.MustNewConstMetric(c.rejections, prometheus.CounterValue, float64(f.Dropped), "dropped")
 }

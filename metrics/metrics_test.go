@@ -40,6 +40,7 @@ var (
 		PanicRecovered(route string)
 		AdmissionRefused(bound string)
 		AdmissionInUse(bound string, delta int64)
+		EnvelopeError(route, code string)
 	} = (*metrics.Metrics)(nil)
 	_ interface {
 		AdmissionRefused(bound string)
@@ -172,6 +173,7 @@ func TestFamilies(t *testing.T) {
 		"pulsedive_relay_cluster_fallbacks_total":            "COUNTER",
 		"pulsedive_relay_l2_cache_requests_total":            "COUNTER",
 		"pulsedive_relay_collapse_waits_total":               "COUNTER",
+		"pulsedive_relay_errors_total":                       "COUNTER",
 	}
 	// http_requests_total has no pre-initialised series (status codes are
 	// open-ended), so it appears only once a request is counted.
@@ -206,6 +208,7 @@ func TestLint(t *testing.T) {
 	m.ClusterShared(false)
 	m.L2Lookup("hit")
 	m.CollapseWait("won")
+	m.EnvelopeError("/observe/observables", "authorization error")
 
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
@@ -273,6 +276,7 @@ func TestPreinitialised(t *testing.T) {
 		{"pulsedive_relay_admission_refusals_total", zeros(boundKeys...)},
 		{"pulsedive_relay_admission_in_use", zeros(boundKeys...)},
 		{"pulsedive_relay_admission_limit", zeros(boundKeys...)},
+		{"pulsedive_relay_errors_total", zeros(envelopeErrorKeys()...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.family, func(t *testing.T) {
@@ -721,6 +725,7 @@ func TestNilMetricsDiscards(t *testing.T) {
 	m.PanicRecovered("/version")
 	m.PulsediveRefused("info", "refused")
 	m.BreakerKeys("open", 2)
+	m.EnvelopeError("/health", "unknown")
 }
 
 func TestConcurrentUse(t *testing.T) {
@@ -770,8 +775,10 @@ func allowedLabelValues(name, value string) bool {
 		"bound":   {"connections", "requests", "body_bytes", "observables", "other"},
 	}
 	if name == "code" {
+		// An HTTP status (http_requests_total) or an envelope code
+		// (errors_total).
 		n, err := strconv.Atoi(value)
-		return value == "other" || (err == nil && n >= 100 && n <= 599)
+		return value == "other" || (err == nil && n >= 100 && n <= 599) || isEnvelopeCode(value)
 	}
 	return slices.Contains(sets[name], value)
 }
@@ -811,6 +818,8 @@ func FuzzLabelsStayBounded(f *testing.F) {
 		m.AdmissionRefused(s)
 		m.AdmissionInUse(s, 1)
 		m.AdmissionLimit(s, 1)
+		m.EnvelopeError(s, s)
+		m.EnvelopeError("/health", s)
 
 		mfs, err := reg.Gather()
 		if err != nil {

@@ -11,6 +11,10 @@ import (
 // connection with a request arriving is not idle, whatever its state says
 // (the server may not have read it yet).
 func pendingInput(conn net.Conn) bool {
+	// A TLS connection (the relay's own TLS): its socket's bytes.
+	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = tc.NetConn()
+	}
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return false

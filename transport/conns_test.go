@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -260,6 +261,10 @@ func TestPendingInput(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the client's bytes never showed as pending")
 		}
+	}
+	// The relay's own TLS hands ConnLimit a *tls.Conn over the socket.
+	if !pendingInput(tls.Server(server, &tls.Config{})) {
+		t.Error("input pending on the socket is not seen through TLS")
 	}
 	buf := make([]byte, 64)
 	if _, err := server.Read(buf); err != nil {

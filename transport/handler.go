@@ -40,6 +40,9 @@ type Observer interface {
 	// held of it.
 	AdmissionRefused(bound string)
 	AdmissionInUse(bound string, delta int64)
+	// EnvelopeError counts one error answered in the envelope, by route
+	// and code: every answer is HTTP 200, so HTTPRequest cannot tell.
+	EnvelopeError(route, code string)
 }
 
 // Config configures the handler.
@@ -248,7 +251,9 @@ func (h *handler) watchdog() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		check := r.Header.Get("Health-Check")
 		if check == "" {
-			writeJSON(w, http.StatusOK, errorBody{Errors: []apiError{{Type: "fatal", Code: "health check failed", Message: "Invalid Health Check"}}})
+			e := apiError{Type: "fatal", Code: "health check failed", Message: "Invalid Health Check"}
+			info(r).errors = append(info(r).errors, e.Code)
+			writeJSON(w, http.StatusOK, errorBody{Errors: []apiError{e}})
 			return
 		}
 		writeJSON(w, http.StatusOK, dataBody{Data: check})
@@ -320,3 +325,4 @@ func (nopObserver) HTTPRequest(string, int, time.Duration) {}
 func (nopObserver) PanicRecovered(string)                  {}
 func (nopObserver) AdmissionRefused(string)                {}
 func (nopObserver) AdmissionInUse(string, int64)           {}
+func (nopObserver) EnvelopeError(string, string)           {}

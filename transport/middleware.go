@@ -63,6 +63,9 @@ func (h *handler) instrument(next http.Handler) http.Handler {
 			}
 			d := time.Since(start)
 			h.obs.HTTPRequest(ri.route, sw.code(), d)
+			for _, code := range ri.errors {
+				h.obs.EnvelopeError(ri.route, code)
+			}
 			attrs := []slog.Attr{
 				slog.String("method", r.Method),
 				slog.String("route", ri.route),

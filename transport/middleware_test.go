@@ -43,6 +43,22 @@ type recorder struct {
 	panics   []string
 	refused  []string
 	inUse    map[string]int64
+	errors   []string // "route code"
+}
+
+func (r *recorder) EnvelopeError(route, code string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errors = append(r.errors, route+" "+code)
+}
+
+// takeErrors returns the envelope errors counted since the last call.
+func (r *recorder) takeErrors() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.errors
+	r.errors = nil
+	return out
 }
 
 func (r *recorder) AdmissionRefused(bound string) {

@@ -228,7 +228,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.JWKSAddr, "jwks-addr", "", "listen address of the JWKS server (default a free loopback port)")
 	fs.StringVar(&o.CAFile, "ca-file", "", "where to write the JWKS server's CA for the relay's SSL_CERT_FILE (default in the work directory); with -relay-url, the relay must not have verified any certificate before relaybench writes it, since Go reads SSL_CERT_FILE once")
 	fs.StringVar(&o.KeyFile, "key-file", "", "token signing key (PEM), created when missing: reuse it across runs against one long-running relay, which looks up a new kid at most once per 30 s")
-	fs.StringVar(&o.Audience, "audience", "relaybench", "token audience (the relay's RELAY_AUDIENCE)")
+	fs.StringVar(&o.Audience, "audience", "https://relaybench.invalid", "token audience (the relay's RELAY_AUDIENCE): scheme://host[:port], as the relay requires")
 	fs.Var(&o.RelayEnv, "relay-env", "extra `NAME=VALUE` for the launched relay, over the scenario's own (repeatable)")
 }
 

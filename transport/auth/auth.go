@@ -36,17 +36,6 @@ const (
 	ReasonWrongPayload    = "Wrong JWT payload structure"
 )
 
-// Reasons lists every reason an Error can carry, in the order the checks
-// run (expired and not-yet-valid are one step).
-func Reasons() []string {
-	return []string{
-		ReasonMissingHeader, ReasonWrongType, ReasonWrongStructure,
-		ReasonMissingJWKSHost, ReasonWrongJWKSHost, ReasonWrongKey,
-		ReasonKIDNotFound, ReasonExpired, ReasonNotYetValid,
-		ReasonWrongAudience, ReasonWrongPayload,
-	}
-}
-
 // Error is an authentication failure; Error() is the contract's message
 // "Authorization failed: " + Reason. Reason is one of the Reason constants.
 // Unwrap returns the cause when there is one worth logging (a JWKS fetch
@@ -59,7 +48,7 @@ type Error struct {
 	Reason string
 	cause  error
 	// kind is the bounded name of the refusal for logs and metrics (one of
-	// FailureKinds); it splits ReasonWrongJWKSHost into a host outside the
+	// the kind constants of refusal.go); it splits ReasonWrongJWKSHost into a host outside the
 	// allow-list and a host whose keys could not be had.
 	kind string
 	// attrs are the details of the log line beyond the reason, the host and
@@ -180,7 +169,8 @@ type Observer interface {
 	// JWKSFetch: "ok", or "error" (unreachable, timeout, non-2xx,
 	// redirect, too large, not a JWKS).
 	JWKSFetch(outcome string)
-	// AuthFailure: one of FailureKinds.
+	// AuthFailure: the kind of refusal, one of the kind constants of
+	// refusal.go (missing_header ... wrong_payload; the tests list them).
 	AuthFailure(kind string)
 }
 

@@ -1,7 +1,9 @@
-// Package authtest mints configuration tokens and serves JWKS documents the
-// way Cisco Threat Response does (CONTRACT.md section 3), for tests, the relay's demo
-// and its token and jwks commands, so it returns errors and never imports
-// package testing.
+// Package authtest plays Cisco Threat Response for tests, the demo and
+// relaybench (CONTRACT.md section 3): throwaway keys, tokens well or badly
+// formed (attack tests), and a JWKS server on loopback TLS. Tokens are
+// minted as transport/auth/issue mints them for operators. It returns errors
+// and never imports package testing, so that commands can use it; the
+// relay's binary does not (TestImportRule).
 package authtest
 
 import (
@@ -13,18 +15,17 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pulsedive-relay/relay/transport/auth/issue"
 )
 
-// Key is an RSA signing key and the kid it is published under.
-type Key struct {
-	ID      string
-	Private *rsa.PrivateKey
-}
+// Key is an RSA signing key and the kid it is published under: an
+// issue.Key (JWK, JWKS, Mint) with what only tests need besides.
+type Key struct{ issue.Key }
 
 // NewKey generates a 2048-bit RSA key published under kid. Generating a key
 // takes tens of milliseconds: tests should make one and share it.
@@ -33,7 +34,11 @@ func NewKey(kid string) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
-	return &Key{ID: kid, Private: priv}, nil
+	return newKey(kid, priv), nil
+}
+
+func newKey(kid string, priv *rsa.PrivateKey) *Key {
+	return &Key{issue.Key{ID: kid, Private: priv}}
 }
 
 // ParseKeyPEM reads an RSA private key from the first PEM block of pemBytes,
@@ -45,7 +50,7 @@ func ParseKeyPEM(pemBytes []byte, kid string) (*Key, error) {
 		return nil, errors.New("parse key: no PEM block")
 	}
 	if priv, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
-		return &Key{ID: kid, Private: priv}, nil
+		return newKey(kid, priv), nil
 	}
 	parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 	if err != nil {
@@ -55,7 +60,7 @@ func ParseKeyPEM(pemBytes []byte, kid string) (*Key, error) {
 	if !ok {
 		return nil, fmt.Errorf("parse key: %T is not an RSA key", parsed)
 	}
-	return &Key{ID: kid, Private: priv}, nil
+	return newKey(kid, priv), nil
 }
 
 // PrivateKeyPEM encodes the private key as a PKCS#8 PEM block, the form
@@ -78,26 +83,13 @@ func (k *Key) PublicKeyPEM() ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
 
-// JWK is the public key as a JSON Web Key: kty RSA, kid, use sig, alg
-// RS256, and n and e in unpadded base64url.
-func (k *Key) JWK() map[string]any {
-	pub := k.Private.PublicKey
-	return map[string]any{
-		"kty": "RSA",
-		"kid": k.ID,
-		"use": "sig",
-		"alg": "RS256",
-		"n":   base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
-		"e":   base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
-	}
-}
-
-// JWKS is a JWKS document holding only this key.
-func (k *Key) JWKS() ([]byte, error) { return JWKS(k) }
-
 // JWKS is a JWKS document, {"keys":[...]}, holding the given keys in order.
 func JWKS(keys ...*Key) ([]byte, error) {
-	return JWKSOf(jwksEntries(keys)...)
+	ks := make([]*issue.Key, 0, len(keys))
+	for _, k := range keys {
+		ks = append(ks, &k.Key)
+	}
+	return issue.JWKS(ks...)
 }
 
 // JWKSOf is a JWKS document holding the given raw entries in order, for
@@ -111,19 +103,6 @@ func JWKSOf(entries ...map[string]any) ([]byte, error) {
 		return nil, fmt.Errorf("encode JWKS: %w", err)
 	}
 	return b, nil
-}
-
-func jwksEntries(keys []*Key) []map[string]any {
-	entries := make([]map[string]any, 0, len(keys))
-	for _, k := range keys {
-		entries = append(entries, k.JWK())
-	}
-	return entries
-}
-
-// Mint signs claims with RS256 under the key's kid.
-func (k *Key) Mint(claims map[string]any) (string, error) {
-	return k.MintHeader(nil, claims)
 }
 
 // MintHeader is Mint with extra header fields (jku, x5u, typ, or a kid that
@@ -179,18 +158,10 @@ func sign(header, claims map[string]any, m jwt.SigningMethod, key any) (string, 
 	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }
 
-// Claims is the payload Threat Response puts in a configuration token:
-// jwks_host, aud, the Pulsedive key, iat and exp (exp omitted when ttl is
-// 0). Callers add or delete fields (CTR_ENTITIES_LIMIT, nbf) on the map.
+// Claims is the payload Threat Response puts in a configuration token
+// (issue.Claims): jwks_host, aud, the Pulsedive key, iat and exp (exp
+// omitted when ttl is 0). Callers add or delete fields (CTR_ENTITIES_LIMIT,
+// nbf) on the map.
 func Claims(jwksHost, aud, apiKey string, now time.Time, ttl time.Duration) map[string]any {
-	c := map[string]any{
-		"jwks_host": jwksHost,
-		"aud":       aud,
-		"key":       apiKey,
-		"iat":       now.Unix(),
-	}
-	if ttl > 0 {
-		c["exp"] = now.Add(ttl).Unix()
-	}
-	return c
+	return issue.Claims(jwksHost, aud, apiKey, now, ttl)
 }
