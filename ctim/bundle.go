@@ -1,6 +1,9 @@
 package ctim
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"slices"
+)
 
 // Bundle gathers the entities of one observe or deliberate answer in the
 // order they are added (the request's order), keeping each indicator id
@@ -25,18 +28,55 @@ func (b *Bundle) Add(e Entities) {
 		b.Verdicts = append(b.Verdicts, *e.Verdict)
 	}
 	b.Judgements = append(b.Judgements, e.Judgement)
-	for _, ind := range e.Indicators {
+	b.addIndicators(e.Indicators)
+	b.Sightings = appendOrTake(b.Sightings, e.Sightings)
+	b.Relationships = appendOrTake(b.Relationships, e.Relationships)
+}
+
+// scanIndicators is how many indicators a bundle checks for duplicates by
+// comparing each with the others rather than through a set: one
+// observable's handful of indicators then costs no map.
+const scanIndicators = 16
+
+// addIndicators appends the indicators whose ids the bundle lacks.
+func (b *Bundle) addIndicators(more []Indicator) {
+	if b.indicatorIDs == nil && len(b.Indicators)+len(more) <= scanIndicators {
+		if len(b.Indicators) == 0 && !hasDuplicateID(more) {
+			b.Indicators = more
+			return
+		}
+		for _, ind := range more {
+			if !slices.ContainsFunc(b.Indicators, func(have Indicator) bool { return have.ID == ind.ID }) {
+				b.Indicators = append(b.Indicators, ind)
+			}
+		}
+		return
+	}
+	if b.indicatorIDs == nil {
+		b.indicatorIDs = make(map[string]struct{}, len(b.Indicators)+len(more))
+		for _, ind := range b.Indicators {
+			b.indicatorIDs[ind.ID] = struct{}{}
+		}
+	}
+	for _, ind := range more {
 		if _, dup := b.indicatorIDs[ind.ID]; dup {
 			continue
-		}
-		if b.indicatorIDs == nil {
-			b.indicatorIDs = make(map[string]struct{})
 		}
 		b.indicatorIDs[ind.ID] = struct{}{}
 		b.Indicators = append(b.Indicators, ind)
 	}
-	b.Sightings = appendOrTake(b.Sightings, e.Sightings)
-	b.Relationships = appendOrTake(b.Relationships, e.Relationships)
+}
+
+// hasDuplicateID reports whether two of a few indicators share an id.
+func hasDuplicateID(inds []Indicator) bool {
+	for i := range inds {
+		for j := range i {
+			if inds[j].ID == inds[i].ID {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // appendOrTake appends more to list, or takes more itself when list is

@@ -144,6 +144,11 @@ func Supported(typ string) bool {
 	return ok
 }
 
+// Types lists the supported observable types, lower case.
+func Types() []string { return types[:] }
+
+var types = [...]string{"ip", "ipv6", "domain", "url"}
+
 // typeLabels name each supported type in titles and descriptions.
 var typeLabels = map[string]string{
 	"ip":     "IP",

@@ -92,3 +92,18 @@ func BenchmarkAppendJSON(b *testing.B) {
 		b.SetBytes(int64(len(buf)))
 	}
 }
+
+// TestPlain8: every byte value at every position of eight, among plain
+// ones, is told apart exactly as a byte-wise check tells it.
+func TestPlain8(t *testing.T) {
+	plain := func(c byte) bool { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' }
+	for pos := range 8 {
+		for c := range 256 {
+			s := []byte("abcdefgh")
+			s[pos] = byte(c)
+			if got, want := plain8(string(s)), plain(byte(c)); got != want {
+				t.Errorf("plain8(%q) = %v, want %v", s, got, want)
+			}
+		}
+	}
+}

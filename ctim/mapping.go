@@ -97,14 +97,6 @@ type Mapper struct {
 	NewID func() string
 }
 
-// id returns a transient id: prefix and a fresh UUID.
-func (m Mapper) id(prefix string) string {
-	if m.NewID == nil {
-		return prefixedRandomUUID(prefix)
-	}
-	return prefix + m.NewID()
-}
-
 // Timing constants of CONTRACT.md section 4.
 const (
 	// validity is how long a verdict holds when Pulsedive gives no
@@ -265,7 +257,18 @@ func verdict(obs Observable, a assessment) Verdict {
 // (a limit below 1 means no cap). No pairing link gives nil. A link it reads
 // without a readable stamp_linked or indicator fails with ErrBroken.
 func (m Mapper) Relations(obs Observable, links DNSLinks, limit int) ([]Relation, error) {
-	var relations []Relation
+	relations, _, err := m.relations(obs, links, limit)
+	return relations, err
+}
+
+// relations is Relations, and the first instant one of the relations kept
+// leaves the 90-day window (zero when none is kept): until then, the same
+// links give the same relations.
+func (m Mapper) relations(obs Observable, links DNSLinks, limit int) ([]Relation, time.Time, error) {
+	var (
+		relations []Relation
+		until     time.Time
+	)
 	cutoff := m.Now().Add(-activeDNSWindow)
 	for i := range links.Len() {
 		l := links.At(i)
@@ -274,13 +277,16 @@ func (m Mapper) Relations(obs Observable, links DNSLinks, limit int) ([]Relation
 		}
 		linked, err := parseStamp(l.StampLinked)
 		if err != nil {
-			return nil, fmt.Errorf("active DNS stamp_linked: %w", err)
+			return nil, time.Time{}, fmt.Errorf("active DNS stamp_linked: %w", err)
 		}
 		if l.Indicator == "" {
-			return nil, fmt.Errorf("%w: active DNS link without indicator", ErrBroken)
+			return nil, time.Time{}, fmt.Errorf("%w: active DNS link without indicator", ErrBroken)
 		}
 		if !linked.After(cutoff) {
 			continue
+		}
+		if leaves := linked.Add(activeDNSWindow); until.IsZero() || leaves.Before(until) {
+			until = leaves
 		}
 		other := Observable{Type: l.Type, Value: l.Indicator}
 		rel := Relation{Origin: "Pulsedive Enrichment Module", Relation: "Resolved_To", Source: obs, Related: other}
@@ -292,7 +298,7 @@ func (m Mapper) Relations(obs Observable, links DNSLinks, limit int) ([]Relation
 			break
 		}
 	}
-	return relations, nil
+	return relations, until, nil
 }
 
 func pairs(observable, linked string) bool {
@@ -313,17 +319,26 @@ func pairs(observable, linked string) bool {
 // sightings kept. A limit below 1 means no cap. It fails with ErrBroken
 // when the report cannot be mapped.
 func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit int) (Entities, error) {
-	a, err := assess(r)
+	o, err := m.observation(obs, r, relations, limit)
 	if err != nil {
 		return Entities{}, err
 	}
+	return m.entities(o, false), nil
+}
+
+// observation maps what Observe maps, but for the transient ids.
+func (m Mapper) observation(obs Observable, r *Report, relations []Relation, limit int) (*Observation, error) {
+	a, err := assess(r)
+	if err != nil {
+		return nil, err
+	}
 	threats, err := sortedByLink(r.Threats, func(t Threat) string { return t.StampLinked })
 	if err != nil {
-		return Entities{}, fmt.Errorf("threat stamp_linked: %w", err)
+		return nil, fmt.Errorf("threat stamp_linked: %w", err)
 	}
 	feeds, err := sortedByLink(r.Feeds, func(f Feed) string { return f.StampLinked })
 	if err != nil {
-		return Entities{}, fmt.Errorf("feed stamp_linked: %w", err)
+		return nil, fmt.Errorf("feed stamp_linked: %w", err)
 	}
 
 	if limit > 0 && len(relations) > limit {
@@ -336,9 +351,8 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 	if limit < 1 {
 		limit = total
 	}
-	e := Entities{
-		Judgement: Judgement{
-			ID:              m.id("transient:judgement-"),
+	o := &Observation{
+		judgement: Judgement{
 			Type:            "judgement",
 			Observable:      obs,
 			Disposition:     a.row.disposition,
@@ -354,29 +368,26 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 			TLP:             "white",
 			SchemaVersion:   SchemaVersion,
 		},
-		Indicators:    make([]Indicator, 0, min(limit, total)),
-		Sightings:     make([]Sighting, 0, min(limit, total)),
-		Relationships: make([]Relationship, 0, min(limit, total)),
+		indicators:    make([]Indicator, 0, min(limit, total)),
+		sightings:     make([]Sighting, 0, min(limit, total)),
+		relationships: make([]Relationship, 0, min(limit, total)),
 	}
 	if m.current(a.end) {
 		v := verdict(obs, a)
-		v.JudgementID = e.Judgement.ID
-		e.Verdict = &v
+		o.verdict = &v
+		o.until = a.end
 	}
 	// Each risk factor, threat and feed gives an indicator and a sighting
 	// of it, in the same order, so both lists stop at the same place. Past
 	// it, entries are still checked (a broken one breaks the document) but
 	// no longer mapped.
-	full := func() bool { return len(e.Sightings) >= limit }
+	full := func() bool { return len(o.sightings) >= limit }
 	add := func(ind Indicator, s Sighting, relType string) {
-		s.ID = m.id("transient:sighting-")
-		e.Indicators = append(e.Indicators, ind)
-		e.Sightings = append(e.Sightings, s)
-		e.Relationships = append(e.Relationships, Relationship{
-			ID:               m.id("transient:relationship-"),
+		o.indicators = append(o.indicators, ind)
+		o.sightings = append(o.sightings, s)
+		o.relationships = append(o.relationships, Relationship{
 			Type:             "relationship",
 			RelationshipType: relType,
-			SourceRef:        s.ID,
 			TargetRef:        ind.ID,
 			TLP:              "white",
 			SchemaVersion:    SchemaVersion,
@@ -385,7 +396,7 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 
 	for _, rf := range r.RiskFactors {
 		if rf.Description == "" {
-			return Entities{}, fmt.Errorf("%w: risk factor without description", ErrBroken)
+			return nil, fmt.Errorf("%w: risk factor without description", ErrBroken)
 		}
 		if full() {
 			continue
@@ -396,17 +407,17 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 	}
 
 	names := kindNames{riskFactors: r.RiskFactors, threats: threats}
-	lists := newOneLists(min(limit-len(e.Sightings), len(threats)+len(feeds)))
+	lists := newOneLists(min(limit-len(o.sightings), len(threats)+len(feeds)))
 	for _, t := range threats {
 		if t.Name == "" || t.TID == "" {
-			return Entities{}, fmt.Errorf("%w: threat without name or tid", ErrBroken)
+			return nil, fmt.Errorf("%w: threat without name or tid", ErrBroken)
 		}
 		if full() {
 			continue
 		}
 		uri, err := page("/threat/?tid=", t.TID)
 		if err != nil {
-			return Entities{}, fmt.Errorf("threat: %w", err)
+			return nil, fmt.Errorf("threat: %w", err)
 		}
 		title := "Threat: " + t.Name
 		linked := mustCTIM(t.StampLinked)
@@ -424,14 +435,14 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 	}
 	for _, f := range feeds {
 		if f.Name == "" || f.FID == "" {
-			return Entities{}, fmt.Errorf("%w: feed without name or fid", ErrBroken)
+			return nil, fmt.Errorf("%w: feed without name or fid", ErrBroken)
 		}
 		if full() {
 			continue
 		}
 		uri, err := page("/feed/?fid=", f.FID)
 		if err != nil {
-			return Entities{}, fmt.Errorf("feed: %w", err)
+			return nil, fmt.Errorf("feed: %w", err)
 		}
 		title := feedTitle(f.Name)
 		linked := mustCTIM(f.StampLinked)
@@ -452,11 +463,10 @@ func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit i
 	}
 	if len(relations) > 0 && !full() {
 		s := a.sighting(obs, "Active DNS", a.seen, "", a.pageURI)
-		s.ID = m.id("transient:sighting-")
 		s.Relations = relations
-		e.Sightings = append(e.Sightings, s)
+		o.sightings = append(o.sightings, s)
 	}
-	return e, nil
+	return o, nil
 }
 
 // feedTitle is "Feed: " and the feed's name with every "Feed" removed

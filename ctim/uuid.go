@@ -49,17 +49,17 @@ func prefixedRandomUUID(prefix string) string {
 
 func format(prefix string, u [16]byte) string {
 	var buf [64]byte
-	b := append(buf[:0], prefix...)
+	return string(appendUUID(append(buf[:0], prefix...), u))
+}
+
+// appendUUID appends u in its 36-character text form.
+func appendUUID(b []byte, u [16]byte) []byte {
 	n := len(b)
-	b = append(b, make([]byte, 36)...)
+	b = append(b, "00000000-0000-0000-0000-000000000000"...)
 	hex.Encode(b[n:n+8], u[0:4])
-	b[n+8] = '-'
 	hex.Encode(b[n+9:n+13], u[4:6])
-	b[n+13] = '-'
 	hex.Encode(b[n+14:n+18], u[6:8])
-	b[n+18] = '-'
 	hex.Encode(b[n+19:n+23], u[8:10])
-	b[n+23] = '-'
 	hex.Encode(b[n+24:n+36], u[10:16])
-	return string(b)
+	return b
 }

@@ -17,10 +17,13 @@ package metrics
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,6 +87,16 @@ type Metrics struct {
 	// inUse holds admissionInUse's series by bound, resolved once: they
 	// change twice per request on the hot path.
 	inUse map[string]prometheus.Gauge
+	// The series every request touches, resolved once at New (a lookup
+	// of a vector's label values hashes them under a lock each time):
+	// by route, by kind and result or outcome, by observable type. Values
+	// outside these maps go to their family as before, counted as "other".
+	http               map[string]*httpSeries
+	cacheSeries        map[[2]string]prometheus.Counter
+	pulsediveSeries    map[[2]string]prometheus.Counter
+	pulsediveDurations map[string]prometheus.Observer
+	observableSeries   map[string]prometheus.Counter
+	sharedSeries       map[string]prometheus.Counter
 
 	// Scale-out over Redis (the cluster package): one group, kept together.
 	redisDuration   *prometheus.HistogramVec
@@ -260,6 +273,7 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	}
 	m.initClusterSeries()
 	m.initEnvelopeSeries()
+	m.resolveSeries()
 	m.inUse = make(map[string]prometheus.Gauge, len(bounds()))
 	for _, bound := range bounds() {
 		m.inUse[bound] = m.admissionInUse.WithLabelValues(bound)
@@ -269,8 +283,75 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	return m, nil
 }
 
+// resolveSeries makes the maps of series resolved once (see Metrics), of
+// series New has already created: no series appears that did not.
+func (m *Metrics) resolveSeries() {
+	m.http = make(map[string]*httpSeries, len(routes()))
+	for _, route := range routes() {
+		m.http[route] = &httpSeries{route: route, requests: m.httpRequests, duration: m.httpDuration.WithLabelValues(route)}
+	}
+	m.cacheSeries = map[[2]string]prometheus.Counter{}
+	m.sharedSeries = map[string]prometheus.Counter{}
+	for _, kind := range cachedKinds() {
+		m.sharedSeries[kind] = m.sharedCalls.WithLabelValues(kind)
+		for _, result := range cacheResults() {
+			m.cacheSeries[[2]string{kind, result}] = m.cacheRequests.WithLabelValues(kind, result)
+		}
+	}
+	m.pulsediveSeries = map[[2]string]prometheus.Counter{}
+	m.pulsediveDurations = map[string]prometheus.Observer{}
+	for _, kind := range kinds() {
+		m.pulsediveDurations[kind] = m.pulsediveDuration.WithLabelValues(kind)
+		for _, outcome := range outcomes() {
+			m.pulsediveSeries[[2]string{kind, outcome}] = m.pulsediveRequests.WithLabelValues(kind, outcome)
+		}
+	}
+	m.observableSeries = map[string]prometheus.Counter{}
+	for _, typ := range observableTypes() {
+		m.observableSeries[typ] = m.observables.WithLabelValues(typ)
+	}
+}
+
+// httpSeries is one route's series: its latency, and its request counters
+// by status code, resolved as each code first comes (http_requests_total
+// has no series before a request, and a route answers a few codes).
+type httpSeries struct {
+	route    string
+	duration prometheus.Observer
+	requests *prometheus.CounterVec
+	codes    atomic.Pointer[map[int]prometheus.Counter] // copied on write
+	mu       sync.Mutex                                 // serialises the writes
+}
+
+func (s *httpSeries) counter(status int) prometheus.Counter {
+	if status < 100 || status > 599 {
+		return s.requests.WithLabelValues(s.route, other)
+	}
+	if codes := s.codes.Load(); codes != nil {
+		if c, ok := (*codes)[status]; ok {
+			return c
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.codes.Load()
+	if old != nil {
+		if c, ok := (*old)[status]; ok {
+			return c
+		}
+	}
+	codes := make(map[int]prometheus.Counter, 1)
+	if old != nil {
+		maps.Copy(codes, *old)
+	}
+	c := s.requests.WithLabelValues(s.route, strconv.Itoa(status))
+	codes[status] = c
+	s.codes.Store(&codes)
+	return c
+}
+
 // HTTPRequest counts one answered HTTP request and observes its latency.
-// route is the mux route template ("/observe/observables") or
+// route is the route template ("/observe/observables") or
 // RouteUnmatched, never the raw request path; a route outside the relay's
 // endpoints (CONTRACT.md section 1) is counted as "other". A status outside
 // 100..599 is counted as code "other". Negative durations count as zero.
@@ -278,9 +359,14 @@ func (m *Metrics) HTTPRequest(route string, status int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	route = routeLabel(route)
-	m.httpRequests.WithLabelValues(route, codeLabel(status)).Inc()
-	m.httpDuration.WithLabelValues(route).Observe(seconds(d))
+	s, ok := m.http[route]
+	if !ok {
+		m.httpRequests.WithLabelValues(other, codeLabel(status)).Inc()
+		m.httpDuration.WithLabelValues(other).Observe(seconds(d))
+		return
+	}
+	s.counter(status).Inc()
+	s.duration.Observe(seconds(d))
 }
 
 // PulsediveCall counts one Pulsedive API call and observes its latency.
@@ -293,9 +379,19 @@ func (m *Metrics) PulsediveCall(kind, outcome string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	kind = kindLabel(kind)
-	m.pulsediveRequests.WithLabelValues(kind, outcomeLabel(outcome)).Inc()
-	m.pulsediveDuration.WithLabelValues(kind).Observe(seconds(d))
+	m.pulsediveCounter(kind, outcome).Inc()
+	if o, ok := m.pulsediveDurations[kind]; ok {
+		o.Observe(seconds(d))
+		return
+	}
+	m.pulsediveDuration.WithLabelValues(kindLabel(kind)).Observe(seconds(d))
+}
+
+func (m *Metrics) pulsediveCounter(kind, outcome string) prometheus.Counter {
+	if c, ok := m.pulsediveSeries[[2]string{kind, outcome}]; ok {
+		return c
+	}
+	return m.pulsediveRequests.WithLabelValues(kindLabel(kind), outcomeLabel(outcome))
 }
 
 // PulsediveRefused counts one Pulsedive call the relay did not make:
@@ -307,7 +403,7 @@ func (m *Metrics) PulsediveRefused(kind, outcome string) {
 	if m == nil {
 		return
 	}
-	m.pulsediveRequests.WithLabelValues(kindLabel(kind), outcomeLabel(outcome)).Inc()
+	m.pulsediveCounter(kind, outcome).Inc()
 }
 
 // PulsediveInFlight adds delta (+1 when a call starts, -1 when it ends) to
@@ -336,6 +432,10 @@ func (m *Metrics) CacheLookup(kind, result string) {
 	if m == nil {
 		return
 	}
+	if c, ok := m.cacheSeries[[2]string{kind, result}]; ok {
+		c.Inc()
+		return
+	}
 	m.cacheRequests.WithLabelValues(kindLabel(kind), cacheResultLabel(result)).Inc()
 }
 
@@ -344,6 +444,10 @@ func (m *Metrics) CacheLookup(kind, result string) {
 // other spellings, are counted as "other". Never pass the value.
 func (m *Metrics) Observable(typ string) {
 	if m == nil {
+		return
+	}
+	if c, ok := m.observableSeries[typ]; ok {
+		c.Inc()
 		return
 	}
 	m.observables.WithLabelValues(observableTypeLabel(typ)).Inc()
@@ -363,6 +467,10 @@ func (m *Metrics) JWKSFetch(outcome string) {
 // counted as "other").
 func (m *Metrics) SharedCall(kind string) {
 	if m == nil {
+		return
+	}
+	if c, ok := m.sharedSeries[kind]; ok {
+		c.Inc()
 		return
 	}
 	m.sharedCalls.WithLabelValues(kindLabel(kind)).Inc()

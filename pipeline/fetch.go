@@ -20,26 +20,43 @@ type Document struct {
 	Links *pulsedive.Links     `json:"links,omitempty"`
 }
 
+// caller is whom documents are fetched for: the API key, and its
+// fingerprint, which names the key's cache entries and is computed once
+// per request.
+type caller struct {
+	key pulsedive.APIKey
+	fp  string
+}
+
+func newCaller(req Request) caller {
+	fp := req.KeyFingerprint
+	if fp == "" {
+		fp = req.Key.Fingerprint()
+	}
+	return caller{key: req.Key, fp: fp}
+}
+
 // indicator returns the info document of value, nil when Pulsedive has no
 // data.
-func (p *Pipeline) indicator(ctx context.Context, key pulsedive.APIKey, value string) (*pulsedive.Indicator, error) {
-	doc, err := p.document(ctx, key, pulsedive.KindInfo, value)
+func (p *Pipeline) indicator(ctx context.Context, c caller, value string) (*pulsedive.Indicator, error) {
+	doc, err := p.document(ctx, c, pulsedive.KindInfo, value, time.Time{})
 	return doc.Info, err
 }
 
 // links returns the links document of value, nil when Pulsedive has no
-// data.
-func (p *Pipeline) links(ctx context.Context, key pulsedive.APIKey, value string) (*pulsedive.Links, error) {
-	doc, err := p.document(ctx, key, pulsedive.KindLinks, value)
+// data. A call to Pulsedive waits for the key's budget until budget at
+// most (pulsedive.WithBudgetDeadline); a cached document needs none.
+func (p *Pipeline) links(ctx context.Context, c caller, value string, budget time.Time) (*pulsedive.Links, error) {
+	doc, err := p.document(ctx, c, pulsedive.KindLinks, value, budget)
 	return doc.Links, err
 }
 
 // document goes through the steps of CONTRACT.md section 6 in order: a fresh
 // cache entry; else a call shared with every concurrent request for the
-// same key and document; on failure, an expired entry still kept
-// (stale-if-error).
-func (p *Pipeline) document(ctx context.Context, key pulsedive.APIKey, kind, value string) (Document, error) {
-	ck := cacheKey(key, kind, value)
+// same key and document, waiting for budget until budget when it is set;
+// on failure, an expired entry still kept (stale-if-error).
+func (p *Pipeline) document(ctx context.Context, c caller, kind, value string, budget time.Time) (Document, error) {
+	ck := fingerprintKey(c.fp, kind, value)
 	var stale *Document
 	if p.cfg.Store != nil {
 		if doc, fresh, ok := p.cfg.Store.Get(ck); ok {
@@ -50,7 +67,10 @@ func (p *Pipeline) document(ctx context.Context, key pulsedive.APIKey, kind, val
 			stale = &doc
 		}
 	}
-	doc, err := p.shared(ctx, ck, key, kind, value)
+	if !budget.IsZero() {
+		ctx = pulsedive.WithBudgetDeadline(ctx, budget)
+	}
+	doc, err := p.shared(ctx, ck, c.key, kind, value)
 	if err != nil && stale != nil && staleable(err) {
 		p.obs.CacheLookup(kind, "stale")
 		p.log.DebugContext(ctx, "serving stale document", "kind", kind, "error", err.Error())
@@ -231,7 +251,12 @@ func staleable(err error) bool {
 // cacheKey names a document for one API key. It holds the key's
 // fingerprint, never the key.
 func cacheKey(key pulsedive.APIKey, kind, value string) string {
-	return key.Fingerprint() + "\x00" + kind + "\x00" + value
+	return fingerprintKey(key.Fingerprint(), kind, value)
+}
+
+// fingerprintKey is cacheKey from the key's fingerprint (caller.fp).
+func fingerprintKey(fp, kind, value string) string {
+	return fp + "\x00" + kind + "\x00" + value
 }
 
 // report converts Pulsedive's document into the mapping's input.

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -81,6 +82,11 @@ type Config struct {
 	// RequestTimeout bounds a whole request (25s); when it passes, the
 	// answer holds what is done and an error for the rest.
 	RequestTimeout time.Duration
+	// MappingBytes bounds the observe answers mapped from cached documents
+	// that are kept to answer the same documents again without mapping
+	// them (4 MiB); a negative value keeps none. Nothing is kept without a
+	// Store.
+	MappingBytes int64
 	// CacheTTL keeps documents Pulsedive knows (1h), NegativeTTL its "no
 	// data" answers (10m), StaleTTL expired entries for stale-if-error (24h).
 	CacheTTL, NegativeTTL, StaleTTL time.Duration
@@ -108,6 +114,7 @@ type Config struct {
 type Pipeline struct {
 	cfg    Config
 	mapper ctim.Mapper
+	mapped *observations // nil when none are kept
 	flight singleflight.Group
 	obs    Observer
 	log    *slog.Logger
@@ -139,6 +146,12 @@ func New(cfg Config) (*Pipeline, error) {
 		obs:    cfg.Observer,
 		log:    cfg.Logger,
 	}
+	if cfg.Store != nil && cfg.MappingBytes >= 0 {
+		if cfg.MappingBytes == 0 {
+			cfg.MappingBytes = 4 << 20
+		}
+		p.mapped = newObservations(cfg.MappingBytes)
+	}
 	if p.obs == nil {
 		p.obs = nopObserver{}
 	}
@@ -157,9 +170,14 @@ func setDefault[T int | time.Duration](v *T, def T) {
 // Request is one batch of observables for one API key. Observables hold
 // supported types only, lower case; duplicates are looked up once.
 type Request struct {
-	Key           pulsedive.APIKey
-	EntitiesLimit int
-	Observables   []ctim.Observable
+	Key pulsedive.APIKey
+	// KeyFingerprint is Key.Fingerprint() when the caller has it already
+	// (the transport charges its bounds to it); empty, it is computed.
+	KeyFingerprint string
+	EntitiesLimit  int
+	Observables    []ctim.Observable
+
+	caller caller // Key and its fingerprint, set by run
 }
 
 // Result is an observe or deliberate answer: what was found, in request
@@ -200,8 +218,8 @@ func (p *Pipeline) fold(outs []outcome) Result {
 	res := Result{Bundle: &ctim.Bundle{}}
 	for _, o := range outs {
 		switch {
-		case o.entities != nil:
-			res.Bundle.Add(*o.entities)
+		case o.observation != nil:
+			res.Bundle.Add(p.mapper.Entities(o.observation))
 		case o.verdict != nil:
 			res.Bundle.AddVerdict(*o.verdict)
 		}
@@ -236,16 +254,29 @@ func (p *Pipeline) Health(ctx context.Context, key pulsedive.APIKey) error {
 
 // outcome is what one observable produced.
 type outcome struct {
-	entities *ctim.Entities
-	verdict  *ctim.Verdict
-	refs     []ctim.Reference
-	errs     []error
+	// observation is observe's answer, given fresh transient ids as it is
+	// folded.
+	observation *ctim.Observation
+	verdict     *ctim.Verdict
+	refs        []ctim.Reference
+	errs        []error
 	// linked says Pulsedive knows the observable and its Active DNS was
 	// asked for: it counts in the n of "skipped for k of n".
 	linked bool
 }
 
+// dedupe returns the observables without repeats, in order; obs itself
+// when it has none.
 func dedupe(obs []ctim.Observable) []ctim.Observable {
+	if len(obs) <= scanObservables {
+		dup := false
+		for i := 1; i < len(obs) && !dup; i++ {
+			dup = slices.Contains(obs[:i], obs[i])
+		}
+		if !dup {
+			return obs
+		}
+	}
 	seen := make(map[ctim.Observable]struct{}, len(obs))
 	out := make([]ctim.Observable, 0, len(obs))
 	for _, o := range obs {
@@ -258,47 +289,77 @@ func dedupe(obs []ctim.Observable) []ctim.Observable {
 	return out
 }
 
+// scanObservables is how many observables dedupe compares with each other
+// rather than through a set.
+const scanObservables = 8
+
 // observeOne is observe's first step: the indicator. When Pulsedive knows
 // the observable, the links follow as a second step.
 func (p *Pipeline) observeOne(ctx context.Context, s *schedule, req Request, o ctim.Observable) (outcome, func() outcome) {
-	info, err := p.indicator(ctx, req.Key, o.Value)
+	info, err := p.indicator(ctx, req.caller, o.Value)
 	if err != nil {
 		return failed(err), nil
 	}
 	if info == nil {
 		return outcome{}, nil
 	}
-	r := report(info)
-	// Check the fields every entity needs before spending budget on links.
-	if _, _, err := p.mapper.Verdict(o, r); err != nil {
-		return failed(err), nil
+	// Check the fields every entity needs before spending budget on links
+	// (a document mapped before has them).
+	if p.mapped == nil || !p.mapped.mapped(o, info, req.EntitiesLimit) {
+		if _, _, err := p.mapper.Verdict(o, report(info)); err != nil {
+			return failed(err), nil
+		}
 	}
-	return outcome{}, func() outcome { return p.observeLinks(ctx, s, req, o, r) }
+	return outcome{}, func() outcome { return p.observeLinks(ctx, s, req, o, info) }
 }
 
 // observeLinks is observe's second step: the links, within what the
 // budget leaves, then the whole mapping. Without links (refused, failed)
 // the observable keeps its verdict, judgements and indicators.
-func (p *Pipeline) observeLinks(ctx context.Context, s *schedule, req Request, o ctim.Observable, r *ctim.Report) outcome {
+func (p *Pipeline) observeLinks(ctx context.Context, s *schedule, req Request, o ctim.Observable, info *pulsedive.Indicator) outcome {
 	out := outcome{linked: true}
-	var relations []ctim.Relation
-	links, err := p.budgetedLinks(ctx, s, req.Key, o.Value)
-	if err == nil && links != nil {
-		relations, err = p.mapper.Relations(o, (*activeDNS)(links), req.EntitiesLimit)
-	}
+	links, err := p.budgetedLinks(ctx, s, req.caller, o.Value)
 	if err != nil {
 		out.errs = append(out.errs, noteRefusal(err, true))
+		links = nil
 	}
-	e, err := p.mapper.Observe(o, r, relations, req.EntitiesLimit)
+	ob, err := p.observation(o, info, links, req.EntitiesLimit)
 	if err != nil {
 		return failed(err)
 	}
-	out.entities = &e
+	if err := ob.LinksErr(); err != nil {
+		out.errs = append(out.errs, err)
+	}
+	out.observation = ob
 	return out
 }
 
+// observation maps o's documents under limit, or finds them mapped before:
+// a mapping is reused until its documents change (the cache's copy is
+// refreshed or evicted) or the mapping itself may change with the clock
+// (ctim.Observation.Until).
+func (p *Pipeline) observation(o ctim.Observable, info *pulsedive.Indicator, links *pulsedive.Links, limit int) (*ctim.Observation, error) {
+	if p.mapped != nil {
+		if ob := p.mapped.get(o, info, links, limit, p.cfg.Now()); ob != nil {
+			return ob, nil
+		}
+	}
+	var dns ctim.DNSLinks
+	if links != nil {
+		dns = (*activeDNS)(links)
+	}
+	ob, err := p.mapper.Observation(o, report(info), dns, limit)
+	if err != nil {
+		return nil, err
+	}
+	if p.mapped != nil {
+		p.mapped.put(o, info, links, limit, ob)
+	}
+	return ob, nil
+}
+
 func (p *Pipeline) deliberateOne(ctx context.Context, _ *schedule, req Request, o ctim.Observable) (outcome, func() outcome) {
-	info, err := p.indicator(ctx, req.Key, o.Value)
+	info, err := p.indicator(ctx, req.caller, o.Value)
 	if err != nil {
 		return failed(err), nil
 	}
@@ -317,7 +378,7 @@ func (p *Pipeline) deliberateOne(ctx context.Context, _ *schedule, req Request, 
 
 func (p *Pipeline) referOne(ctx context.Context, _ *schedule, req Request, o ctim.Observable) (outcome, func() outcome) {
 	out := outcome{refs: []ctim.Reference{ctim.SearchReference(o)}}
-	info, err := p.indicator(ctx, req.Key, o.Value)
+	info, err := p.indicator(ctx, req.caller, o.Value)
 	switch {
 	case err != nil:
 		out.errs = []error{noteRefusal(err, false)}

@@ -51,13 +51,24 @@ func (s *schedule) verdictsDone() (time.Time, bool) {
 func (p *Pipeline) run(ctx context.Context, req Request, t task) []outcome {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
 	defer cancel()
+	req.caller = newCaller(req)
 	obs := dedupe(req.Observables)
 	for _, o := range obs {
 		p.obs.Observable(o.Type)
 	}
-	if len(obs) == 0 {
+	switch len(obs) {
+	case 0:
 		return nil
+	case 1:
+		return []outcome{p.runOne(ctx, req, t, obs[0])}
 	}
+	return p.runQueue(ctx, req, t, obs)
+}
+
+// runQueue is run for several observables, on a queue of their steps. (A
+// function of its own: the workers' closures would move run's context and
+// request to the heap for every request, one observable's included.)
+func (p *Pipeline) runQueue(ctx context.Context, req Request, t task, obs []ctim.Observable) []outcome {
 	q := &queue{
 		obs:       obs,
 		outs:      make([]outcome, len(obs)),
@@ -72,6 +83,28 @@ func (p *Pipeline) run(ctx context.Context, req Request, t task) []outcome {
 	q.work(ctx, req, t)
 	wg.Wait()
 	return q.outs
+}
+
+// closedVerdicts is the verdicts channel of a request of one observable.
+var closedVerdicts = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// runOne is run for a single observable, on the caller's goroutine and
+// without a queue: its first step is the request's only one, so its second
+// step may follow at once.
+func (p *Pipeline) runOne(ctx context.Context, req Request, t task, o ctim.Observable) outcome {
+	// Only second steps look at verdicts, and they run once the first
+	// step has ended.
+	s := &schedule{verdicts: closedVerdicts}
+	out, then := t(ctx, s, req, o)
+	if then == nil {
+		return out
+	}
+	s.at = time.Now()
+	return then()
 }
 
 // queue is one request's work: first steps by index, second steps as their
@@ -177,13 +210,13 @@ func (q *queue) second(i int, step func() outcome) {
 // not waiting for anything: a links call may take the token it would have
 // got, which costs that verdict one refill interval; with indicator calls
 // a network round trip long, and links calls only after one, this is rare.
-func (p *Pipeline) budgetedLinks(ctx context.Context, s *schedule, key pulsedive.APIKey, value string) (*pulsedive.Links, error) {
+func (p *Pipeline) budgetedLinks(ctx context.Context, s *schedule, c caller, value string) (*pulsedive.Links, error) {
 	at, done := s.verdictsDone()
 	if !done {
 		var err error = &pulsedive.RateLimitError{}
 		if !s.drained.Load() {
 			var links *pulsedive.Links
-			links, err = p.links(pulsedive.WithBudgetDeadline(ctx, time.Now()), key, value)
+			links, err = p.links(ctx, c, value, time.Now())
 			if !errors.As(err, new(*pulsedive.RateLimitError)) {
 				return links, err
 			}
@@ -196,5 +229,5 @@ func (p *Pipeline) budgetedLinks(ctx context.Context, s *schedule, key pulsedive
 			return nil, err
 		}
 	}
-	return p.links(pulsedive.WithBudgetDeadline(ctx, at.Add(max(p.cfg.LinksMaxWait, 0))), key, value)
+	return p.links(ctx, c, value, at.Add(max(p.cfg.LinksMaxWait, 0)))
 }

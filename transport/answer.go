@@ -21,7 +21,7 @@ const answerChunk = 64 << 10
 // under ChunkWriteTimeout, so that a reader that stops reading is cut off
 // then rather than at the server's WriteTimeout.
 func (h *handler) answer(w http.ResponseWriter, r *http.Request, body dataBody) {
-	data, ok := body.Data.(ctim.Data)
+	data, ok := body.Data.(*ctim.Bundle)
 	if !ok {
 		writeJSON(w, http.StatusOK, body)
 		return
@@ -30,26 +30,9 @@ func (h *handler) answer(w http.ResponseWriter, r *http.Request, body dataBody) 
 	buf := (*bp)[:0]
 	defer func() { putBuffer(bp, buf) }()
 
-	rc := http.NewResponseController(w)
-	streaming := false
-	flush := func(chunk []byte) error {
-		if !streaming {
-			streaming = true
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusOK)
-		}
-		deadline := time.Now().Add(h.cfg.ChunkWriteTimeout)
-		if h.cfg.WriteTimeout > 0 {
-			if whole := info(r).start.Add(h.cfg.WriteTimeout); whole.Before(deadline) {
-				deadline = whole
-			}
-		}
-		_ = rc.SetWriteDeadline(deadline)
-		_, err := w.Write(chunk)
-		return err
-	}
+	sw := streamWriter{h: h, w: w, r: r}
 	buf = append(buf, `{"data":`...)
-	buf, err := data.StreamJSON(buf, answerChunk, flush)
+	buf, err := data.StreamJSON(buf, answerChunk, sw.flush)
 	if err != nil {
 		info(r).cutOff = true // the client is gone or stalled: nothing more can reach it
 		return
@@ -60,14 +43,48 @@ func (h *handler) answer(w http.ResponseWriter, r *http.Request, body dataBody) 
 		buf = buf[:len(buf)-1]                // its newline
 	}
 	buf = append(buf, "}\n"...)
-	if streaming {
-		if flush(buf) != nil {
+	if sw.streaming {
+		if sw.flush(buf) != nil {
 			info(r).cutOff = true
 		}
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
+	hdr := w.Header()
+	hdr["Content-Type"] = jsonContentType
+	hdr["Content-Length"] = []string{strconv.Itoa(len(buf))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf)
 }
+
+// streamWriter writes an answer that does not fit one chunk: the header
+// with the first chunk, then each chunk under its write deadline.
+type streamWriter struct {
+	h         *handler
+	w         http.ResponseWriter
+	r         *http.Request
+	rc        *http.ResponseController
+	streaming bool
+}
+
+func (sw *streamWriter) flush(chunk []byte) error {
+	if !sw.streaming {
+		sw.streaming = true
+		sw.rc = http.NewResponseController(sw.w)
+		sw.w.Header()["Content-Type"] = jsonContentType
+		sw.w.WriteHeader(http.StatusOK)
+	}
+	deadline := time.Now().Add(sw.h.cfg.ChunkWriteTimeout)
+	if sw.h.cfg.WriteTimeout > 0 {
+		if whole := info(sw.r).start.Add(sw.h.cfg.WriteTimeout); whole.Before(deadline) {
+			deadline = whole
+		}
+	}
+	_ = sw.rc.SetWriteDeadline(deadline)
+	_, err := sw.w.Write(chunk)
+	return err
+}
+
+// jsonContentType is the Content-Type of every answer, one slice for all:
+// net/http only reads header values, and Header.Add appends to a copy (the
+// slice is full).
+var jsonContentType = []string{"application/json"}

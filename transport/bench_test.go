@@ -2,10 +2,15 @@ package transport_test
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pulsedive-relay/relay/metrics"
 	"github.com/pulsedive-relay/relay/transport"
 )
 
@@ -18,6 +23,17 @@ func BenchmarkObserveCached(b *testing.B) { benchObserveCached(b, options{cache:
 // admission bounds: the cost of charging and releasing them.
 func BenchmarkObserveCachedAdmitted(b *testing.B) {
 	benchObserveCached(b, options{cache: true, admission: transport.Admission{Requests: 352, BodyBytes: 22 << 20, Observables: 2112}})
+}
+
+// BenchmarkObserveCachedWired is the same with the relay's metrics and its
+// JSON access line (written to io.Discard: the cost of a line, not of
+// the write).
+func BenchmarkObserveCachedWired(b *testing.B) {
+	m, err := metrics.New(prometheus.NewRegistry(), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchObserveCached(b, options{cache: true, pipeObs: m, obs: m, logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 }
 
 func benchObserveCached(b *testing.B, o options) {

@@ -377,3 +377,24 @@ func parseByUnmarshal(body []byte, maxObservables int) ([]ctim.Observable, error
 	}
 	return out, nil
 }
+
+// BenchmarkParseObservables walks a body of one observable (the cached
+// path's) and one of a thousand.
+func BenchmarkParseObservables(b *testing.B) {
+	for _, n := range []int{1, 1000} {
+		items := make([]string, n)
+		for i := range items {
+			items[i] = fmt.Sprintf(`{"type":"ip","value":"185.141.%d.%d"}`, i/256, i%256)
+		}
+		body := []byte("[" + strings.Join(items, ",") + "]")
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if obs, err := parseObservables(body, 1000); err != nil || len(obs) != n {
+					b.Fatalf("%d observables, %v", len(obs), err)
+				}
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -170,7 +171,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		buf, _ = appendJSON(buf[:0], errorBody{Errors: []apiError{{Type: "fatal", Code: "unknown", Message: msgUnexpected}}})
 		status = http.StatusOK
 	}
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(buf))}
 	w.WriteHeader(status)
 	_, _ = w.Write(buf)
 }

@@ -162,7 +162,7 @@ func (h *handler) enrich(empty any, run func(context.Context, pipeline.Request) 
 			return
 		}
 		defer h.pools.observables.release(t, n)
-		data, errs := run(r.Context(), pipeline.Request{Key: claims.Key, EntitiesLimit: claims.EntitiesLimit, Observables: obs})
+		data, errs := run(r.Context(), pipeline.Request{Key: claims.Key, KeyFingerprint: string(t), EntitiesLimit: claims.EntitiesLimit, Observables: obs})
 		body := dataBody{Data: data}
 		if len(errs) > 0 {
 			body.Errors = h.envelope(r, errs)
@@ -211,12 +211,13 @@ func (h *handler) refer() http.Handler {
 }
 
 // bundleData is the data of an observe or deliberate answer: the bundle,
-// or nothing when it is empty and errors stand alone.
+// which answer encodes as its ctim.Data, or nothing when it is empty and
+// errors stand alone.
 func bundleData(b *ctim.Bundle, withErrors bool) any {
 	if b == nil || (b.Empty() && withErrors) {
 		return nil
 	}
-	return b.Data()
+	return b
 }
 
 func (h *handler) health() http.Handler {

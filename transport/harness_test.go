@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -44,6 +45,8 @@ type options struct {
 	maxInFlight int               // pulsedive.Config.MaxInFlight
 	maxDoc      int64             // pulsedive.Config.MaxBodyBytes
 	pipeObs     pipeline.Observer // the pipeline's measurements (cache lookups)
+	obs         transport.Observer
+	logger      *slog.Logger // the handler's (access lines); none when nil
 }
 
 // harness is the whole relay over HTTP: the fake Pulsedive, a JWKS server
@@ -149,6 +152,8 @@ func newHarness(t testing.TB, o options) *harness {
 		MaxObservables: o.maxObs,
 		Admission:      o.admission,
 		Metrics:        http.NotFoundHandler(),
+		Observer:       o.obs,
+		Logger:         o.logger,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -12,5 +12,6 @@ import (
 
 func main() {
 	relay.SetMemoryLimit(os.Getenv)
+	relay.SetGCPercent(os.Getenv)
 	relay.Main(relay.Run)
 }

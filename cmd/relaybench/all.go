@@ -10,7 +10,7 @@ import (
 // memory in sequence with their defaults, each on a relay of its own.
 func registerAll(fs *flag.FlagSet) func(context.Context, *bench) ([]*report, error) {
 	tc, mc := defaultThroughput(), defaultMemory()
-	fs.DurationVar(&tc.Duration, "throughput-duration", tc.Duration, "duration of the throughput scenario (twice: relay, then bare server)")
+	fs.DurationVar(&tc.Duration, "throughput-duration", tc.Duration, "duration of each turn of the throughput scenario (a turn on the relay and one on the bare server per round)")
 	fs.DurationVar(&mc.Duration, "memory-duration", mc.Duration, "duration of the memory scenario")
 	return func(ctx context.Context, b *bench) ([]*report, error) {
 		steps := []func() (*report, error){

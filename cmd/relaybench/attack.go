@@ -292,7 +292,7 @@ func (a *attack) survival(ctx context.Context) {
 		select {
 		case <-a.st.relay.done:
 			alive = 0
-			a.r.note("the relay exited during the attack (%v); its last lines:\n%s", a.st.relay.waitErr, a.st.relay.logs.tail())
+			a.r.note("the relay exited during the attack (%v); its last lines:\n%s", a.st.relay.waitErr, a.st.relay.logs().tail())
 		default:
 		}
 	}

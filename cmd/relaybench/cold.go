@@ -113,7 +113,7 @@ func runCold(ctx context.Context, b *bench, c coldConfig) (*report, error) {
 	r.addDuration("cold_wall_ms", "cold: wall time", coldAns.Latency).inSummary = true
 	r.addDuration("cold_ideal_ms", fmt.Sprintf("cold: ideal ⌈%d/%d⌉×%s", want, c.Workers, c.Latency), ideal)
 	if ideal > 0 {
-		r.add("cold_ratio", "cold: wall time / ideal", float64(coldAns.Latency)/float64(ideal), unitRatio).aim(opAtMost, 1.5)
+		r.add("cold_ratio", "cold: wall time / ideal", float64(coldAns.Latency)/float64(ideal), unitRatio).aim(opAtMost, 1.2)
 	}
 	r.add("cold_calls", fmt.Sprintf("cold: Pulsedive calls (%d info + %d links)", info, links), float64(calls), unitCount).want(opEqual, float64(want))
 	r.add("cold_unknown", "cold: observables unknown to Pulsedive", float64(unknown), unitCount).want(opEqual, float64(c.Unknown))

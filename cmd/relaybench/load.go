@@ -29,6 +29,7 @@ type request struct {
 // from sending to the last body byte.
 type answer struct {
 	Status  int
+	Header  http.Header
 	Body    []byte
 	Latency time.Duration
 }
@@ -82,7 +83,7 @@ func (lc *loadClient) do(ctx context.Context, r request) (answer, error) {
 	if err != nil {
 		return answer{}, fmt.Errorf("read body: %w", err)
 	}
-	return answer{Status: resp.StatusCode, Body: body, Latency: time.Since(start)}, nil
+	return answer{Status: resp.StatusCode, Header: resp.Header, Body: body, Latency: time.Since(start)}, nil
 }
 
 // loadConfig is one run of the load generator.
@@ -251,4 +252,113 @@ func lossCause(err error) string {
 		}
 		err = next
 	}
+}
+
+// openConfig is one open-loop run: requests start on a schedule, Rate a
+// second for Duration, whatever the server's pace, on at most Conns
+// connections at once. A request whose turn comes while every connection
+// is busy waits for one, and its latency counts from when it was due: a
+// slow server shows as latency, not as a slower schedule (no coordinated
+// omission).
+type openConfig struct {
+	Rate     float64
+	Duration time.Duration
+	Conns    int
+	// Next returns the request of sequence number seq, from the sending
+	// goroutines at once.
+	Next     func(seq int) (request, error)
+	OnAnswer func(request, answer)
+}
+
+// openLoop runs cfg and waits for every request to end. Latencies count
+// from each request's scheduled time; Elapsed from the first scheduled
+// time to the last answer.
+func (lc *loadClient) openLoop(ctx context.Context, cfg openConfig) (*loadResult, error) {
+	total := int(cfg.Rate * cfg.Duration.Seconds())
+	if total < 1 || cfg.Conns < 1 {
+		return nil, errors.New("open loop: no request to send")
+	}
+	type due struct {
+		seq int
+		at  time.Time
+	}
+	queue := make(chan due, total)
+	type senderResult struct {
+		loadResult
+		err error
+	}
+	results := make([]senderResult, cfg.Conns)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for c := range cfg.Conns {
+		wg.Go(func() {
+			res := &results[c]
+			res.Lost, res.Status = map[string]int{}, map[int]int{}
+			for d := range queue {
+				if ctx.Err() != nil {
+					continue // drain: requests never sent are not counted
+				}
+				req, err := cfg.Next(d.seq)
+				if err != nil {
+					res.err = err
+					continue
+				}
+				res.Sent++
+				a, err := lc.do(ctx, req)
+				if err != nil {
+					res.Lost[lossCause(err)]++
+					continue
+				}
+				a.Latency = time.Since(d.at)
+				res.Answered++
+				res.Status[a.Status]++
+				res.Latencies = append(res.Latencies, a.Latency)
+				if cfg.OnAnswer != nil {
+					cfg.OnAnswer(req, a)
+				}
+			}
+		})
+	}
+	// The schedule: every request due by now is queued, checked every
+	// half millisecond (timers are coarser than the gaps at high rates).
+	interval := time.Duration(float64(time.Second) / cfg.Rate)
+	tick := time.NewTicker(500 * time.Microsecond)
+	next := 0
+	for next < total && ctx.Err() == nil {
+		now := time.Now()
+		for next < total {
+			at := start.Add(time.Duration(next) * interval)
+			if at.After(now) {
+				break
+			}
+			queue <- due{next, at}
+			next++
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+	}
+	tick.Stop()
+	close(queue)
+	wg.Wait()
+
+	out := &loadResult{Elapsed: time.Since(start), Lost: map[string]int{}, Status: map[int]int{}}
+	var firstErr error
+	for _, r := range results {
+		out.Sent += r.Sent
+		out.Answered += r.Answered
+		for k, v := range r.Lost {
+			out.Lost[k] += v
+		}
+		for k, v := range r.Status {
+			out.Status[k] += v
+		}
+		out.Latencies = append(out.Latencies, r.Latencies...)
+		if firstErr == nil {
+			firstErr = r.err
+		}
+	}
+	slices.Sort(out.Latencies)
+	return out, firstErr
 }

@@ -9,10 +9,14 @@
 //	relaybench <scenario> [flags]
 //
 // Scenarios: cold (cold then warm batch), collapse, ratelimit, budget,
-// throughput, memory, soak, scaleout (several relays over one Redis; needs
-// redis-server), attack (hostile load, one attack a row, on the
-// deployment's memory limit), and all (cold to memory, with one summary
-// table; budget, scaleout and attack are not in it). Every report names
+// throughput (the cached path in rounds against a bare net/http server in
+// a process of its own; -rate for an open loop), latency (the cached
+// path's latency against the rate, open loop, up to the knee), scaling
+// (cold batches of 100 to 1,000, alone and 10 at once), memory, soak,
+// scaleout (several relays over one Redis; needs redis-server), attack
+// (hostile load, one attack a row, on the deployment's memory limit), and
+// all (cold to memory, with one summary table; budget, latency, scaling,
+// scaleout and attack are not in it). Every report names
 // its figures, the target each must meet and whether it did;
 // -json prints the same as JSON. The exit status is 1 when an invariant
 // fails (a 5xx, a lost answer, a leak, a wrong call count, RSS over budget),
@@ -48,6 +52,9 @@ import (
 )
 
 func main() {
+	if path := os.Getenv(bareEnv); path != "" {
+		os.Exit(bareMain(path, os.Stdout, os.Stderr))
+	}
 	// net/http's client logs through the standard logger when a server
 	// answers on a connection it had not used yet, which is how the relay
 	// refuses connections over its bound: the attack run would drown in it.
@@ -94,7 +101,9 @@ func scenarios() []scenario {
 		{"collapse", "20 concurrent identical observe requests for 10 new observables", registerCollapse},
 		{"ratelimit", "one key's 20-observable batch under a 120/min budget, then two keys at once", registerRateLimit},
 		{"budget", "batches of 1, 5, 10 and 20 new domains under a 30/min key, the relay at its defaults, and again after the retry time", registerBudget},
-		{"throughput", "cached path: 64 clients on one cached observe, against a bare net/http server", registerThroughput},
+		{"throughput", "cached path: 64 clients on one cached observe, in rounds against a bare net/http server", registerThroughput},
+		{"latency", "cached path, open loop: latency against the request rate up to the knee, beside the bare server", registerLatency},
+		{"scaling", "cold batches of 100, 500 and 1,000 new observables at 100 ms Pulsedive latency, alone and 10 at once, against the ideal", registerScaling},
 		{"memory", "a minute of mixed load filling the cache: peak and final RSS", registerMemory},
 		{"soak", "mixed traffic with Pulsedive faults: no 5xx, no lost answer, no leak, RSS in budget", registerSoak},
 		{"scaleout", "3 relays sharing one Redis: one budget, one cache, one call per document, Redis killed and back", registerScaleOut},

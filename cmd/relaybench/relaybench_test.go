@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +20,14 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The throughput scenario starts its own binary again as the bare
+	// server: here, the test binary.
+	if path := os.Getenv(bareEnv); path != "" {
+		os.Exit(bareMain(path, os.Stdout, os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // output is what run prints under -json.
 type output struct {
@@ -140,6 +151,18 @@ func TestScenarios(t *testing.T) {
 		}
 	})
 
+	t.Run("throughput", func(t *testing.T) {
+		// The bare server is this test binary started again (TestMain).
+		r := runJSON(t, "throughput", "-relay-bin", bin, "-duration", "1s", "-rounds", "2", "-clients", "4")
+		wantFigures(t, r, map[string]float64{"relay_bad": 0, "relay_lost": 0, "relay_pulsedive_calls": 0, "relay_exit_code": 0})
+		got := figures(r)
+		for _, k := range []string{"relay_rps", "bare_rps", "relay_share", "relay_cpu_us", "bare_cpu_us"} {
+			if got[k] <= 0 {
+				t.Errorf("figure %s = %v, want a measurement", k, got[k])
+			}
+		}
+	})
+
 	t.Run("cold", func(t *testing.T) {
 		r := runJSON(t, "cold", "-relay-bin", bin, "-observables", "40", "-unknown", "4", "-latency", "50ms")
 		wantFigures(t, r, map[string]float64{
@@ -172,6 +195,10 @@ func TestRunUsage(t *testing.T) {
 		{"pid without url", []string{"cold", "-relay-pid", "1"}, 2},
 		{"bad relay env", []string{"cold", "-relay-env", "NOEQUALS"}, 2},
 		{"unknown attack row", []string{"attack", "-rows", "big-bodies,bogus"}, 2},
+		{"bad rate", []string{"latency", "-rates", "1000,-5"}, 2},
+		{"bad size", []string{"scaling", "-sizes", "100,x"}, 2},
+		{"no rounds", []string{"throughput", "-rounds", "0"}, 2},
+		{"negative rate", []string{"throughput", "-rate", "-1"}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -462,5 +489,57 @@ not json: a panic line
 	}
 	if diff := cmp.Diff(map[string]bool{"a": true, "b": true}, ids); diff != "" || incomplete != 1 {
 		t.Errorf("ids (-want +got):\n%s\nincomplete %d, want 1", diff, incomplete)
+	}
+}
+
+// TestOpenLoop: the open-loop generator sends rate × duration requests,
+// every one answered, on at most conns connections at once, and times
+// each from when it was due.
+func TestOpenLoop(t *testing.T) {
+	var inFlight, most atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	lc := newLoadClient(srv.URL, 3, 10*time.Second)
+	defer lc.closeIdle()
+	var answered atomic.Int64
+	res, err := lc.openLoop(t.Context(), openConfig{
+		Rate: 400, Duration: 250 * time.Millisecond, Conns: 3,
+		Next:     func(int) (request, error) { return request{Path: "/", Body: []byte("x")}, nil },
+		OnAnswer: func(request, answer) { answered.Add(1) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 100 || res.Answered != 100 || res.Status[200] != 100 || answered.Load() != 100 {
+		t.Errorf("sent %d, answered %d (%v), seen %d; want 100 each", res.Sent, res.Answered, res.Status, answered.Load())
+	}
+	if m := most.Load(); m > 3 {
+		t.Errorf("%d requests in flight at once, over the 3 connections", m)
+	}
+	if len(res.Latencies) != 100 || res.Latencies[0] <= 0 {
+		t.Errorf("latencies: %d, the least %v", len(res.Latencies), res.Latencies)
+	}
+}
+
+// TestMedianOf: the middle value, or the mean of the middle two.
+func TestMedianOf(t *testing.T) {
+	for _, tt := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := medianOf(tt.in); got != tt.want {
+			t.Errorf("medianOf(%v) = %v, want %v", tt.in, got, tt.want)
+		}
 	}
 }

@@ -24,7 +24,6 @@ type relayProcess struct {
 	cmd     *exec.Cmd
 	addr    string
 	logPath string
-	logs    *logTail
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // set before done is closed
 }
@@ -48,7 +47,7 @@ func startRelay(ctx context.Context, bin string, env []string, logPath string) (
 		}
 		p.stop(5 * time.Second)
 		lastErr = err
-		if !strings.Contains(p.logs.tail(), "address already in use") {
+		if !strings.Contains(p.logs().tail(), "address already in use") {
 			break
 		}
 	}
@@ -69,7 +68,7 @@ func launch(bin string, env []string, addr, logPath string) (*relayProcess, erro
 	if err != nil {
 		return nil, fmt.Errorf("relay log: %w", err)
 	}
-	p := &relayProcess{addr: addr, logPath: logPath, logs: newLogTail(40), done: make(chan struct{})}
+	p := &relayProcess{addr: addr, logPath: logPath, done: make(chan struct{})}
 	// Not CommandContext: the relay is stopped with SIGTERM so that it
 	// drains, never killed by a cancelled context.
 	p.cmd = exec.Command(bin)
@@ -77,8 +76,10 @@ func launch(bin string, env []string, addr, logPath string) (*relayProcess, erro
 	// A process group of its own: a Ctrl-C at the terminal reaches
 	// relaybench only, which then stops the relay as it stops it always.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	w := io.MultiWriter(f, p.logs)
-	p.cmd.Stdout, p.cmd.Stderr = w, w
+	// The file itself, not a pipe relaybench copies: a relay logging a
+	// line per request would otherwise make relaybench spend the CPU it
+	// measures the relay with. The log is read back when a report needs it.
+	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start relay %s: %w", bin, err)
@@ -144,11 +145,11 @@ func (p *relayProcess) waitReady(ctx context.Context, limit time.Duration) error
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("relay exited before it was ready (%v); its last lines:\n%s", p.waitErr, p.logs.tail())
+			return fmt.Errorf("relay exited before it was ready (%v); its last lines:\n%s", p.waitErr, p.logs().tail())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline.C:
-			return fmt.Errorf("relay not ready after %s; its last lines:\n%s", limit, p.logs.tail())
+			return fmt.Errorf("relay not ready after %s; its last lines:\n%s", limit, p.logs().tail())
 		case <-tick.C:
 		}
 	}
@@ -179,6 +180,16 @@ func (p *relayProcess) stop(grace time.Duration) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// logs reads the relay's log so far.
+func (p *relayProcess) logs() *logTail {
+	l := newLogTail(40)
+	if f, err := os.Open(p.logPath); err == nil {
+		_, _ = io.Copy(l, f)
+		f.Close()
+	}
+	return l
 }
 
 // logTail counts the relay's log lines by level and keeps the last few and

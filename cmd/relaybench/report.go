@@ -70,6 +70,7 @@ const (
 const (
 	unitCount = "count"
 	unitMs    = "ms"
+	unitUs    = "µs"
 	unitS     = "s"
 	unitMiB   = "MiB"
 	unitRatio = "ratio"
@@ -194,6 +195,8 @@ func formatValue(v float64, unit string) string {
 			return fmt.Sprintf("%.2f s", v/1000)
 		}
 		return fmt.Sprintf("%.1f ms", v)
+	case unitUs:
+		return fmt.Sprintf("%.1f µs", v)
 	case unitS:
 		return fmt.Sprintf("%.2f s", v)
 	case unitMiB:

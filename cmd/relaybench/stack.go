@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -390,12 +391,12 @@ func (st *stack) relayMetrics(ctx context.Context, r *report) {
 // logSummary adds the launched relay's log lines by level and its
 // commonest messages.
 func (st *stack) logSummary(r *report) {
-	levels, top := st.relay.logs.summary(8)
+	levels, top := st.relay.logs().summary(8)
 	var lines []countEntry
 	for _, lv := range sortedKeys(levels) {
 		lines = append(lines, countEntry{lv, levels[lv]})
 	}
-	r.count("relay log lines by level (LOG_LEVEL=warn)", lines)
+	r.count("relay log lines by level (LOG_LEVEL="+cmp.Or(st.env["LOG_LEVEL"], "warn")+")", lines)
 	if len(top) > 0 {
 		r.count("relay log, commonest messages", top)
 	}

@@ -357,6 +357,7 @@ func serve(ctx context.Context, cfg config, d Deps) error {
 type server struct {
 	cfg     config
 	log     *slog.Logger
+	logs    *logWriter // the log's buffer on its way to Deps.Stderr
 	app     *wiring
 	ready   *atomic.Bool
 	servers []*http.Server
@@ -371,8 +372,14 @@ type server struct {
 
 // start builds the relay from cfg, listens and serves in the background
 // until shutdown. On error nothing is left running.
-func start(cfg config, d Deps) (*server, error) {
-	log := newLogger(d.Stderr, cfg)
+func start(cfg config, d Deps) (_ *server, err error) {
+	logs := newLogWriter(d.Stderr, logFlushEvery)
+	defer func() {
+		if err != nil {
+			logs.Close() // the lines before the failure, written
+		}
+	}()
+	log := newLogger(logs, cfg)
 	for _, s := range d.strays {
 		attrs := []any{"variable", s.name}
 		switch {
@@ -393,7 +400,7 @@ func start(cfg config, d Deps) (*server, error) {
 			return nil, err
 		}
 	}
-	s := &server{cfg: cfg, log: log, ready: new(atomic.Bool)}
+	s := &server{cfg: cfg, log: log, logs: logs, ready: new(atomic.Bool)}
 	app, err := wire(cfg, d, log, s.ready.Load)
 	if err != nil {
 		return nil, err
@@ -493,6 +500,9 @@ func (s *server) shutdown(ctx context.Context) {
 	s.wg.Wait()
 	s.app.close()
 	s.log.Info("relay stopped")
+	// Last: every line, those of the drain and the closing included, is
+	// written before the relay returns.
+	s.logs.Close()
 }
 
 // metricsConnections bounds the connections of the METRICS_ADDR listener.

@@ -188,6 +188,7 @@ type Claims struct {
 type Authenticator struct {
 	hosts           map[string]bool
 	audiences       []string
+	audiencesKey    string // audiences as tokenKey holds them
 	client          *http.Client
 	jwksTTL         time.Duration
 	maxKeyAge       time.Duration
@@ -264,6 +265,7 @@ func New(cfg Config) (*Authenticator, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("auth config: %w", err)
 	}
+	a.audiencesKey = audiencesKey(a.audiences)
 
 	if a.now == nil {
 		a.now = time.Now
@@ -336,18 +338,21 @@ func (a *Authenticator) authenticate(r *http.Request, sc *scene) (Claims, error)
 	if len(raw) > a.maxTokenBytes {
 		return Claims{}, fail(ReasonWrongStructure, detail(fmt.Sprintf("token of %d bytes, over the %d-byte limit", len(raw), a.maxTokenBytes)))
 	}
-	auds := a.audiences
-	if len(auds) == 0 {
-		auds = []string{requestAudience(r)}
-	}
-
 	now := a.now()
 	var cacheKey tokenKey
 	if a.tokens != nil {
-		cacheKey = newTokenKey(raw, auds)
+		if len(a.audiences) > 0 {
+			cacheKey = tokenKey{token: raw, auds: a.audiencesKey}
+		} else {
+			cacheKey = requestTokenKey(raw, r)
+		}
 		if c, ok := a.tokens.get(cacheKey, now); ok {
 			return c, nil
 		}
+	}
+	auds := a.audiences
+	if len(auds) == 0 {
+		auds = []string{requestAudience(r)}
 	}
 
 	c, until, err := a.verify(r, raw, auds, sc)
@@ -399,13 +404,19 @@ func nextWord(s string) (word, rest string) {
 	return s[:i], s[i:]
 }
 
+// requestScheme is the scheme of r's root URL: https when r came over TLS
+// or a proxy says it did.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil || forwardedHTTPS(r.Header.Get("X-Forwarded-Proto")) {
+		return "https"
+	}
+	return "http"
+}
+
 // requestAudience is r's root URL as Flask's request.url_root without the
 // trailing slash: the Host header as sent, minus the scheme's default port.
 func requestAudience(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil || forwardedHTTPS(r.Header.Get("X-Forwarded-Proto")) {
-		scheme = "https"
-	}
+	scheme := requestScheme(r)
 	host := r.Host
 	switch scheme {
 	case "http":

@@ -2,30 +2,53 @@ package auth
 
 import (
 	"container/list"
-	"crypto/sha256"
 	"encoding/binary"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
 
 // tokenKey identifies a verified token and the audiences it was accepted
-// for, without holding the token: SHA-256 over length-prefixed parts.
-type tokenKey [sha256.Size]byte
-
-func newTokenKey(raw string, auds []string) tokenKey {
-	// Tokens from Threat Response are about 1 KiB: hashing one contiguous
-	// buffer on the stack keeps a cache hit free of copies.
-	var stack [4096]byte
-	b := appendPart(stack[:0], raw)
-	for _, a := range auds {
-		b = appendPart(b, a)
-	}
-	return sha256.Sum256(b)
+// for. It holds the whole token, so that a hit is an exact match: hashing
+// it into a digest (SHA-256) cost half a microsecond a request, and any
+// shorter digest, or a part of the token (its signature), would let
+// another token share a verified one's entry. The map hashes the key with
+// its own random seed and compares it whole.
+type tokenKey struct {
+	token string
+	// auds is the accepted audiences, each length-prefixed (Config.Audiences),
+	// or, when the audience is the request's own root URL, the request's
+	// Host with https telling the scheme: what requestAudience is made of,
+	// so that a hit needs no string built. Two spellings of one audience
+	// ("host" and "host:80") are two entries.
+	auds  string
+	https bool
 }
 
-func appendPart(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
-	return append(b, s...)
+// newTokenKey is the key of raw accepted for auds.
+func newTokenKey(raw string, auds []string) tokenKey {
+	return tokenKey{token: raw, auds: audiencesKey(auds)}
+}
+
+// requestTokenKey is the key of raw accepted for r's own root URL.
+func requestTokenKey(raw string, r *http.Request) tokenKey {
+	return tokenKey{token: raw, auds: r.Host, https: requestScheme(r) == "https"}
+}
+
+func audiencesKey(auds []string) string {
+	var b []byte
+	for _, a := range auds {
+		b = binary.BigEndian.AppendUint64(b, uint64(len(a)))
+		b = append(b, a...)
+	}
+	return string(b)
+}
+
+// kept is k holding copies of its strings, not the request's memory.
+func (k tokenKey) kept() tokenKey {
+	k.token, k.auds = strings.Clone(k.token), strings.Clone(k.auds)
+	return k
 }
 
 // tokenCache is a bounded LRU of verified tokens. Only tokens that passed
@@ -77,6 +100,7 @@ func (c *tokenCache) put(k tokenKey, claims Claims, until time.Time) {
 		c.order.MoveToFront(el)
 		return
 	}
+	k = k.kept()
 	c.entries[k] = c.order.PushFront(&tokenEntry{key: k, claims: claims, until: until})
 	for c.order.Len() > c.size {
 		oldest := c.order.Back()

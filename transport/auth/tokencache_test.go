@@ -66,6 +66,7 @@ func TestTokenCacheIsPerAudience(t *testing.T) {
 	}{
 		{target: "http://relay.example/health"},
 		{target: "http://relay.example/observe/observables"},
+		{target: "http://relay.example:80/health"}, // another spelling of the same audience
 		{target: "http://other.example/health", want: auth.ReasonWrongAudience},
 		{target: "https://relay.example/health", want: auth.ReasonWrongAudience},
 	} {
