@@ -77,6 +77,9 @@ const (
 	KindHealth = "health"
 )
 
+// Kinds returns every Kind constant.
+func Kinds() []string { return []string{KindInfo, KindLinks, KindHealth} }
+
 // Config configures a Client. Zero fields take the defaults noted.
 type Config struct {
 	// BaseURL is the API base, "https://pulsedive.com/api/" by default.

@@ -251,7 +251,7 @@ func (h *handler) watchdog() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		check := r.Header.Get("Health-Check")
 		if check == "" {
-			e := apiError{Type: "fatal", Code: "health check failed", Message: "Invalid Health Check"}
+			e := apiError{Type: "fatal", Code: codeHealthCheckFailed, Message: "Invalid Health Check"}
 			info(r).errors = append(info(r).errors, e.Code)
 			writeJSON(w, http.StatusOK, errorBody{Errors: []apiError{e}})
 			return

@@ -129,7 +129,7 @@ type wiring struct {
 // for /readyz.
 func wire(cfg config, d Deps, log *slog.Logger, ready func() bool) (*wiring, error) {
 	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg, version)
+	m, err := metrics.New(reg, metrics.Config{Version: version, Labels: metricLabels()})
 	if err != nil {
 		return nil, err
 	}
