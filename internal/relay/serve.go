@@ -276,7 +276,6 @@ func wire(cfg config, d Deps, log *slog.Logger, ready func() bool) (*wiring, err
 		MaxBodyBytes:      cfg.MaxBodyBytes,
 		MaxObservables:    cfg.MaxObservables,
 		Admission:         admission,
-		ChunkWriteTimeout: chunkWriteTimeout,
 		WriteTimeout:      writeTimeout(cfg.RequestTimeout),
 		Ready:             ready,
 		Observer:          m,
