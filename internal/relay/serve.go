@@ -270,16 +270,16 @@ func wire(cfg config, d Deps, log *slog.Logger, ready func() bool) (*wiring, err
 	m.AdmissionLimit(transport.BoundBodyBytes, admission.BodyBytes)
 	m.AdmissionLimit(transport.BoundObservables, int64(admission.Observables))
 	tcfg := transport.Config{
-		Enricher:          pipe,
-		Auth:              authn,
-		Version:           version,
-		MaxBodyBytes:      cfg.MaxBodyBytes,
-		MaxObservables:    cfg.MaxObservables,
-		Admission:         admission,
-		WriteTimeout:      writeTimeout(cfg.RequestTimeout),
-		Ready:             ready,
-		Observer:          m,
-		Logger:            log,
+		Enricher:       pipe,
+		Auth:           authn,
+		Version:        version,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		MaxObservables: cfg.MaxObservables,
+		Admission:      admission,
+		WriteTimeout:   writeTimeout(cfg.RequestTimeout),
+		Ready:          ready,
+		Observer:       m,
+		Logger:         log,
 	}
 	if cfg.MetricsAddr == "" {
 		tcfg.Metrics = metricsHandler
