@@ -43,6 +43,32 @@ const other = "other"
 // no single route owns.
 const RoutePipeline = "pipeline"
 
+// The families' constructors: every name is under namespace.
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+}
+
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, labels)
+}
+
+func histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels)
+}
+
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
+}
+
+func gauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help})
+}
+
+func histogram(name, help string, buckets []float64) prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets})
+}
+
 // Histogram buckets, in seconds. The boundaries sit on the thresholds the
 // alerting rules in deploy/prometheus/rules.yml ask about (10s HTTP p99, 5s
 // limiter p90) so histogram_quantile interpolates within a narrow bucket
@@ -182,89 +208,46 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 	m := &Metrics{
 		labels:       sets,
 		authFailures: newAuthFailures(),
-		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "http_requests_total",
-			Help:      "HTTP requests answered, by mux route template (\"unmatched\" for 404/405) and HTTP status code.",
-		}, []string{"route", "code"}),
-		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace,
-			Name:      "http_request_duration_seconds",
-			Help:      "Time to answer an HTTP request, by mux route template.",
-			Buckets:   httpBuckets(),
-		}, []string{"route"}),
-		pulsediveRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "pulsedive_requests_total",
-			Help:      "Pulsedive API calls, by document kind and outcome; refused counts calls the relay's own rate limiter did not make, breaker_open those an open circuit breaker did not make (neither is timed).",
-		}, []string{"kind", "outcome"}),
-		pulsediveDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace,
-			Name:      "pulsedive_request_duration_seconds",
-			Help:      "Latency of Pulsedive API calls made, by document kind; calls refused by the limiter or a breaker are not observed.",
-			Buckets:   pulsediveBuckets(),
-		}, []string{"kind"}),
-		pulsediveInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "pulsedive_in_flight",
-			Help:      "Pulsedive API calls in progress.",
-		}),
-		cacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "cache_requests_total",
-			Help:      "Cache lookups of Pulsedive documents, by kind and result; stale is an expired entry served because Pulsedive failed.",
-		}, []string{"kind", "result"}),
-		limiterWait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: namespace,
-			Name:      "limiter_wait_seconds",
-			Help:      "Time spent waiting for a per-API-key rate-limit token.",
-			Buckets:   limiterBuckets(),
-		}),
-		observables: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "observables_total",
-			Help:      "Supported observables processed, by type.",
-		}, []string{"type"}),
-		jwksFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "jwks_fetches_total",
-			Help:      "JWKS document fetches, by outcome.",
-		}, []string{"outcome"}),
-		sharedCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "shared_calls_total",
-			Help:      "Pulsedive calls a request joined instead of making (in-flight collapse), by document kind.",
-		}, []string{"kind"}),
-		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "panics_total",
-			Help:      "Panics recovered, by mux route template, or \"pipeline\" inside a Pulsedive call shared by several requests.",
-		}, []string{"route"}),
-		breakers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "breakers",
-			Help:      "API keys whose circuit breaker to Pulsedive is in each state; closed counts only keys with a call in flight or a recent failure.",
-		}, []string{"state"}),
-		admissionRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "admission_refusals_total",
-			Help:      "Requests (or, for connections, connections) refused at once because a bound of the relay was reached, by bound: connections, requests, body_bytes, observables.",
-		}, []string{"bound"}),
-		admissionInUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "admission_in_use",
-			Help:      "What is held of each bound: open connections, requests being served, request body bytes in memory, observables being answered.",
-		}, []string{"bound"}),
-		admissionLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "admission_limit",
-			Help:      "Each bound as configured (0: unbounded).",
-		}, []string{"bound"}),
-		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "build_info",
-			Help:      "Always 1; labels name the relay version and the Go version that built it.",
-		}, []string{"version", "goversion"}),
+		httpRequests: counterVec("http_requests_total",
+			"HTTP requests answered, by mux route template (\"unmatched\" for 404/405) and HTTP status code.",
+			"route", "code"),
+		httpDuration: histogramVec("http_request_duration_seconds",
+			"Time to answer an HTTP request, by mux route template.",
+			httpBuckets(), "route"),
+		pulsediveRequests: counterVec("pulsedive_requests_total",
+			"Pulsedive API calls, by document kind and outcome; refused counts calls the relay's own rate limiter did not make, breaker_open those an open circuit breaker did not make (neither is timed).",
+			"kind", "outcome"),
+		pulsediveDuration: histogramVec("pulsedive_request_duration_seconds",
+			"Latency of Pulsedive API calls made, by document kind; calls refused by the limiter or a breaker are not observed.",
+			pulsediveBuckets(), "kind"),
+		pulsediveInFlight: gauge("pulsedive_in_flight", "Pulsedive API calls in progress."),
+		cacheRequests: counterVec("cache_requests_total",
+			"Cache lookups of Pulsedive documents, by kind and result; stale is an expired entry served because Pulsedive failed.",
+			"kind", "result"),
+		limiterWait: histogram("limiter_wait_seconds",
+			"Time spent waiting for a per-API-key rate-limit token.",
+			limiterBuckets()),
+		observables: counterVec("observables_total", "Supported observables processed, by type.", "type"),
+		jwksFetches: counterVec("jwks_fetches_total", "JWKS document fetches, by outcome.", "outcome"),
+		sharedCalls: counterVec("shared_calls_total",
+			"Pulsedive calls a request joined instead of making (in-flight collapse), by document kind.",
+			"kind"),
+		panics: counterVec("panics_total",
+			"Panics recovered, by mux route template, or \"pipeline\" inside a Pulsedive call shared by several requests.",
+			"route"),
+		breakers: gaugeVec("breakers",
+			"API keys whose circuit breaker to Pulsedive is in each state; closed counts only keys with a call in flight or a recent failure.",
+			"state"),
+		admissionRefused: counterVec("admission_refusals_total",
+			"Requests (or, for connections, connections) refused at once because a bound of the relay was reached, by bound: connections, requests, body_bytes, observables.",
+			"bound"),
+		admissionInUse: gaugeVec("admission_in_use",
+			"What is held of each bound: open connections, requests being served, request body bytes in memory, observables being answered.",
+			"bound"),
+		admissionLimit: gaugeVec("admission_limit", "Each bound as configured (0: unbounded).", "bound"),
+		buildInfo: gaugeVec("build_info",
+			"Always 1; labels name the relay version and the Go version that built it.",
+			"version", "goversion"),
 	}
 	m.newClusterFamilies()
 	m.newEnvelopeFamilies()
@@ -668,11 +651,9 @@ func (s *labelSets) errorCode(code string) string {
 // in one block: the family, its method and its label set.
 
 func newAuthFailures() *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "auth_failures_total",
-		Help:      "Configuration tokens refused, by reason; jwks_unavailable is an allow-listed JWKS host whose keys could not be had (a login outage), jwks_host_not_allowed a host outside the allow-list.",
-	}, []string{"reason"})
+	return counterVec("auth_failures_total",
+		"Configuration tokens refused, by reason; jwks_unavailable is an allow-listed JWKS host whose keys could not be had (a login outage), jwks_host_not_allowed a host outside the allow-list.",
+		"reason")
 }
 
 // AuthFailure counts one refused configuration token. reason is one of
@@ -694,37 +675,22 @@ func redisBuckets() []float64 {
 }
 
 func (m *Metrics) newClusterFamilies() {
-	m.redisDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: namespace,
-		Name:      "redis_command_duration_seconds",
-		Help:      "Latency of Redis commands, by class: budget, pause, cache_get, cache_set, lock, ping.",
-		Buckets:   redisBuckets(),
-	}, []string{"command"})
-	m.redisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "redis_errors_total",
-		Help:      "Redis commands that failed (unreachable, timed out, refused), by class.",
-	}, []string{"command"})
-	m.clusterState = prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: namespace,
-		Name:      "cluster_state",
-		Help:      "How this replica shares state: 0 no Redis configured, 1 shared over Redis, 2 fallback (Redis away: its share of the budget and its own cache only).",
-	})
-	m.clusterFallback = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "cluster_fallbacks_total",
-		Help:      "Times this replica lost Redis and fell back to its own share of the budget and its own cache.",
-	})
-	m.l2Requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "l2_cache_requests_total",
-		Help:      "Lookups in the Redis cache shared by the replicas, after a miss in the replica's own: hit, stale, miss, error.",
-	}, []string{"result"})
-	m.collapseWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "collapse_waits_total",
-		Help:      "Cross-replica collapse of a document's call: won (this replica called), waited (another replica's answer was used), timed_out (waited, then called itself), abandoned (the other replica's call failed; called itself).",
-	}, []string{"result"})
+	m.redisDuration = histogramVec("redis_command_duration_seconds",
+		"Latency of Redis commands, by class: budget, pause, cache_get, cache_set, lock, ping.",
+		redisBuckets(), "command")
+	m.redisErrors = counterVec("redis_errors_total",
+		"Redis commands that failed (unreachable, timed out, refused), by class.",
+		"command")
+	m.clusterState = gauge("cluster_state",
+		"How this replica shares state: 0 no Redis configured, 1 shared over Redis, 2 fallback (Redis away: its share of the budget and its own cache only).")
+	m.clusterFallback = counter("cluster_fallbacks_total",
+		"Times this replica lost Redis and fell back to its own share of the budget and its own cache.")
+	m.l2Requests = counterVec("l2_cache_requests_total",
+		"Lookups in the Redis cache shared by the replicas, after a miss in the replica's own: hit, stale, miss, error.",
+		"result")
+	m.collapseWaits = counterVec("collapse_waits_total",
+		"Cross-replica collapse of a document's call: won (this replica called), waited (another replica's answer was used), timed_out (waited, then called itself), abandoned (the other replica's call failed; called itself).",
+		"result")
 }
 
 func (m *Metrics) clusterCollectors() []prometheus.Collector {
@@ -796,11 +762,9 @@ func (m *Metrics) CollapseWait(result string) {
 // or a misconfigured Pulsedive URL would read as success.
 
 func (m *Metrics) newEnvelopeFamilies() {
-	m.envelopeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "errors_total",
-		Help:      "Errors answered in the contract's envelope (each entry of an answer's errors), by mux route template and code: authorization error, invalid argument, too many requests, unknown, key error, service unavailable, health check failed, or a Pulsedive HTTP status's reason phrase in lower case.",
-	}, []string{"route", "code"})
+	m.envelopeErrors = counterVec("errors_total",
+		"Errors answered in the contract's envelope (each entry of an answer's errors), by mux route template and code: authorization error, invalid argument, too many requests, unknown, key error, service unavailable, health check failed, or a Pulsedive HTTP status's reason phrase in lower case.",
+		"route", "code")
 }
 
 func (m *Metrics) envelopeCollectors() []prometheus.Collector {
