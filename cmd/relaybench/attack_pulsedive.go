@@ -118,15 +118,8 @@ func runRedirect(ctx context.Context, a *attack) error {
 		if err != nil {
 			return err
 		}
-		ans, err := lc.do(ctx, req)
-		if err != nil {
-			if ctx.Err() == nil {
-				t.failure(err)
-			}
-			return err
-		}
-		t.answer(ans.Status, ans.Body)
-		if bytes.Contains(ans.Body, []byte("foreign host")) {
+		ans, err := t.send(ctx, lc, req)
+		if err == nil && bytes.Contains(ans.Body, []byte("foreign host")) {
 			echoed.Add(1)
 		}
 		return nil
@@ -155,15 +148,8 @@ func runErrorTextKey(ctx context.Context, a *attack) error {
 		if err != nil {
 			return err
 		}
-		ans, err := lc.do(ctx, req)
-		if err != nil {
-			if ctx.Err() == nil {
-				t.failure(err)
-			}
-			return err
-		}
-		t.answer(ans.Status, ans.Body)
-		if bytes.Contains(ans.Body, []byte(key)) {
+		ans, err := t.send(ctx, lc, req)
+		if err == nil && bytes.Contains(ans.Body, []byte(key)) {
 			leaks.Add(1)
 		}
 		return nil
@@ -208,15 +194,8 @@ func runRotatingKeys(ctx context.Context, a *attack) error {
 		if err != nil {
 			return err
 		}
-		ans, err := lc.do(ctx, req)
-		if err != nil {
-			if ctx.Err() == nil {
-				t.failure(err)
-			}
-			return err
-		}
-		t.answer(ans.Status, ans.Body)
-		return nil
+		_, err = t.send(ctx, lc, req)
+		return err
 	})
 	t.report(a.r, "requests of the rotating tenant")
 	a.r.note("The legitimate requests here are new lookups (one Pulsedive call each), under a key of their own; without a fair share they wait for one of RELAY_MAX_INFLIGHT's slots, which the rotating tenant holds for PULSEDIVE_TIMEOUT.")
