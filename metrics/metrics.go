@@ -462,11 +462,7 @@ func (m *Metrics) Observable(typ string) {
 	if m == nil {
 		return
 	}
-	if c, ok := m.observableSeries[typ]; ok {
-		c.Inc()
-		return
-	}
-	m.observables.WithLabelValues(m.labels.observableTypes.label(typ)).Inc()
+	inc(m.observableSeries, m.observables, m.labels.observableTypes, typ)
 }
 
 // JWKSFetch counts one JWKS fetch; outcome is one of Labels.JWKSOutcomes,
@@ -486,11 +482,7 @@ func (m *Metrics) SharedCall(kind string) {
 	if m == nil {
 		return
 	}
-	if c, ok := m.sharedSeries[kind]; ok {
-		c.Inc()
-		return
-	}
-	m.sharedCalls.WithLabelValues(m.labels.kinds.label(kind)).Inc()
+	inc(m.sharedSeries, m.sharedCalls, m.labels.kinds, kind)
 }
 
 // PanicRecovered counts one recovered panic on route, a mux route template
@@ -546,6 +538,16 @@ func (m *Metrics) AdmissionLimit(bound string, limit int64) {
 		return
 	}
 	m.admissionLimit.WithLabelValues(m.labels.bounds.label(bound)).Set(float64(limit))
+}
+
+// inc increments the series of v: the one resolved at New, else vec's
+// series of v's label in set.
+func inc(resolved map[string]prometheus.Counter, vec *prometheus.CounterVec, set labelSet, v string) {
+	if c, ok := resolved[v]; ok {
+		c.Inc()
+		return
+	}
+	vec.WithLabelValues(set.label(v)).Inc()
 }
 
 func seconds(d time.Duration) float64 {

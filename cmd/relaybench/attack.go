@@ -302,6 +302,17 @@ func (a *attack) survival(ctx context.Context) {
 	a.r.add("survived", "relay alive and answering /healthz after the attack", alive, unitCount).want(opEqual, 1).headline()
 }
 
+// crowd has n attackers call once again and again until ctx ends
+// (hammer), sharing a load client of n connections whose requests may
+// take timeout, and reports what they got, under what.
+func (a *attack) crowd(ctx context.Context, n int, timeout time.Duration, what string, once func(ctx context.Context, lc *loadClient, t *outcomes) error) {
+	t := newOutcomes()
+	lc := newLoadClient(a.st.url, n, timeout)
+	defer lc.closeIdle()
+	hammer(ctx, n, func(ctx context.Context, _ int) error { return once(ctx, lc, t) })
+	t.report(a.r, what)
+}
+
 // hammer runs n attackers until ctx ends, each calling once again and
 // again; a failed attempt pauses it a little, as a real client's retry
 // would, so that refusals do not turn it into a busy loop.

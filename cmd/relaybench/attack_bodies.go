@@ -30,9 +30,9 @@ func bodyRows() []attackRow {
 			name:  "slow-uploads",
 			title: "400 slow uploads of 1 MiB at 40 KB/s, no token",
 			run: func(ctx context.Context, a *attack) error {
-				t := newOutcomes()
-				hammer(ctx, 400, func(ctx context.Context, _ int) error { return a.slowUpload(ctx, bigBody(1<<20), 40<<10, t) })
-				t.report(a.r, "slow uploads")
+				a.crowd(ctx, 400, time.Minute, "slow uploads", func(ctx context.Context, _ *loadClient, t *outcomes) error {
+					return a.slowUpload(ctx, bigBody(1<<20), 40<<10, t)
+				})
 				return nil
 			},
 		},
@@ -123,15 +123,11 @@ func (o *outcomes) report(r *report, what string) {
 // postCrowd has n clients post body again and again until ctx ends, with
 // the bearer token tok ("" for none), and tallies the answers.
 func (a *attack) postCrowd(ctx context.Context, n int, body []byte, tok string) error {
-	t := newOutcomes()
-	lc := newLoadClient(a.st.url, n, 30*time.Second)
-	defer lc.closeIdle()
 	req := request{Kind: "observe", Path: "/observe/observables", Body: body, Token: tok}
-	hammer(ctx, n, func(ctx context.Context, _ int) error {
+	a.crowd(ctx, n, 30*time.Second, fmt.Sprintf("clients (%d)", n), func(ctx context.Context, lc *loadClient, t *outcomes) error {
 		_, err := t.send(ctx, lc, req)
 		return err
 	})
-	t.report(a.r, fmt.Sprintf("clients (%d)", n))
 	return nil
 }
 
