@@ -4,11 +4,12 @@
 // collapse and the Pulsedive client (which waits on the per-key limiter),
 // and folds the answers into CTIM in request order.
 //
-// Imports go one way, and TestImportRule holds it: ctim, cache, limiter,
-// metrics and pulsedive import no other package of the relay; pipeline
-// imports them; transport imports pipeline, ctim and pulsedive; cluster
-// (the state replicas share over Redis) imports pipeline and limiter; only
-// cmd/relay imports everything.
+// Imports go one way, and TestImportRule holds it: cache, limiter, metrics
+// and pulsedive import no other package of the relay; ctim imports
+// pulsedive alone, whose documents it maps; pipeline imports them;
+// transport imports pipeline, ctim and pulsedive; cluster (the state
+// replicas share over Redis) imports pipeline and limiter; only
+// internal/relay, the program, imports everything.
 package pipeline
 
 import (
@@ -306,7 +307,7 @@ func (p *Pipeline) observeOne(ctx context.Context, s *schedule, req Request, o c
 	// Check the fields every entity needs before spending budget on links
 	// (a document mapped before has them).
 	if p.mapped == nil || !p.mapped.mapped(o, info, req.EntitiesLimit) {
-		if _, _, err := p.mapper.Verdict(o, report(info)); err != nil {
+		if _, _, err := p.mapper.Verdict(o, info); err != nil {
 			return failed(err), nil
 		}
 	}
@@ -337,18 +338,14 @@ func (p *Pipeline) observeLinks(ctx context.Context, s *schedule, req Request, o
 // observation maps o's documents under limit, or finds them mapped before:
 // a mapping is reused until its documents change (the cache's copy is
 // refreshed or evicted) or the mapping itself may change with the clock
-// (ctim.Observation.Until).
+// (ctim.Observation.Current).
 func (p *Pipeline) observation(o ctim.Observable, info *pulsedive.Indicator, links *pulsedive.Links, limit int) (*ctim.Observation, error) {
 	if p.mapped != nil {
 		if ob := p.mapped.get(o, info, links, limit, p.cfg.Now()); ob != nil {
 			return ob, nil
 		}
 	}
-	var dns ctim.DNSLinks
-	if links != nil {
-		dns = (*activeDNS)(links)
-	}
-	ob, err := p.mapper.Observation(o, report(info), dns, limit)
+	ob, err := p.mapper.Observation(o, info, links, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -366,7 +363,7 @@ func (p *Pipeline) deliberateOne(ctx context.Context, _ *schedule, req Request, 
 	if info == nil {
 		return outcome{}, nil
 	}
-	v, current, err := p.mapper.Verdict(o, report(info))
+	v, current, err := p.mapper.Verdict(o, info)
 	if err != nil {
 		return failed(err), nil
 	}
