@@ -171,7 +171,7 @@ func (p *Pipeline) recoverShared(kind string, err *error) {
 		return
 	}
 	p.obs.PanicRecovered(panicRoute)
-	p.log.Error("panic recovered in a shared Pulsedive call", "kind", kind, "panic", panicText(v), "stack", string(debug.Stack()))
+	p.log.Error("panic recovered in a shared Pulsedive call", "kind", kind, "panic", PanicText(v), "stack", string(debug.Stack()))
 	*err = &PanicError{Kind: kind}
 }
 
@@ -179,9 +179,10 @@ func (p *Pipeline) recoverShared(kind string, err *error) {
 // panic inside a shared call, which no single route owns.
 const panicRoute = "pipeline"
 
-// panicText describes a recovered panic without echoing arbitrary values
-// that might hold request data.
-func panicText(v any) string {
+// PanicText describes a recovered panic without echoing arbitrary values
+// that might hold request data. The transport's recovery words the panics
+// of handlers with it too.
+func PanicText(v any) string {
 	if err, ok := v.(error); ok {
 		return "error: " + err.Error()
 	}

@@ -297,12 +297,9 @@ const scanObservables = 8
 // observeOne is observe's first step: the indicator. When Pulsedive knows
 // the observable, the links follow as a second step.
 func (p *Pipeline) observeOne(ctx context.Context, s *schedule, req Request, o ctim.Observable) (outcome, func() outcome) {
-	info, err := p.indicator(ctx, req.caller, o.Value)
-	if err != nil {
-		return failed(err), nil
-	}
-	if info == nil {
-		return outcome{}, nil
+	info, out, found := p.found(ctx, req, o)
+	if !found {
+		return out, nil
 	}
 	// Check the fields every entity needs before spending budget on links
 	// (a document mapped before has them).
@@ -312,6 +309,17 @@ func (p *Pipeline) observeOne(ctx context.Context, s *schedule, req Request, o c
 		}
 	}
 	return outcome{}, func() outcome { return p.observeLinks(ctx, s, req, o, info) }
+}
+
+// found fetches o's indicator document for observe and deliberate. When
+// it is not found, out is the observable's whole outcome: nothing when
+// Pulsedive has no data, the failure when the call failed.
+func (p *Pipeline) found(ctx context.Context, req Request, o ctim.Observable) (info *pulsedive.Indicator, out outcome, found bool) {
+	info, err := p.indicator(ctx, req.caller, o.Value)
+	if err != nil {
+		return nil, failed(err), false
+	}
+	return info, outcome{}, info != nil
 }
 
 // observeLinks is observe's second step: the links, within what the
@@ -356,12 +364,9 @@ func (p *Pipeline) observation(o ctim.Observable, info *pulsedive.Indicator, lin
 }
 
 func (p *Pipeline) deliberateOne(ctx context.Context, _ *schedule, req Request, o ctim.Observable) (outcome, func() outcome) {
-	info, err := p.indicator(ctx, req.caller, o.Value)
-	if err != nil {
-		return failed(err), nil
-	}
-	if info == nil {
-		return outcome{}, nil
+	info, out, found := p.found(ctx, req, o)
+	if !found {
+		return out, nil
 	}
 	v, current, err := p.mapper.Verdict(o, info)
 	if err != nil {
