@@ -103,9 +103,6 @@ func (p *Pipeline) shared(ctx context.Context, ck string, key pulsedive.APIKey, 
 		}
 		return doc, err
 	})
-	if p.joined != nil {
-		p.joined(kind)
-	}
 	select {
 	case res := <-ch:
 		if !leader { // safe: the send on ch follows the function's return

@@ -101,9 +101,13 @@ type Config struct {
 	// means unknown, and the retry time is then the latest the refusals
 	// themselves gave.
 	Budget Budget
-	// Now is the clock of the mapping (the Active DNS window).
-	Now func() time.Time
-	// NewID returns the UUIDs of transient ids; nil means random ones.
+	// Now is the clock of the mapping (which verdicts are current, the
+	// 90-day Active DNS window); time.Now when nil. NewID returns the
+	// UUIDs of transient ids; nil means random ones. They are passed in,
+	// as the style guide asks of constructors, so that tests fix them:
+	// valid times, the window and uuid4 ids are then the same on every
+	// run, which the golden answers need.
+	Now      func() time.Time
 	NewID    func() string
 	Observer Observer
 	Logger   *slog.Logger
@@ -119,10 +123,6 @@ type Pipeline struct {
 	flight singleflight.Group
 	obs    Observer
 	log    *slog.Logger
-
-	// joined, when set by a test, is told each time a request has joined
-	// (or started) the call for a document, before it waits for it.
-	joined func(kind string)
 }
 
 // New checks cfg and returns a pipeline.
