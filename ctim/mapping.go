@@ -418,19 +418,26 @@ func (b *builder) riskFactors(riskFactors []pulsedive.RiskFactor) error {
 // the observable's risk (the retired rule aside), and a sighting of it
 // when it was linked.
 func (b *builder) threats(threats []pulsedive.Threat) error {
-	err := mapLinked(b, threatKind, threats, func(t pulsedive.Threat) linkedEntry {
-		return linkedEntry{id: t.TID, name: t.Name, category: t.Category, producer: Source, stamp: t.StampLinked}
-	})
+	for _, t := range threats {
+		err := b.linked(&threatKind, linkedEntry{id: t.TID, name: t.Name, category: t.Category, producer: Source, stamp: t.StampLinked})
+		if err != nil {
+			return err
+		}
+	}
 	b.earlier.threats = names[pulsedive.Threat]{items: threats, name: func(t pulsedive.Threat) string { return t.Name }}
-	return err
+	return nil
 }
 
 // feeds maps each feed, newest listing first, to an indicator produced by
 // the feed's organization, and a sighting of the observable in it.
 func (b *builder) feeds(feeds []pulsedive.Feed) error {
-	return mapLinked(b, feedKind, feeds, func(f pulsedive.Feed) linkedEntry {
-		return linkedEntry{id: f.FID, name: f.Name, category: f.Category, producer: cmp.Or(f.Organization, Source), stamp: f.StampLinked}
-	})
+	for _, f := range feeds {
+		err := b.linked(&feedKind, linkedEntry{id: f.FID, name: f.Name, category: f.Category, producer: cmp.Or(f.Organization, Source), stamp: f.StampLinked})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // activeDNS maps the relations of the Active DNS links, when there are any
@@ -464,47 +471,43 @@ var (
 		relationship: memberOf, title: feedTitle}
 )
 
-// linkedEntry is a threat or a feed as mapLinked reads it.
+// linkedEntry is a threat or a feed as linked reads it.
 type linkedEntry struct {
 	id, name, category, producer string
 	stamp                        string // stamp_linked, already checked by sortedByLink
 }
 
-// mapLinked maps the threats or the feeds of a document: each to its
-// indicator, valid from when it was linked and pointing at its record in
-// Pulsedive, and a sighting of it then. read takes what the mapping needs
-// from one entry.
-func mapLinked[T any](b *builder, kind linkKind, items []T, read func(T) linkedEntry) error {
-	for _, it := range items {
-		l := read(it)
-		if l.name == "" || l.id == "" {
-			return fmt.Errorf("%w: %s without name or %s", ErrBroken, kind.name, kind.idName)
-		}
-		if b.full() {
-			continue
-		}
-		uri, err := page(kind.pagePath, l.id)
-		if err != nil {
-			return fmt.Errorf("%s: %w", kind.name, err)
-		}
-		title := kind.title(l.name)
-		linked := mustCTIM(l.stamp)
-		id := indicatorID(l.name)
-		if b.earlier.riskFactors.has(l.name) || b.earlier.threats.has(l.name) {
-			id = kindIndicatorID(kind.name, l.name)
-		}
-		ind := newIndicator(id, title, l.producer)
-		ind.ValidTime = ValidTime{StartTime: linked}
-		ind.Tags = b.lists.tags(l.category)
-		ind.SourceURI = uri
-		ind.ExternalIDs, ind.ExternalReferences = b.lists.external(kind.idPrefix, l.id, uri)
-		s := b.a.sighting(b.obs, title, linked, "", uri)
-		if kind.rated {
-			ind.Severity = b.a.threatRow.severity
-			s.Severity = b.a.row.severity
-		}
-		b.add(ind, s, kind.relationship)
+// linked maps a threat or a feed to its indicator, valid from when it was
+// linked and pointing at its record in Pulsedive, and a sighting of it
+// then; past the limit, it only checks the entry.
+func (b *builder) linked(kind *linkKind, l linkedEntry) error {
+	if l.name == "" || l.id == "" {
+		return fmt.Errorf("%w: %s without name or %s", ErrBroken, kind.name, kind.idName)
 	}
+	if b.full() {
+		return nil
+	}
+	uri, err := page(kind.pagePath, l.id)
+	if err != nil {
+		return fmt.Errorf("%s: %w", kind.name, err)
+	}
+	title := kind.title(l.name)
+	linked := mustCTIM(l.stamp)
+	id := indicatorID(l.name)
+	if b.earlier.riskFactors.has(l.name) || b.earlier.threats.has(l.name) {
+		id = kindIndicatorID(kind.name, l.name)
+	}
+	ind := newIndicator(id, title, l.producer)
+	ind.ValidTime = ValidTime{StartTime: linked}
+	ind.Tags = b.lists.tags(l.category)
+	ind.SourceURI = uri
+	ind.ExternalIDs, ind.ExternalReferences = b.lists.external(kind.idPrefix, l.id, uri)
+	s := b.a.sighting(b.obs, title, linked, "", uri)
+	if kind.rated {
+		ind.Severity = b.a.threatRow.severity
+		s.Severity = b.a.row.severity
+	}
+	b.add(ind, s, kind.relationship)
 	return nil
 }
 
