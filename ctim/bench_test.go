@@ -5,23 +5,25 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/pulsedive-relay/relay/pulsedive"
 )
 
 // benchReport looks like a busy Pulsedive indicator: a few risk factors,
 // threats and feeds, the shape of the 185.141.25.242 fixture.
-func benchReport() *Report {
-	r := &Report{IID: "5401", Risk: "high", StampSeen: "2020-04-10 08:30:00"}
+func benchReport() *pulsedive.Indicator {
+	r := &pulsedive.Indicator{IID: "5401", Risk: "high", StampSeen: "2020-04-10 08:30:00"}
 	for i := range 3 {
-		r.RiskFactors = append(r.RiskFactors, RiskFactor{Description: fmt.Sprintf("risk factor %d", i)})
+		r.RiskFactors = append(r.RiskFactors, pulsedive.RiskFactor{Description: fmt.Sprintf("risk factor %d", i)})
 	}
 	for i := range 2 {
-		r.Threats = append(r.Threats, Threat{TID: fmt.Sprint(i), Name: fmt.Sprintf("Threat %d", i), Category: "malware", StampLinked: "2020-03-01 12:00:00"})
-		r.Feeds = append(r.Feeds, Feed{FID: fmt.Sprint(i), Name: fmt.Sprintf("Feed %d", i), Category: "abuse", Organization: "org", StampLinked: "2020-01-15 10:00:00"})
+		r.Threats = append(r.Threats, pulsedive.Threat{TID: fmt.Sprint(i), Name: fmt.Sprintf("Threat %d", i), Category: "malware", StampLinked: "2020-03-01 12:00:00"})
+		r.Feeds = append(r.Feeds, pulsedive.Feed{FID: fmt.Sprint(i), Name: fmt.Sprintf("Feed %d", i), Category: "abuse", Organization: "org", StampLinked: "2020-01-15 10:00:00"})
 	}
 	return r
 }
 
-var benchLinks = []DNSLink{
+var benchLinks = []pulsedive.Link{
 	{Type: "domain", Indicator: "bad-cdn.example", StampLinked: "2020-04-09 00:00:00"},
 	{Type: "domain", Indicator: "mail.bad-cdn.example", StampLinked: "2020-03-20 12:00:00"},
 }
@@ -32,7 +34,7 @@ func BenchmarkObserve(b *testing.B) {
 	r := benchReport()
 	b.ReportAllocs()
 	for b.Loop() {
-		rels, err := m.Relations(obs, DNSLinkList(benchLinks), 100)
+		rels, err := m.Relations(obs, benchLinks, 100)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -45,7 +47,7 @@ func BenchmarkObserve(b *testing.B) {
 func BenchmarkBundleJSON(b *testing.B) {
 	m := Mapper{Now: func() time.Time { return fixedNow }, NewID: RandomUUID}
 	obs := Observable{Type: "ip", Value: "185.141.25.242"}
-	rels, _ := m.Relations(obs, DNSLinkList(benchLinks), 100)
+	rels, _ := m.Relations(obs, benchLinks, 100)
 	e, err := m.Observe(obs, benchReport(), rels, 100)
 	if err != nil {
 		b.Fatal(err)

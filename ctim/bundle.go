@@ -111,8 +111,10 @@ func wrap[T any](items []T) *Docs[T] {
 	return &Docs[T]{Count: len(items), Docs: items}
 }
 
-// Data is the bundle as the observe answer's data object: a key per
-// non-empty list; {} when the bundle is empty.
+// Data is the bundle as the observe answer's data object, in the shape
+// encoding/json reads: a key per non-empty list; {} when the bundle is
+// empty. It is the reference of the encoder: StreamJSON writes the bytes
+// encoding/json writes for it, faster.
 type Data struct {
 	Verdicts      *Docs[Verdict]      `json:"verdicts,omitempty"`
 	Judgements    *Docs[Judgement]    `json:"judgements,omitempty"`
@@ -121,8 +123,7 @@ type Data struct {
 	Relationships *Docs[Relationship] `json:"relationships,omitempty"`
 }
 
-// Data returns the bundle's wire form. Encoding it directly spares the
-// re-scan encoding/json gives the output of a MarshalJSON method.
+// Data returns the bundle's wire form.
 func (b *Bundle) Data() Data {
 	return Data{wrap(b.Verdicts), wrap(b.Judgements), wrap(b.Indicators), wrap(b.Sightings), wrap(b.Relationships)}
 }

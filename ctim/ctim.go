@@ -1,9 +1,11 @@
 // Package ctim holds the CTIM entities the relay answers with and the pure
-// mapping from Pulsedive documents to them (CONTRACT.md sections 4, 4b and 5). It
-// does no I/O: the clock and the id generator are passed in.
+// mapping from Pulsedive's documents to them (CONTRACT.md sections 4, 4b and
+// 5). It does no I/O: the clock and the id generator are passed in.
 //
-// This package imports no other package of the relay; see the import rule in
-// the pipeline package's documentation.
+// The mapping reads the documents as package pulsedive decodes them
+// (pulsedive.Indicator, pulsedive.Links), the one model of Pulsedive's
+// answers; pulsedive is the only package of the relay this one imports
+// (TestImportRule, in package pipeline, holds the rule).
 package ctim
 
 // Constants of the mapping.

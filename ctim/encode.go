@@ -6,16 +6,11 @@ import (
 	"unicode/utf8"
 )
 
-// AppendJSON appends the observe answer's data object to b: byte for byte
-// what encoding/json writes for d with HTML escaping off (held by
-// TestAppendJSONMatchesEncodingJSON and FuzzAppendString). It exists for
+// This file encodes the entities of an answer: byte for byte what
+// encoding/json writes for a bundle's Data with HTML escaping off (held by
+// TestEncoderMatchesEncodingJSON and FuzzAppendString). It exists for
 // speed: reflection-based encoding was a third of the cached observe path.
-// StreamJSON (stream.go) writes the same bytes in chunks.
-func (d Data) AppendJSON(b []byte) []byte {
-	s := stream{b: b}
-	d.encode(&s)
-	return s.b
-}
+// Bundle.StreamJSON (stream.go) puts the documents together.
 
 func (o Observable) appendJSON(b []byte) []byte {
 	b = append(b, `{"type":`...)
@@ -250,7 +245,7 @@ func plain8(s string) bool {
 // invalidUTF8 is what encoding/json writes for a byte that is not UTF-8:
 // the escape \ufffd in the original encoder, the replacement character
 // itself in the one built on JSON v2 (the default since Go 1.27). Asked
-// once, so AppendJSON stays byte-identical whichever the toolchain builds.
+// once, so the encoder stays byte-identical whichever the toolchain builds.
 var invalidUTF8 = func() string {
 	b, err := json.Marshal("\xff")
 	if err != nil || len(b) < 2 {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/pulsedive-relay/relay/pulsedive"
 )
 
 // stdJSON is what encoding/json writes for v with HTML escaping off, the
@@ -20,15 +22,15 @@ func stdJSON(t testing.TB, v any) []byte {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
-func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+func TestEncoderMatchesEncodingJSON(t *testing.T) {
 	m := Mapper{Now: func() time.Time { return fixedNow }}
 	hostile := Observable{Type: "url", Value: "http://x/\"<&>\\\n\t\u2028\x01é\xff"}
 	r := benchReport()
-	r.RiskFactors = append(r.RiskFactors, RiskFactor{Description: "quote \" and \u2029 and \x7f"})
+	r.RiskFactors = append(r.RiskFactors, pulsedive.RiskFactor{Description: "quote \" and \u2029 and \x7f"})
 	r.Feeds[0].Category = ""
 	var b Bundle
 	for _, obs := range []Observable{{Type: "ip", Value: "185.141.25.242"}, hostile, {Type: "domain", Value: "a.example"}} {
-		rels, err := m.Relations(obs, DNSLinkList(benchLinks), 100)
+		rels, err := m.Relations(obs, benchLinks, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -42,21 +44,21 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	b.Indicators = append(b.Indicators, Indicator{ID: "i", Tags: []string{}})
 	b.Sightings = append(b.Sightings, Sighting{ID: "s"})
 
-	tests := map[string]Data{
-		"full":  b.Data(),
-		"empty": (&Bundle{}).Data(),
-		"verdicts only": func() Data {
+	tests := map[string]*Bundle{
+		"full":  &b,
+		"empty": {},
+		"verdicts only": func() *Bundle {
 			var v Bundle
 			v.AddVerdict(b.Verdicts[0])
-			return v.Data()
+			return &v
 		}(),
 	}
-	for name, d := range tests {
+	for name, b := range tests {
 		t.Run(name, func(t *testing.T) {
-			want := stdJSON(t, d)
-			got := d.AppendJSON(nil)
+			want := stdJSON(t, b.Data())
+			got := b.appendJSON(nil)
 			if !bytes.Equal(got, want) {
-				t.Errorf("AppendJSON differs from encoding/json:\n got %s\nwant %s", got, want)
+				t.Errorf("the encoder differs from encoding/json:\n got %s\nwant %s", got, want)
 			}
 		})
 	}
@@ -77,18 +79,17 @@ func FuzzAppendString(f *testing.F) {
 func BenchmarkAppendJSON(b *testing.B) {
 	m := Mapper{Now: func() time.Time { return fixedNow }}
 	obs := Observable{Type: "ip", Value: "185.141.25.242"}
-	rels, _ := m.Relations(obs, DNSLinkList(benchLinks), 100)
+	rels, _ := m.Relations(obs, benchLinks, 100)
 	e, err := m.Observe(obs, benchReport(), rels, 100)
 	if err != nil {
 		b.Fatal(err)
 	}
 	var bundle Bundle
 	bundle.Add(e)
-	d := bundle.Data()
 	buf := make([]byte, 0, 16<<10)
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = d.AppendJSON(buf[:0])
+		buf = bundle.appendJSON(buf[:0])
 		b.SetBytes(int64(len(buf)))
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/pulsedive-relay/relay/pulsedive"
 )
 
 // Tests of CONTRACT.md section 4b, CTIM fidelity.
@@ -39,7 +41,7 @@ func TestVerdictExpiry(t *testing.T) {
 				t.Fatal(err)
 			}
 			m := mapperAt(now)
-			r := &Report{IID: "1", Risk: "low", StampSeen: seen, StampRetired: tt.retired}
+			r := &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: seen, StampRetired: tt.retired}
 			obs := Observable{Type: "ip", Value: "1.2.3.4"}
 			v, current, err := m.Verdict(obs, r)
 			if err != nil {
@@ -71,8 +73,8 @@ func TestVerdictExpiry(t *testing.T) {
 }
 
 func TestValidTimeNeverEndsBeforeItStarts(t *testing.T) {
-	r := &Report{IID: "1", Risk: "none", Retired: true, StampSeen: "2020-03-01 10:00:00", StampRetired: "2020-02-01 00:00:00",
-		RiskFactors: []RiskFactor{{"rf"}}}
+	r := &pulsedive.Indicator{IID: "1", Risk: "none", Retired: true, StampSeen: "2020-03-01 10:00:00", StampRetired: "2020-02-01 00:00:00",
+		RiskFactors: []pulsedive.RiskFactor{{Description: "rf"}}}
 	e, err := testMapper().Observe(Observable{"ip", "x"}, r, nil, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -91,13 +93,13 @@ func TestValidTimeNeverEndsBeforeItStarts(t *testing.T) {
 func TestJudgementIDAndReason(t *testing.T) {
 	tests := []struct {
 		name string
-		r    Report
+		r    pulsedive.Indicator
 		want string
 	}{
-		{"risk as sent", Report{Risk: "HIGH"}, "Pulsedive risk: HIGH"},
-		{"retired with a reason", Report{Risk: "none", Retired: true, RetiredReason: "No recent activity"}, "Pulsedive risk: none (retired: No recent activity)"},
-		{"retired by a number", Report{Risk: "none", Retired: true}, "Pulsedive risk: none (retired)"},
-		{"a long reason is cut", Report{Risk: "low", Retired: true, RetiredReason: strings.Repeat("ü", 2000)},
+		{"risk as sent", pulsedive.Indicator{Risk: "HIGH"}, "Pulsedive risk: HIGH"},
+		{"retired with a reason", pulsedive.Indicator{Risk: "none", Retired: true, RetiredReason: "No recent activity"}, "Pulsedive risk: none (retired: No recent activity)"},
+		{"retired by a number", pulsedive.Indicator{Risk: "none", Retired: true}, "Pulsedive risk: none (retired)"},
+		{"a long reason is cut", pulsedive.Indicator{Risk: "low", Retired: true, RetiredReason: strings.Repeat("ü", 2000)},
 			"Pulsedive risk: low (retired: " + strings.Repeat("ü", 1024-len("Pulsedive risk: low (retired: "))},
 	}
 	for _, tt := range tests {
@@ -137,10 +139,10 @@ func TestSightingsCarryTLP(t *testing.T) {
 }
 
 func TestExternalReferences(t *testing.T) {
-	r := &Report{IID: "1", Risk: "high", StampSeen: "2020-04-01 00:00:00",
-		RiskFactors: []RiskFactor{{"rf"}},
-		Threats:     []Threat{{TID: "7", Name: "Zeus", Category: "malware", StampLinked: "2020-04-02 00:00:01"}},
-		Feeds:       []Feed{{FID: "a&b", Name: "Feodo Tracker", Category: "malware", Organization: "abuse.ch", StampLinked: "2020-04-01 06:00:00"}},
+	r := &pulsedive.Indicator{IID: "1", Risk: "high", StampSeen: "2020-04-01 00:00:00",
+		RiskFactors: []pulsedive.RiskFactor{{Description: "rf"}},
+		Threats:     []pulsedive.Threat{{TID: "7", Name: "Zeus", Category: "malware", StampLinked: "2020-04-02 00:00:01"}},
+		Feeds:       []pulsedive.Feed{{FID: "a&b", Name: "Feodo Tracker", Category: "malware", Organization: "abuse.ch", StampLinked: "2020-04-01 06:00:00"}},
 	}
 	e, err := testMapper().Observe(Observable{"ip", "x"}, r, nil, 100)
 	if err != nil {
@@ -174,10 +176,10 @@ func TestExternalReferences(t *testing.T) {
 
 func TestStringLimits(t *testing.T) {
 	name := strings.Repeat("ж", 6000) // 2 bytes, 1 code point each
-	r := &Report{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00",
-		RiskFactors: []RiskFactor{{name}},
-		Threats:     []Threat{{TID: "1", Name: name, Category: name, StampLinked: "2020-04-01 00:00:00"}},
-		Feeds:       []Feed{{FID: "1", Name: name, Category: "c", Organization: name, StampLinked: "2020-04-01 00:00:00"}},
+	r := &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00",
+		RiskFactors: []pulsedive.RiskFactor{{Description: name}},
+		Threats:     []pulsedive.Threat{{TID: "1", Name: name, Category: name, StampLinked: "2020-04-01 00:00:00"}},
+		Feeds:       []pulsedive.Feed{{FID: "1", Name: name, Category: "c", Organization: name, StampLinked: "2020-04-01 00:00:00"}},
 	}
 	e, err := testMapper().Observe(Observable{"ip", "x"}, r, nil, 100)
 	if err != nil {
@@ -205,7 +207,7 @@ func TestStringLimits(t *testing.T) {
 	}
 	// Ids come from the whole name, so two long names that differ only
 	// past the cut stay two indicators.
-	if e.Indicators[0].ID != IndicatorID(name) {
+	if e.Indicators[0].ID != indicatorID(name) {
 		t.Errorf("risk factor id is not the id of its whole name")
 	}
 }
@@ -231,8 +233,8 @@ func TestCut(t *testing.T) {
 }
 
 func TestIDsEscapedInURLs(t *testing.T) {
-	r := &Report{IID: "12 34", Risk: "low", StampSeen: "2020-04-01 00:00:00",
-		Threats: []Threat{{TID: "7/../8?x=#", Name: "T", StampLinked: "2020-04-01 00:00:00"}},
+	r := &pulsedive.Indicator{IID: "12 34", Risk: "low", StampSeen: "2020-04-01 00:00:00",
+		Threats: []pulsedive.Threat{{TID: "7/../8?x=#", Name: "T", StampLinked: "2020-04-01 00:00:00"}},
 	}
 	e, err := testMapper().Observe(Observable{"ip", "x"}, r, nil, 100)
 	if err != nil {
@@ -252,16 +254,16 @@ func TestIDsEscapedInURLs(t *testing.T) {
 		t.Errorf("browse url = %s, want %s", got, want)
 	}
 	// An id too long for a CTIM URI is not Pulsedive's.
-	long := &Report{IID: strings.Repeat("9", 2048), Risk: "low", StampSeen: "2020-04-01 00:00:00"}
+	long := &pulsedive.Indicator{IID: strings.Repeat("9", 2048), Risk: "low", StampSeen: "2020-04-01 00:00:00"}
 	if _, err := testMapper().Observe(Observable{"ip", "x"}, long, nil, 100); !errors.Is(err, ErrBroken) {
 		t.Errorf("iid of 2048 digits: error %v, want ErrBroken", err)
 	}
 }
 
 func TestEmptyPulsediveStrings(t *testing.T) {
-	r := &Report{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00",
-		Threats: []Threat{{TID: "1", Name: "T", Category: "", StampLinked: "2020-04-01 00:00:00"}},
-		Feeds: []Feed{
+	r := &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00",
+		Threats: []pulsedive.Threat{{TID: "1", Name: "T", Category: "", StampLinked: "2020-04-01 00:00:00"}},
+		Feeds: []pulsedive.Feed{
 			{FID: "1", Name: "Feed", Category: "", Organization: "", StampLinked: "2020-04-01 00:00:00"},
 			{FID: "2", Name: " Feed Feed ", Category: "abuse", Organization: "o", StampLinked: "2020-04-01 00:00:00"},
 			{FID: "3", Name: "ZeroDot1's Bad IPs Feed", Category: "abuse", Organization: "o", StampLinked: "2020-04-01 00:00:00"},
@@ -298,31 +300,31 @@ func TestIndicatorIDCollisions(t *testing.T) {
 	stamp := "2020-04-01 00:00:00"
 	tests := []struct {
 		name string
-		r    Report
+		r    pulsedive.Indicator
 		want []string // indicator ids, in order
 	}{
-		{"no collision", Report{
-			RiskFactors: []RiskFactor{{"rf"}},
-			Threats:     []Threat{{TID: "1", Name: name, StampLinked: stamp}},
-			Feeds:       []Feed{{FID: "1", Name: "F", StampLinked: stamp}},
-		}, []string{IndicatorID("rf"), IndicatorID(name), IndicatorID("F")}},
-		{"risk factor, threat and feed", Report{
-			RiskFactors: []RiskFactor{{name}},
-			Threats:     []Threat{{TID: "1", Name: name, StampLinked: stamp}},
-			Feeds:       []Feed{{FID: "1", Name: name, StampLinked: stamp}},
-		}, []string{IndicatorID(name), kindIndicatorID("threat", name), kindIndicatorID("feed", name)}},
-		{"threat and feed", Report{
-			Threats: []Threat{{TID: "1", Name: name, StampLinked: stamp}},
-			Feeds:   []Feed{{FID: "1", Name: name, StampLinked: stamp}},
-		}, []string{IndicatorID(name), kindIndicatorID("feed", name)}},
-		{"risk factor and feed", Report{
-			RiskFactors: []RiskFactor{{name}},
-			Feeds:       []Feed{{FID: "1", Name: name, StampLinked: stamp}},
-		}, []string{IndicatorID(name), kindIndicatorID("feed", name)}},
-		{"many names, hashed", Report{
+		{"no collision", pulsedive.Indicator{
+			RiskFactors: []pulsedive.RiskFactor{{Description: "rf"}},
+			Threats:     []pulsedive.Threat{{TID: "1", Name: name, StampLinked: stamp}},
+			Feeds:       []pulsedive.Feed{{FID: "1", Name: "F", StampLinked: stamp}},
+		}, []string{indicatorID("rf"), indicatorID(name), indicatorID("F")}},
+		{"risk factor, threat and feed", pulsedive.Indicator{
+			RiskFactors: []pulsedive.RiskFactor{{Description: name}},
+			Threats:     []pulsedive.Threat{{TID: "1", Name: name, StampLinked: stamp}},
+			Feeds:       []pulsedive.Feed{{FID: "1", Name: name, StampLinked: stamp}},
+		}, []string{indicatorID(name), kindIndicatorID("threat", name), kindIndicatorID("feed", name)}},
+		{"threat and feed", pulsedive.Indicator{
+			Threats: []pulsedive.Threat{{TID: "1", Name: name, StampLinked: stamp}},
+			Feeds:   []pulsedive.Feed{{FID: "1", Name: name, StampLinked: stamp}},
+		}, []string{indicatorID(name), kindIndicatorID("feed", name)}},
+		{"risk factor and feed", pulsedive.Indicator{
+			RiskFactors: []pulsedive.RiskFactor{{Description: name}},
+			Feeds:       []pulsedive.Feed{{FID: "1", Name: name, StampLinked: stamp}},
+		}, []string{indicatorID(name), kindIndicatorID("feed", name)}},
+		{"many names, hashed", pulsedive.Indicator{
 			RiskFactors: riskFactors(40, name),
-			Threats:     append(threats(40, stamp), Threat{TID: "x", Name: name, StampLinked: stamp}),
-			Feeds:       []Feed{{FID: "1", Name: "threat 7", StampLinked: stamp}},
+			Threats:     append(threats(40, stamp), pulsedive.Threat{TID: "x", Name: name, StampLinked: stamp}),
+			Feeds:       []pulsedive.Feed{{FID: "1", Name: "threat 7", StampLinked: stamp}},
 		}, nil},
 	}
 	for _, tt := range tests {
@@ -359,41 +361,49 @@ func TestIndicatorIDCollisions(t *testing.T) {
 	}
 }
 
-func riskFactors(n int, also string) []RiskFactor {
-	out := []RiskFactor{{also}}
+func riskFactors(n int, also string) []pulsedive.RiskFactor {
+	out := []pulsedive.RiskFactor{{Description: also}}
 	for i := range n {
-		out = append(out, RiskFactor{fmt.Sprintf("risk factor %d", i)})
+		out = append(out, pulsedive.RiskFactor{Description: fmt.Sprintf("risk factor %d", i)})
 	}
 	return out
 }
 
-func threats(n int, stamp string) []Threat {
-	var out []Threat
+func threats(n int, stamp string) []pulsedive.Threat {
+	var out []pulsedive.Threat
 	for i := range n {
-		out = append(out, Threat{TID: fmt.Sprint(i), Name: fmt.Sprintf("threat %d", i), StampLinked: stamp})
+		out = append(out, pulsedive.Threat{TID: fmt.Sprint(i), Name: fmt.Sprintf("threat %d", i), StampLinked: stamp})
 	}
 	return out
 }
 
 // TestActiveDNSCap: 20,000 Active DNS entries give at most the entities
 // limit of relations, the first ones in Pulsedive's order, and the mapping
-// reads no further than it keeps.
+// reads no further than it keeps: the entries past those it needs are
+// unreadable, and reading one would fail the mapping.
 func TestActiveDNSCap(t *testing.T) {
 	const entries = 20_000
-	link := func(i int) DNSLink {
+	link := func(i int) pulsedive.Link {
 		// Every third entry is too old and every fifth of another type:
 		// the limit counts what is kept after the filters.
 		switch {
 		case i%3 == 1:
-			return DNSLink{Type: "domain", Indicator: fmt.Sprintf("old%d.example", i), StampLinked: "2019-01-01 00:00:00"}
+			return pulsedive.Link{Type: "domain", Indicator: fmt.Sprintf("old%d.example", i), StampLinked: "2019-01-01 00:00:00"}
 		case i%5 == 2:
-			return DNSLink{Type: "url", Indicator: fmt.Sprintf("http://u%d.example/", i), StampLinked: "2020-04-01 00:00:00"}
+			return pulsedive.Link{Type: "url", Indicator: fmt.Sprintf("http://u%d.example/", i), StampLinked: "2020-04-01 00:00:00"}
 		}
-		return DNSLink{Type: "domain", Indicator: fmt.Sprintf("d%d.example", i), StampLinked: "2020-04-01 00:00:00"}
+		return pulsedive.Link{Type: "domain", Indicator: fmt.Sprintf("d%d.example", i), StampLinked: "2020-04-01 00:00:00"}
 	}
 	for _, limit := range []int{1, 100, 500} {
 		t.Run(fmt.Sprint(limit), func(t *testing.T) {
-			links := &countingLinks{n: entries, link: link}
+			// The first 2·limit+1 entries hold limit that are kept.
+			links := make([]pulsedive.Link, entries)
+			for i := range links {
+				links[i] = pulsedive.Link{Type: "domain", StampLinked: "never read"}
+				if i <= 2*limit {
+					links[i] = link(i)
+				}
+			}
 			obs := Observable{Type: "ip", Value: "1.2.3.4"}
 			rels, err := testMapper().Relations(obs, links, limit)
 			if err != nil {
@@ -412,10 +422,7 @@ func TestActiveDNSCap(t *testing.T) {
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("relations (-want +got):\n%s", diff)
 			}
-			if links.read > 2*limit+1 {
-				t.Errorf("read %d entries to keep %d", links.read, limit)
-			}
-			e, err := testMapper().Observe(obs, &Report{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00"}, rels, limit)
+			e, err := testMapper().Observe(obs, &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00"}, rels, limit)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -426,7 +433,7 @@ func TestActiveDNSCap(t *testing.T) {
 	}
 	// Observe caps relations it is given too.
 	many := make([]Relation, 300)
-	e, err := testMapper().Observe(Observable{"ip", "x"}, &Report{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00"}, many, 100)
+	e, err := testMapper().Observe(Observable{"ip", "x"}, &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00"}, many, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,30 +442,17 @@ func TestActiveDNSCap(t *testing.T) {
 	}
 }
 
-// countingLinks makes n links and counts those read.
-type countingLinks struct {
-	n, read int
-	link    func(i int) DNSLink
-}
-
-func (l *countingLinks) Len() int { return l.n }
-
-func (l *countingLinks) At(i int) DNSLink {
-	l.read++
-	return l.link(i)
-}
-
 func TestStampsOutOfCTIMRange(t *testing.T) {
 	for _, stamp := range []string{"1969-12-31 23:59:59", "0000-01-01 00:00:00", "2500-01-01 00:00:00", "9999-12-31 23:59:59"} {
 		t.Run(stamp, func(t *testing.T) {
-			r := &Report{IID: "1", Risk: "low", StampSeen: stamp}
+			r := &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: stamp}
 			if _, _, err := testMapper().Verdict(Observable{"ip", "x"}, r); !errors.Is(err, ErrBroken) {
 				t.Errorf("stamp_seen %s: error %v, want ErrBroken", stamp, err)
 			}
 		})
 	}
 	for _, stamp := range []string{"1970-01-01 00:00:00", "2499-12-31 23:59:59"} {
-		r := &Report{IID: "1", Risk: "low", StampSeen: stamp}
+		r := &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: stamp}
 		if _, _, err := testMapper().Verdict(Observable{"ip", "x"}, r); err != nil {
 			t.Errorf("stamp_seen %s: %v", stamp, err)
 		}

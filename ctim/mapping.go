@@ -8,71 +8,18 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/pulsedive-relay/relay/pulsedive"
 )
+
+// This file is the mapping of CONTRACT.md section 4, read from the
+// documents as pulsedive decodes them: assess reads what every entity of
+// an indicator shares, then each source of the document (risk factors,
+// threats, feeds, Active DNS links) has its helper below observation.
 
 // ErrBroken means a Pulsedive document lacks a field the mapping needs (or
 // holds one it cannot read): the contract's "key error".
 var ErrBroken = errors.New("ctim: Pulsedive document lacks a field the mapping needs")
-
-// Report is what Pulsedive knows of one indicator, as the mapping reads it:
-// the fields of its info document. Times are Pulsedive's
-// "YYYY-MM-DD HH:MM:SS" UTC text.
-type Report struct {
-	IID  string
-	Risk string
-	// Retired is Pulsedive's "retired" read as a flag; RetiredReason is its
-	// text when Pulsedive sent one (a number leaves it empty).
-	Retired       bool
-	RetiredReason string
-	StampSeen     string
-	StampRetired  string
-	RiskFactors   []RiskFactor
-	Threats       []Threat
-	Feeds         []Feed
-}
-
-// RiskFactor is one of a report's risk factors.
-type RiskFactor struct {
-	Description string
-}
-
-// Threat is a threat a report is linked to.
-type Threat struct {
-	TID         string
-	Name        string
-	Category    string
-	StampLinked string
-}
-
-// Feed is a feed a report is listed in.
-type Feed struct {
-	FID          string
-	Name         string
-	Category     string
-	Organization string
-	StampLinked  string
-}
-
-// DNSLink is one entry of a links document's "Active DNS" group.
-type DNSLink struct {
-	Type        string
-	Indicator   string
-	StampLinked string
-}
-
-// DNSLinks is a links document's "Active DNS" list as Relations reads it:
-// entry by entry, so that a caller holding another shape converts only the
-// entries read. DNSLinkList is one.
-type DNSLinks interface {
-	Len() int
-	At(i int) DNSLink
-}
-
-// DNSLinkList is a DNSLinks already in the mapping's shape.
-type DNSLinkList []DNSLink
-
-func (l DNSLinkList) Len() int         { return len(l) }
-func (l DNSLinkList) At(i int) DNSLink { return l[i] }
 
 // Entities is what one found observable contributes to an observe answer.
 // Verdict is nil when the verdict's valid_time has ended at the mapper's
@@ -86,14 +33,18 @@ type Entities struct {
 	Relationships []Relationship
 }
 
-// Mapper maps Pulsedive reports to CTIM. Now must be set.
+// Mapper maps Pulsedive's documents to CTIM. Now must be set.
+//
+// The clock and the id generator are fields, not calls to time.Now and a
+// random source, so that a test fixes them: the valid times, the 90-day
+// Active DNS window and the transient ids of an answer are then the same
+// on every run, which the golden answers need.
 type Mapper struct {
 	// Now is the answer's clock: it decides which verdicts are still
 	// current and which Active DNS links are recent (90 days).
 	Now func() time.Time
 	// NewID returns a fresh UUID in text form for judgements, sightings
-	// and relationships; nil means random (version 4) UUIDs. Tests set it
-	// to get predictable ids.
+	// and relationships; nil means random (version 4) UUIDs.
 	NewID func() string
 }
 
@@ -104,6 +55,34 @@ const (
 	validity = 91*24*time.Hour + 6*time.Hour
 	// activeDNSWindow bounds how old an Active DNS link may be.
 	activeDNSWindow = 90 * 24 * time.Hour
+)
+
+// The values of CONTRACT.md section 4 that every entity of their kind
+// carries.
+const (
+	tlp        = "white"  // every entity
+	confidence = "Medium" // judgements and sightings
+	priority   = 85       // judgements
+
+	// An Active DNS link is a relation of the Active DNS sighting.
+	activeDNSDescription = "Active DNS"
+	resolvedTo           = "Resolved_To"
+	relationOrigin       = "Pulsedive Enrichment Module"
+
+	// A sighting of a risk factor or a threat is a sighting of its
+	// indicator; a sighting in a feed makes the observable a member of it.
+	sightingOf = "sighting-of"
+	memberOf   = "member-of"
+)
+
+// The types of the entities, as their "type" fields and transient ids
+// name them.
+const (
+	typeVerdict      = "verdict"
+	typeJudgement    = "judgement"
+	typeIndicator    = "indicator"
+	typeSighting     = "sighting"
+	typeRelationship = "relationship"
 )
 
 const (
@@ -145,7 +124,7 @@ var (
 	latestStamp   = time.Date(2500, time.January, 1, 0, 0, 0, 0, time.UTC)
 )
 
-// assessment is what every entity of one report shares.
+// assessment is what every entity of one indicator shares.
 type assessment struct {
 	row       riskRow // with the retired rule: verdict, judgement, sightings
 	threatRow riskRow // without it: threat indicators
@@ -155,23 +134,23 @@ type assessment struct {
 	pageURI   string    // the indicator's page in Pulsedive's UI
 }
 
-func assess(r *Report) (assessment, error) {
-	risk := strings.ToLower(r.Risk)
+func assess(ind *pulsedive.Indicator) (assessment, error) {
+	risk := strings.ToLower(ind.Risk)
 	threatRow, ok := riskTable[risk]
-	if !ok || r.IID == "" {
-		return assessment{}, fmt.Errorf("%w: risk %q, iid %q", ErrBroken, r.Risk, r.IID)
+	if !ok || ind.IID == "" {
+		return assessment{}, fmt.Errorf("%w: risk %q, iid %q", ErrBroken, ind.Risk, ind.IID)
 	}
 	row := threatRow
-	if r.Retired && risk == "none" {
+	if ind.Retired && risk == "none" {
 		row = riskTable["retired"]
 	}
-	seen, err := parseStamp(r.StampSeen)
+	seen, err := parseStamp(ind.StampSeen)
 	if err != nil {
 		return assessment{}, fmt.Errorf("stamp_seen: %w", err)
 	}
 	end := seen.Add(validity)
-	if r.StampRetired != "" {
-		if end, err = parseStamp(r.StampRetired); err != nil {
+	if ind.StampRetired != "" {
+		if end, err = parseStamp(ind.StampRetired); err != nil {
 			return assessment{}, fmt.Errorf("stamp_retired: %w", err)
 		}
 		// Retired before it was seen: CTIM refuses a valid_time that ends
@@ -180,7 +159,7 @@ func assess(r *Report) (assessment, error) {
 			end = seen
 		}
 	}
-	pageURI, err := page("/indicator/?iid=", r.IID)
+	pageURI, err := page("/indicator/?iid=", ind.IID)
 	if err != nil {
 		return assessment{}, err
 	}
@@ -209,14 +188,14 @@ func page(path, id string) (string, error) {
 
 // reason says why the judgement is what it is: Pulsedive's risk as sent,
 // and whether (and why) Pulsedive retired the indicator.
-func reason(r *Report) string {
+func reason(ind *pulsedive.Indicator) string {
 	switch {
-	case r.RetiredReason != "":
-		return cut("Pulsedive risk: "+r.Risk+" (retired: "+r.RetiredReason+")", shortString)
-	case r.Retired:
-		return "Pulsedive risk: " + r.Risk + " (retired)"
+	case ind.RetiredReason != "":
+		return cut("Pulsedive risk: "+ind.Risk+" (retired: "+ind.RetiredReason+")", shortString)
+	case ind.Retired:
+		return "Pulsedive risk: " + ind.Risk + " (retired)"
 	}
-	return "Pulsedive risk: " + r.Risk
+	return "Pulsedive risk: " + ind.Risk
 }
 
 // current says whether a validity ending at end still holds at the
@@ -227,21 +206,22 @@ func (m Mapper) current(end time.Time) bool {
 	return m.Now().Before(end)
 }
 
-// Verdict maps a report to the verdict on obs, all deliberate needs. current
-// is false when the verdict's valid_time has ended at m.Now: the caller
-// leaves such a verdict out (CONTRACT.md section 4b). The verdict carries no judgement_id.
-// It fails with ErrBroken when the report cannot be mapped.
-func (m Mapper) Verdict(obs Observable, r *Report) (v Verdict, current bool, err error) {
-	a, err := assess(r)
+// Verdict maps an indicator document to the verdict on obs, all deliberate
+// needs. current is false when the verdict's valid_time has ended at m.Now:
+// the caller leaves such a verdict out (CONTRACT.md section 4b). The verdict
+// carries no judgement_id. It fails with ErrBroken when the document cannot
+// be mapped.
+func (m Mapper) Verdict(obs Observable, ind *pulsedive.Indicator) (v Verdict, current bool, err error) {
+	a, err := assess(ind)
 	if err != nil {
 		return Verdict{}, false, err
 	}
-	return verdict(obs, a), m.current(a.end), nil
+	return a.verdict(obs), m.current(a.end), nil
 }
 
-func verdict(obs Observable, a assessment) Verdict {
+func (a assessment) verdict(obs Observable) Verdict {
 	return Verdict{
-		Type:            "verdict",
+		Type:            typeVerdict,
 		Observable:      obs,
 		Disposition:     a.row.disposition,
 		DispositionName: a.row.dispositionName,
@@ -249,29 +229,38 @@ func verdict(obs Observable, a assessment) Verdict {
 	}
 }
 
-// Relations picks the Active DNS links of the last 90 days (by m.Now) whose
-// type pairs with obs: addresses (ip, ipv6) of a domain, domains of an
-// address. Each becomes a Resolved_To relation from the domain side to the
-// address side. It keeps the first limit relations, in Pulsedive's order,
-// and reads no further, so a list of thousands costs no more than the limit
-// (a limit below 1 means no cap). No pairing link gives nil. A link it reads
-// without a readable stamp_linked or indicator fails with ErrBroken.
-func (m Mapper) Relations(obs Observable, links DNSLinks, limit int) ([]Relation, error) {
-	relations, _, err := m.relations(obs, links, limit)
-	return relations, err
+func (a assessment) judgement(obs Observable, reason string) Judgement {
+	return Judgement{
+		Type:            typeJudgement,
+		Observable:      obs,
+		Disposition:     a.row.disposition,
+		DispositionName: a.row.dispositionName,
+		Severity:        a.row.severity,
+		ValidTime:       a.validTime,
+		SourceURI:       a.pageURI,
+		Reason:          reason,
+		ReasonURI:       a.pageURI,
+		Source:          Source,
+		Confidence:      confidence,
+		Priority:        priority,
+		TLP:             tlp,
+		SchemaVersion:   SchemaVersion,
+	}
 }
 
-// relations is Relations, and the first instant one of the relations kept
-// leaves the 90-day window (zero when none is kept): until then, the same
-// links give the same relations.
-func (m Mapper) relations(obs Observable, links DNSLinks, limit int) ([]Relation, time.Time, error) {
-	var (
-		relations []Relation
-		until     time.Time
-	)
+// relations picks the Active DNS links of the last 90 days (by m.Now)
+// whose type pairs with obs: addresses (ip, ipv6) of a domain, domains of
+// an address. Each becomes a Resolved_To relation from the domain side to
+// the address side. It keeps the first limit relations, in Pulsedive's
+// order, and reads no further, so a list of thousands costs no more than
+// the limit (a limit below 1 means no cap). No pairing link gives nil. A
+// link it reads without a readable stamp_linked or indicator fails with
+// ErrBroken. until is the first instant one of the relations kept leaves
+// the 90-day window (zero when none is kept): until then, the same links
+// give the same relations.
+func (m Mapper) relations(obs Observable, links []pulsedive.Link, limit int) (relations []Relation, until time.Time, err error) {
 	cutoff := m.Now().Add(-activeDNSWindow)
-	for i := range links.Len() {
-		l := links.At(i)
+	for _, l := range links {
 		if !pairs(obs.Type, l.Type) {
 			continue
 		}
@@ -289,7 +278,7 @@ func (m Mapper) relations(obs Observable, links DNSLinks, limit int) ([]Relation
 			until = leaves
 		}
 		other := Observable{Type: l.Type, Value: l.Indicator}
-		rel := Relation{Origin: "Pulsedive Enrichment Module", Relation: "Resolved_To", Source: obs, Related: other}
+		rel := Relation{Origin: relationOrigin, Relation: resolvedTo, Source: obs, Related: other}
 		if obs.Type != "domain" {
 			rel.Source, rel.Related = other, obs
 		}
@@ -311,162 +300,215 @@ func pairs(observable, linked string) bool {
 	return false
 }
 
-// Observe maps a report on obs to its verdict (nil once expired),
-// judgement, indicators, sightings and relationships. relations, from
-// Relations, become the Active DNS sighting (none when empty). limit caps
-// the indicators and, separately, the sightings (Active DNS included) of
-// this observable, and the Active DNS relations; relationships follow the
-// sightings kept. A limit below 1 means no cap. It fails with ErrBroken
-// when the report cannot be mapped.
-func (m Mapper) Observe(obs Observable, r *Report, relations []Relation, limit int) (Entities, error) {
-	o, err := m.observation(obs, r, relations, limit)
-	if err != nil {
-		return Entities{}, err
-	}
-	return m.entities(o, false), nil
-}
-
-// observation maps what Observe maps, but for the transient ids.
-func (m Mapper) observation(obs Observable, r *Report, relations []Relation, limit int) (*Observation, error) {
-	a, err := assess(r)
+// observation maps an indicator document on obs, with the relations of its
+// Active DNS links, to the observation's verdict (nil once expired),
+// judgement, indicators, sightings and relationships, all but the transient
+// ids. limit caps the indicators and, separately, the sightings (Active DNS
+// included) of this observable, and the Active DNS relations;
+// relationships follow the sightings kept. A limit below 1 means no cap.
+// It fails with ErrBroken when the document cannot be mapped.
+func (m Mapper) observation(obs Observable, ind *pulsedive.Indicator, relations []Relation, limit int) (*Observation, error) {
+	a, err := assess(ind)
 	if err != nil {
 		return nil, err
 	}
-	threats, err := sortedByLink(r.Threats, func(t Threat) string { return t.StampLinked })
+	threats, err := sortedByLink(ind.Threats, func(t pulsedive.Threat) string { return t.StampLinked })
 	if err != nil {
 		return nil, fmt.Errorf("threat stamp_linked: %w", err)
 	}
-	feeds, err := sortedByLink(r.Feeds, func(f Feed) string { return f.StampLinked })
+	feeds, err := sortedByLink(ind.Feeds, func(f pulsedive.Feed) string { return f.StampLinked })
 	if err != nil {
 		return nil, fmt.Errorf("feed stamp_linked: %w", err)
 	}
-
 	if limit > 0 && len(relations) > limit {
 		relations = relations[:limit]
 	}
-	total := len(r.RiskFactors) + len(threats) + len(feeds)
+	total := len(ind.RiskFactors) + len(threats) + len(feeds)
 	if len(relations) > 0 {
 		total++
 	}
 	if limit < 1 {
 		limit = total
 	}
-	o := &Observation{
-		judgement: Judgement{
-			Type:            "judgement",
-			Observable:      obs,
-			Disposition:     a.row.disposition,
-			DispositionName: a.row.dispositionName,
-			Severity:        a.row.severity,
-			ValidTime:       a.validTime,
-			SourceURI:       a.pageURI,
-			Reason:          reason(r),
-			ReasonURI:       a.pageURI,
-			Source:          Source,
-			Confidence:      "Medium",
-			Priority:        85,
-			TLP:             "white",
-			SchemaVersion:   SchemaVersion,
+	b := builder{
+		obs:   obs,
+		a:     a,
+		limit: limit,
+		o: &Observation{
+			judgement:     a.judgement(obs, reason(ind)),
+			indicators:    make([]Indicator, 0, min(limit, total)),
+			sightings:     make([]Sighting, 0, min(limit, total)),
+			relationships: make([]Relationship, 0, min(limit, total)),
 		},
-		indicators:    make([]Indicator, 0, min(limit, total)),
-		sightings:     make([]Sighting, 0, min(limit, total)),
-		relationships: make([]Relationship, 0, min(limit, total)),
 	}
 	if m.current(a.end) {
-		v := verdict(obs, a)
-		o.verdict = &v
-		o.until = a.end
+		v := a.verdict(obs)
+		b.o.verdict = &v
+		b.o.until = a.end
 	}
-	// Each risk factor, threat and feed gives an indicator and a sighting
-	// of it, in the same order, so both lists stop at the same place. Past
-	// it, entries are still checked (a broken one breaks the document) but
-	// no longer mapped.
-	full := func() bool { return len(o.sightings) >= limit }
-	add := func(ind Indicator, s Sighting, relType string) {
-		o.indicators = append(o.indicators, ind)
-		o.sightings = append(o.sightings, s)
-		o.relationships = append(o.relationships, Relationship{
-			Type:             "relationship",
-			RelationshipType: relType,
-			TargetRef:        ind.ID,
-			TLP:              "white",
-			SchemaVersion:    SchemaVersion,
-		})
+	if err := b.riskFactors(ind.RiskFactors); err != nil {
+		return nil, err
 	}
+	b.lists = newOneLists(min(limit-len(b.o.sightings), len(threats)+len(feeds)))
+	if err := b.threats(threats); err != nil {
+		return nil, err
+	}
+	if err := b.feeds(feeds); err != nil {
+		return nil, err
+	}
+	b.activeDNS(relations)
+	return b.o, nil
+}
 
-	for _, rf := range r.RiskFactors {
+// builder fills one observation, source after source. Each risk factor,
+// threat and feed gives an indicator and a sighting of it, in the same
+// order, so both lists stop at the same place, the limit. Past it, entries
+// are still checked (a broken one breaks the document) but no longer
+// mapped.
+type builder struct {
+	obs   Observable
+	a     assessment
+	limit int
+	o     *Observation
+	lists oneLists
+	// earlier are the names of the kinds mapped so far, for the
+	// indicator-id rule.
+	earlier struct {
+		riskFactors names[pulsedive.RiskFactor]
+		threats     names[pulsedive.Threat]
+	}
+}
+
+func (b *builder) full() bool { return len(b.o.sightings) >= b.limit }
+
+// add appends an indicator, a sighting of it and the relationship between
+// them.
+func (b *builder) add(ind Indicator, s Sighting, relationshipType string) {
+	b.o.indicators = append(b.o.indicators, ind)
+	b.o.sightings = append(b.o.sightings, s)
+	b.o.relationships = append(b.o.relationships, Relationship{
+		Type:             typeRelationship,
+		RelationshipType: relationshipType,
+		TargetRef:        ind.ID,
+		TLP:              tlp,
+		SchemaVersion:    SchemaVersion,
+	})
+}
+
+// riskFactors maps each risk factor to an indicator named by its
+// description, valid as the verdict is, and a sighting of it when the
+// indicator was seen.
+func (b *builder) riskFactors(riskFactors []pulsedive.RiskFactor) error {
+	for _, rf := range riskFactors {
 		if rf.Description == "" {
-			return nil, fmt.Errorf("%w: risk factor without description", ErrBroken)
+			return fmt.Errorf("%w: risk factor without description", ErrBroken)
 		}
-		if full() {
+		if b.full() {
 			continue
 		}
-		ind := newIndicator(IndicatorID(rf.Description), rf.Description, "Pulsedive")
-		ind.ValidTime = a.validTime
-		add(ind, a.sighting(obs, rf.Description, a.seen, a.row.severity, a.pageURI), "sighting-of")
+		ind := newIndicator(indicatorID(rf.Description), rf.Description, Source)
+		ind.ValidTime = b.a.validTime
+		b.add(ind, b.a.sighting(b.obs, rf.Description, b.a.seen, b.a.row.severity, b.a.pageURI), sightingOf)
 	}
+	b.earlier.riskFactors = names[pulsedive.RiskFactor]{items: riskFactors, name: func(rf pulsedive.RiskFactor) string { return rf.Description }}
+	return nil
+}
 
-	names := kindNames{riskFactors: r.RiskFactors, threats: threats}
-	lists := newOneLists(min(limit-len(o.sightings), len(threats)+len(feeds)))
+// threats maps each threat, newest link first, to an indicator rated with
+// the observable's risk (the retired rule aside), and a sighting of it
+// when it was linked.
+func (b *builder) threats(threats []pulsedive.Threat) error {
 	for _, t := range threats {
-		if t.Name == "" || t.TID == "" {
-			return nil, fmt.Errorf("%w: threat without name or tid", ErrBroken)
-		}
-		if full() {
-			continue
-		}
-		uri, err := page("/threat/?tid=", t.TID)
+		err := b.linked(&threatKind, linkedEntry{id: t.TID, name: t.Name, category: t.Category, producer: Source, stamp: t.StampLinked})
 		if err != nil {
-			return nil, fmt.Errorf("threat: %w", err)
+			return err
 		}
-		title := "Threat: " + t.Name
-		linked := mustCTIM(t.StampLinked)
-		id := IndicatorID(t.Name)
-		if names.riskFactor(t.Name) {
-			id = kindIndicatorID("threat", t.Name)
-		}
-		ind := newIndicator(id, title, "Pulsedive")
-		ind.ValidTime = ValidTime{StartTime: linked}
-		ind.Tags = lists.tags(t.Category)
-		ind.Severity = a.threatRow.severity
-		ind.SourceURI = uri
-		ind.ExternalIDs, ind.ExternalReferences = lists.external("pulsedive-threat-", t.TID, uri)
-		add(ind, a.sighting(obs, title, linked, a.row.severity, uri), "sighting-of")
 	}
+	b.earlier.threats = names[pulsedive.Threat]{items: threats, name: func(t pulsedive.Threat) string { return t.Name }}
+	return nil
+}
+
+// feeds maps each feed, newest listing first, to an indicator produced by
+// the feed's organization, and a sighting of the observable in it.
+func (b *builder) feeds(feeds []pulsedive.Feed) error {
 	for _, f := range feeds {
-		if f.Name == "" || f.FID == "" {
-			return nil, fmt.Errorf("%w: feed without name or fid", ErrBroken)
-		}
-		if full() {
-			continue
-		}
-		uri, err := page("/feed/?fid=", f.FID)
+		err := b.linked(&feedKind, linkedEntry{id: f.FID, name: f.Name, category: f.Category, producer: cmp.Or(f.Organization, Source), stamp: f.StampLinked})
 		if err != nil {
-			return nil, fmt.Errorf("feed: %w", err)
+			return err
 		}
-		title := feedTitle(f.Name)
-		linked := mustCTIM(f.StampLinked)
-		id := IndicatorID(f.Name)
-		if names.riskFactor(f.Name) || names.threat(f.Name) {
-			id = kindIndicatorID("feed", f.Name)
-		}
-		producer := f.Organization
-		if producer == "" {
-			producer = "Pulsedive"
-		}
-		ind := newIndicator(id, title, producer)
-		ind.ValidTime = ValidTime{StartTime: linked}
-		ind.Tags = lists.tags(f.Category)
-		ind.SourceURI = uri
-		ind.ExternalIDs, ind.ExternalReferences = lists.external("pulsedive-feed-", f.FID, uri)
-		add(ind, a.sighting(obs, title, linked, "", uri), "member-of")
 	}
-	if len(relations) > 0 && !full() {
-		s := a.sighting(obs, "Active DNS", a.seen, "", a.pageURI)
-		s.Relations = relations
-		o.sightings = append(o.sightings, s)
+	return nil
+}
+
+// activeDNS maps the relations of the Active DNS links, when there are any
+// and room is left, to one sighting that carries them all.
+func (b *builder) activeDNS(relations []Relation) {
+	if len(relations) == 0 || b.full() {
+		return
 	}
-	return o, nil
+	s := b.a.sighting(b.obs, activeDNSDescription, b.a.seen, "", b.a.pageURI)
+	s.Relations = relations
+	b.o.sightings = append(b.o.sightings, s)
+}
+
+// linkKind is what tells threats and feeds apart in the mapping.
+type linkKind struct {
+	name         string // "threat", "feed"
+	idName       string // the field of Pulsedive's id
+	pagePath     string // the record's page in Pulsedive's UI, before its id
+	idPrefix     string // of the external id, before Pulsedive's id
+	relationship string // from the sighting to the indicator
+	title        func(name string) string
+	// rated kinds carry a severity: the indicator Pulsedive's risk
+	// without the retired rule, the sighting with it.
+	rated bool
+}
+
+var (
+	threatKind = linkKind{name: "threat", idName: "tid", pagePath: "/threat/?tid=", idPrefix: "pulsedive-threat-",
+		relationship: sightingOf, title: func(name string) string { return "Threat: " + name }, rated: true}
+	feedKind = linkKind{name: "feed", idName: "fid", pagePath: "/feed/?fid=", idPrefix: "pulsedive-feed-",
+		relationship: memberOf, title: feedTitle}
+)
+
+// linkedEntry is a threat or a feed as linked reads it.
+type linkedEntry struct {
+	id, name, category, producer string
+	stamp                        string // stamp_linked, already checked by sortedByLink
+}
+
+// linked maps a threat or a feed to its indicator, valid from when it was
+// linked and pointing at its record in Pulsedive, and a sighting of it
+// then; past the limit, it only checks the entry.
+func (b *builder) linked(kind *linkKind, l linkedEntry) error {
+	if l.name == "" || l.id == "" {
+		return fmt.Errorf("%w: %s without name or %s", ErrBroken, kind.name, kind.idName)
+	}
+	if b.full() {
+		return nil
+	}
+	uri, err := page(kind.pagePath, l.id)
+	if err != nil {
+		return fmt.Errorf("%s: %w", kind.name, err)
+	}
+	title := kind.title(l.name)
+	linked := mustCTIM(l.stamp)
+	id := indicatorID(l.name)
+	if b.earlier.riskFactors.has(l.name) || b.earlier.threats.has(l.name) {
+		id = kindIndicatorID(kind.name, l.name)
+	}
+	ind := newIndicator(id, title, l.producer)
+	ind.ValidTime = ValidTime{StartTime: linked}
+	ind.Tags = b.lists.tags(l.category)
+	ind.SourceURI = uri
+	ind.ExternalIDs, ind.ExternalReferences = b.lists.external(kind.idPrefix, l.id, uri)
+	s := b.a.sighting(b.obs, title, linked, "", uri)
+	if kind.rated {
+		ind.Severity = b.a.threatRow.severity
+		s.Severity = b.a.row.severity
+	}
+	b.add(ind, s, kind.relationship)
+	return nil
 }
 
 // feedTitle is "Feed: " and the feed's name with every "Feed" removed
@@ -483,10 +525,10 @@ func feedTitle(name string) string {
 
 func (a assessment) sighting(obs Observable, description, at, severity, uri string) Sighting {
 	return Sighting{
-		Type:          "sighting",
+		Type:          typeSighting,
 		Source:        Source,
-		TLP:           "white",
-		Confidence:    "Medium",
+		TLP:           tlp,
+		Confidence:    confidence,
 		Count:         1,
 		SchemaVersion: SchemaVersion,
 		Observables:   []Observable{obs},
@@ -503,9 +545,9 @@ func newIndicator(id, title, producer string) Indicator {
 	title = cut(title, shortString)
 	return Indicator{
 		ID:               id,
-		Type:             "indicator",
+		Type:             typeIndicator,
 		Source:           Source,
-		TLP:              "white",
+		TLP:              tlp,
 		SchemaVersion:    SchemaVersion,
 		Title:            title,
 		ShortDescription: title,
@@ -513,70 +555,53 @@ func newIndicator(id, title, producer string) Indicator {
 	}
 }
 
-// IndicatorID is the deterministic id of the indicator named name:
+// indicatorPrefix begins every indicator id.
+const indicatorPrefix = "transient:" + typeIndicator + "-"
+
+// indicatorID is the deterministic id of the indicator named name:
 // "transient:indicator-" and the UUID version 5 of name in the X.500
 // namespace, so the same risk factor, threat or feed has the same id in
 // every answer.
-func IndicatorID(name string) string {
-	return prefixedUUID5("transient:indicator-", namespaceX500, "", name)
+func indicatorID(name string) string {
+	return prefixedUUID5(indicatorPrefix, namespaceX500, "", name)
 }
 
 // kindIndicatorID is the id of a threat or feed whose name an earlier kind
 // of the same observable also bears: the UUID version 5 of "<kind>:<name>",
 // so each sighting points at its own indicator (CONTRACT.md section 4b).
 func kindIndicatorID(kind, name string) string {
-	return prefixedUUID5("transient:indicator-", namespaceX500, kind, name)
+	return prefixedUUID5(indicatorPrefix, namespaceX500, kind, name)
 }
 
-// kindNames tells whether an earlier kind of the same report bears a name,
-// for the indicator-id rule. Reports hold a handful of names, which it
-// scans; when they hold many it hashes each kind once, so a document of
-// thousands costs one pass.
-type kindNames struct {
-	riskFactors []RiskFactor
-	threats     []Threat
-
-	riskFactorSet, threatSet map[string]struct{}
+// names tells whether a list of a report bears a name, for the
+// indicator-id rule. Reports hold a handful of names, which it scans; when
+// they hold many it hashes them once, so a document of thousands costs one
+// pass.
+type names[T any] struct {
+	items []T
+	name  func(T) string
+	set   map[string]struct{}
 }
 
-// scanNames is how many names kindNames scans before it hashes them.
+// scanNames is how many names names scans before it hashes them.
 const scanNames = 32
 
-func (k *kindNames) riskFactor(name string) bool {
-	if len(k.riskFactors) <= scanNames {
-		for _, rf := range k.riskFactors {
-			if rf.Description == name {
+func (n *names[T]) has(name string) bool {
+	if len(n.items) <= scanNames {
+		for _, it := range n.items {
+			if n.name(it) == name {
 				return true
 			}
 		}
 		return false
 	}
-	if k.riskFactorSet == nil {
-		k.riskFactorSet = make(map[string]struct{}, len(k.riskFactors))
-		for _, rf := range k.riskFactors {
-			k.riskFactorSet[rf.Description] = struct{}{}
+	if n.set == nil {
+		n.set = make(map[string]struct{}, len(n.items))
+		for _, it := range n.items {
+			n.set[n.name(it)] = struct{}{}
 		}
 	}
-	_, ok := k.riskFactorSet[name]
-	return ok
-}
-
-func (k *kindNames) threat(name string) bool {
-	if len(k.threats) <= scanNames {
-		for _, t := range k.threats {
-			if t.Name == name {
-				return true
-			}
-		}
-		return false
-	}
-	if k.threatSet == nil {
-		k.threatSet = make(map[string]struct{}, len(k.threats))
-		for _, t := range k.threats {
-			k.threatSet[t.Name] = struct{}{}
-		}
-	}
-	_, ok := k.threatSet[name]
+	_, ok := n.set[name]
 	return ok
 }
 
@@ -638,8 +663,8 @@ func cut(s string, n int) string {
 }
 
 // sortedByLink returns a copy of items sorted by their stamp_linked, newest
-// first, keeping the order of equal stamps; the report itself, which may be
-// shared through the cache, is never reordered. Every stamp must parse.
+// first, keeping the order of equal stamps; the document itself, which may
+// be shared through the cache, is never reordered. Every stamp must parse.
 func sortedByLink[T any](items []T, stamp func(T) string) ([]T, error) {
 	for _, it := range items {
 		if _, err := parseStamp(stamp(it)); err != nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/pulsedive-relay/relay/pulsedive"
 )
 
 var fixedNow = time.Date(2020, 4, 15, 0, 0, 0, 0, time.UTC)
@@ -44,7 +46,7 @@ func TestRiskTable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/retired=%v", tt.risk, tt.retired), func(t *testing.T) {
-			r := &Report{IID: "1", Risk: tt.risk, Retired: tt.retired, StampSeen: "2020-04-01 00:00:00"}
+			r := &pulsedive.Indicator{IID: "1", Risk: tt.risk, Retired: tt.retired, StampSeen: "2020-04-01 00:00:00"}
 			obs := Observable{Type: "ip", Value: "1.2.3.4"}
 			e, err := testMapper().Observe(obs, r, nil, 100)
 			if err != nil {
@@ -74,7 +76,7 @@ func TestValidTime(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v, _, err := testMapper().Verdict(Observable{"ip", "x"}, &Report{IID: "1", Risk: "low", StampSeen: tt.seen, StampRetired: tt.retired})
+			v, _, err := testMapper().Verdict(Observable{"ip", "x"}, &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: tt.seen, StampRetired: tt.retired})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,25 +88,25 @@ func TestValidTime(t *testing.T) {
 }
 
 func TestBrokenReports(t *testing.T) {
-	good := func() *Report {
-		return &Report{IID: "1", Risk: "low", StampSeen: "2020-01-01 00:00:00",
-			Threats: []Threat{{TID: "1", Name: "T", Category: "c", StampLinked: "2020-01-01 00:00:00"}},
-			Feeds:   []Feed{{FID: "1", Name: "F", Category: "c", Organization: "o", StampLinked: "2020-01-01 00:00:00"}}}
+	good := func() *pulsedive.Indicator {
+		return &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: "2020-01-01 00:00:00",
+			Threats: []pulsedive.Threat{{TID: "1", Name: "T", Category: "c", StampLinked: "2020-01-01 00:00:00"}},
+			Feeds:   []pulsedive.Feed{{FID: "1", Name: "F", Category: "c", Organization: "o", StampLinked: "2020-01-01 00:00:00"}}}
 	}
 	tests := []struct {
 		name   string
-		break_ func(r *Report)
+		break_ func(r *pulsedive.Indicator)
 	}{
-		{"no risk", func(r *Report) { r.Risk = "" }},
-		{"unknown risk", func(r *Report) { r.Risk = "extreme" }},
-		{"no iid", func(r *Report) { r.IID = "" }},
-		{"no stamp_seen", func(r *Report) { r.StampSeen = "" }},
-		{"bad stamp_seen", func(r *Report) { r.StampSeen = "2020-01-01T00:00:00Z" }},
-		{"bad stamp_retired", func(r *Report) { r.StampRetired = "yesterday" }},
-		{"risk factor without description", func(r *Report) { r.RiskFactors = []RiskFactor{{}} }},
-		{"threat without stamp", func(r *Report) { r.Threats[0].StampLinked = "" }},
-		{"threat without name", func(r *Report) { r.Threats[0].Name = "" }},
-		{"feed without fid", func(r *Report) { r.Feeds[0].FID = "" }},
+		{"no risk", func(r *pulsedive.Indicator) { r.Risk = "" }},
+		{"unknown risk", func(r *pulsedive.Indicator) { r.Risk = "extreme" }},
+		{"no iid", func(r *pulsedive.Indicator) { r.IID = "" }},
+		{"no stamp_seen", func(r *pulsedive.Indicator) { r.StampSeen = "" }},
+		{"bad stamp_seen", func(r *pulsedive.Indicator) { r.StampSeen = "2020-01-01T00:00:00Z" }},
+		{"bad stamp_retired", func(r *pulsedive.Indicator) { r.StampRetired = "yesterday" }},
+		{"risk factor without description", func(r *pulsedive.Indicator) { r.RiskFactors = []pulsedive.RiskFactor{{}} }},
+		{"threat without stamp", func(r *pulsedive.Indicator) { r.Threats[0].StampLinked = "" }},
+		{"threat without name", func(r *pulsedive.Indicator) { r.Threats[0].Name = "" }},
+		{"feed without fid", func(r *pulsedive.Indicator) { r.Feeds[0].FID = "" }},
 	}
 	if _, err := testMapper().Observe(Observable{"ip", "x"}, good(), nil, 100); err != nil {
 		t.Fatalf("the good report fails: %v", err)
@@ -122,14 +124,14 @@ func TestBrokenReports(t *testing.T) {
 }
 
 func TestObserveOrderAndFields(t *testing.T) {
-	r := &Report{
+	r := &pulsedive.Indicator{
 		IID: "5401", Risk: "high", StampSeen: "2020-04-10 08:30:00",
-		RiskFactors: []RiskFactor{{"found in threat feeds"}},
-		Threats: []Threat{
+		RiskFactors: []pulsedive.RiskFactor{{Description: "found in threat feeds"}},
+		Threats: []pulsedive.Threat{
 			{TID: "41", Name: "Emotet", Category: "malware", StampLinked: "2020-03-01 12:00:00"},
 			{TID: "7", Name: "Zeus", Category: "malware", StampLinked: "2020-04-02 00:00:01"},
 		},
-		Feeds: []Feed{{FID: "60", Name: "ZeroDot1's Bad IPs Feed", Category: "abuse", Organization: "ZeroDot1", StampLinked: "2020-01-15 10:00:00"}},
+		Feeds: []pulsedive.Feed{{FID: "60", Name: "ZeroDot1's Bad IPs Feed", Category: "abuse", Organization: "ZeroDot1", StampLinked: "2020-01-15 10:00:00"}},
 	}
 	obs := Observable{Type: "ip", Value: "185.141.25.242"}
 	e, err := testMapper().Observe(obs, r, nil, 100)
@@ -167,9 +169,9 @@ func TestObserveOrderAndFields(t *testing.T) {
 }
 
 func TestEntitiesLimit(t *testing.T) {
-	r := &Report{IID: "1", Risk: "low", StampSeen: "2020-03-31 14:47:36"}
+	r := &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: "2020-03-31 14:47:36"}
 	for i := range 5 {
-		r.RiskFactors = append(r.RiskFactors, RiskFactor{fmt.Sprintf("rf %d", i)})
+		r.RiskFactors = append(r.RiskFactors, pulsedive.RiskFactor{Description: fmt.Sprintf("rf %d", i)})
 	}
 	obs := Observable{Type: "domain", Value: "example.com"}
 	relations := []Relation{{Source: obs, Related: Observable{"ip", "1.1.1.1"}}}
@@ -203,7 +205,7 @@ func TestEntitiesLimit(t *testing.T) {
 }
 
 func TestRelations(t *testing.T) {
-	links := []DNSLink{
+	links := []pulsedive.Link{
 		{Type: "ip", Indicator: "10.0.0.1", StampLinked: "2020-04-01 00:00:00"},
 		{Type: "ipv6", Indicator: "::1", StampLinked: "2020-04-01 00:00:00"},
 		{Type: "domain", Indicator: "a.example", StampLinked: "2020-04-01 00:00:00"},
@@ -222,7 +224,7 @@ func TestRelations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.obs.Type, func(t *testing.T) {
-			rels, err := testMapper().Relations(tt.obs, DNSLinkList(links), 0)
+			rels, err := testMapper().Relations(tt.obs, links, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -238,14 +240,14 @@ func TestRelations(t *testing.T) {
 			}
 		})
 	}
-	if _, err := testMapper().Relations(Observable{"ip", "x"}, DNSLinkList{{Type: "domain", Indicator: "a", StampLinked: "soon"}}, 0); !errors.Is(err, ErrBroken) {
+	if _, err := testMapper().Relations(Observable{"ip", "x"}, []pulsedive.Link{{Type: "domain", Indicator: "a", StampLinked: "soon"}}, 0); !errors.Is(err, ErrBroken) {
 		t.Errorf("bad stamp: error = %v, want ErrBroken", err)
 	}
 }
 
 func TestBundleDeduplicatesIndicators(t *testing.T) {
 	m := testMapper()
-	r := &Report{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00", RiskFactors: []RiskFactor{{"shared"}, {"own"}}}
+	r := &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00", RiskFactors: []pulsedive.RiskFactor{{Description: "shared"}, {Description: "own"}}}
 	var b Bundle
 	for _, v := range []string{"a.example", "b.example"} {
 		e, err := m.Observe(Observable{"domain", v}, r, nil, 100)
@@ -313,15 +315,22 @@ func TestUUIDs(t *testing.T) {
 	if got, want := UUID5(namespaceX500, "malware distribution"), "4305f245-bc05-547b-a255-7775c468eba2"; got != want {
 		t.Errorf("UUID5 = %s, want %s", got, want)
 	}
-	seen := map[string]bool{}
-	for range 1000 {
-		u := RandomUUID()
-		if !uuidV4.MatchString(u) {
-			t.Fatalf("RandomUUID() = %s, not a version 4 UUID", u)
+	// RandomUUID is the tests' generator; fastRandomUUID the relay's own,
+	// behind a Mapper without NewID.
+	for name, random := range map[string]func() string{
+		"RandomUUID":     RandomUUID,
+		"fastRandomUUID": func() string { return string(appendUUID(nil, fastRandomUUID())) },
+	} {
+		seen := map[string]bool{}
+		for range 1000 {
+			u := random()
+			if !uuidV4.MatchString(u) {
+				t.Fatalf("%s() = %s, not a version 4 UUID", name, u)
+			}
+			if seen[u] {
+				t.Fatalf("%s repeated %s", name, u)
+			}
+			seen[u] = true
 		}
-		if seen[u] {
-			t.Fatalf("RandomUUID repeated %s", u)
-		}
-		seen[u] = true
 	}
 }

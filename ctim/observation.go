@@ -5,43 +5,50 @@ import (
 	"strings"
 	"time"
 	"unsafe"
+
+	"github.com/pulsedive-relay/relay/pulsedive"
 )
 
 // Observation is the observe answer of one observable mapped once, all
 // but its transient ids: Entities gives it with fresh ones, as many times
-// as asked, until the moment Until names. It saves a cached document the
+// as asked, while it is Current. It saves a cached document the
 // mapping on every request, which was a third of the cached path's CPU
 // (time parsing and formatting, the indicator ids' SHA-1, URIs). An
 // Observation is immutable and safe to share between goroutines.
 type Observation struct {
 	verdict   *Verdict  // nil once expired at the mapping's clock; JudgementID blank
 	judgement Judgement // ID blank
-	// indicators, sightings and relationships as Observe gives them; the
+	// indicators, sightings and relationships in the answer's order; the
 	// first len(relationships) sightings pair with the relationships of the
 	// same index, an Active DNS sighting may follow. Ids and source_refs
 	// are blank.
 	indicators    []Indicator
 	sightings     []Sighting
 	relationships []Relationship
-	until         time.Time
-	linksErr      error
+	// until is the first instant at which mapping the same documents
+	// again may give other entities; zero means never.
+	until    time.Time
+	linksErr error
 }
 
-// Observation maps a report on obs and its Active DNS links (nil when
-// there are none, or none could be had) as Relations and then Observe
-// would, at m.Now, keeping the result for Entities. A links list that
-// Relations refuses (ErrBroken) does not fail it: the observation then has
-// no Active DNS and LinksErr reports why. It fails as Observe fails.
-func (m Mapper) Observation(obs Observable, r *Report, links DNSLinks, limit int) (*Observation, error) {
+// Observation maps an indicator document on obs and its links document
+// (nil when there is none, or none could be had) at m.Now, keeping the
+// result for Entities (mapping.go says how). limit caps the indicators
+// and, separately, the sightings (Active DNS included) of this observable,
+// and the Active DNS relations; a limit below 1 means no cap. It fails with ErrBroken when the indicator document
+// cannot be mapped. A links document that cannot be (ErrBroken) does not
+// fail it: the observation then has no Active DNS and LinksErr reports
+// why.
+func (m Mapper) Observation(obs Observable, ind *pulsedive.Indicator, links *pulsedive.Links, limit int) (*Observation, error) {
 	var (
 		relations []Relation
 		relUntil  time.Time
 		linksErr  error
 	)
 	if links != nil {
-		relations, relUntil, linksErr = m.relations(obs, links, limit)
+		relations, relUntil, linksErr = m.relations(obs, links.ActiveDNS, limit)
 	}
-	o, err := m.observation(obs, r, relations, limit)
+	o, err := m.observation(obs, ind, relations, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -52,13 +59,10 @@ func (m Mapper) Observation(obs Observable, r *Report, links DNSLinks, limit int
 	return o, nil
 }
 
-// Until is the first instant at which mapping the same documents again
-// may give other entities: the verdict expiring (CONTRACT.md section 4b),
-// or an Active DNS link leaving the 90-day window (section 4). Before it,
-// Entities is what Observe would give; the zero time means never.
-func (o *Observation) Until() time.Time { return o.until }
-
-// Current reports whether the observation still holds at now.
+// Current reports whether the observation still holds at now: whether
+// mapping the same documents at now gives the same entities. It stops
+// holding when the verdict expires (CONTRACT.md section 4b) or an Active
+// DNS link leaves the 90-day window (section 4), whichever comes first.
 func (o *Observation) Current(now time.Time) bool {
 	return o.until.IsZero() || now.Before(o.until)
 }
@@ -100,29 +104,31 @@ func (o *Observation) Size() int64 {
 	return int64(n)
 }
 
-// Entities is the observation with fresh transient ids: what Observe
-// returned when the observation was mapped. Its Indicators, and the
-// Observables and Relations of its sightings, are the observation's own:
-// read them, never write their elements (appending to Indicators is safe,
-// it is full to its capacity).
-func (m Mapper) Entities(o *Observation) Entities { return m.entities(o, true) }
-
-// entities is Entities; shared false gives o's own lists, ids written in
-// place, for an o no one else holds (Observe's).
-func (m Mapper) entities(o *Observation, shared bool) Entities {
-	ids := m.newIDs(len(o.sightings), len(o.relationships))
+// Entities is the observation with fresh transient ids. Its Indicators,
+// and the Observables and Relations of its sightings, are the
+// observation's own: read them, never write their elements (appending to
+// Indicators is safe, it is full to its capacity).
+func (m Mapper) Entities(o *Observation) Entities {
 	e := Entities{
 		Judgement:     o.judgement,
 		Indicators:    o.indicators[:len(o.indicators):len(o.indicators)],
-		Sightings:     o.sightings,
-		Relationships: o.relationships,
+		Sightings:     append(o.sightings[:0:0], o.sightings...),
+		Relationships: append(o.relationships[:0:0], o.relationships...),
 	}
-	if shared {
-		e.Sightings = append(o.sightings[:0:0], o.sightings...)
-		e.Relationships = append(o.relationships[:0:0], o.relationships...)
+	if o.verdict != nil {
+		v := *o.verdict
+		e.Verdict = &v
 	}
-	// The order of Observe before observations: the judgement, then each
-	// sighting and its relationship, then the Active DNS sighting.
+	m.setIDs(&e)
+	return e
+}
+
+// setIDs gives e's judgement, sightings and relationships fresh transient
+// ids, in the order the relay has always drawn them: the judgement, then
+// each sighting and its relationship, then the Active DNS sighting. The
+// verdict names the judgement.
+func (m Mapper) setIDs(e *Entities) {
+	ids := m.newIDs(len(e.Sightings), len(e.Relationships))
 	e.Judgement.ID = ids.next(judgementPrefix)
 	for i := range e.Sightings {
 		e.Sightings[i].ID = ids.next(sightingPrefix)
@@ -131,22 +137,16 @@ func (m Mapper) entities(o *Observation, shared bool) Entities {
 			e.Relationships[i].SourceRef = e.Sightings[i].ID
 		}
 	}
-	if o.verdict != nil {
-		e.Verdict = o.verdict
-		if shared {
-			v := *o.verdict
-			e.Verdict = &v
-		}
+	if e.Verdict != nil {
 		e.Verdict.JudgementID = e.Judgement.ID
 	}
-	return e
 }
 
 // The prefixes of transient ids.
 const (
-	judgementPrefix    = "transient:judgement-"
-	sightingPrefix     = "transient:sighting-"
-	relationshipPrefix = "transient:relationship-"
+	judgementPrefix    = "transient:" + typeJudgement + "-"
+	sightingPrefix     = "transient:" + typeSighting + "-"
+	relationshipPrefix = "transient:" + typeRelationship + "-"
 )
 
 // idBatch hands out the transient ids of one observable's entities:

@@ -15,7 +15,7 @@ func bigBundle(t testing.TB, n int) Bundle {
 	var b Bundle
 	for i := range n {
 		obs := Observable{Type: "domain", Value: fmt.Sprintf("d%d.example", i)}
-		rels, err := m.Relations(obs, DNSLinkList(benchLinks), 100)
+		rels, err := m.Relations(obs, benchLinks, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -28,18 +28,17 @@ func bigBundle(t testing.TB, n int) Bundle {
 	return b
 }
 
-// TestStreamJSONMatchesAppendJSON: streamed in chunks of any size, the
-// answer is AppendJSON's bytes, flushed between documents only, each
-// flush holding at least a chunk.
-func TestStreamJSONMatchesAppendJSON(t *testing.T) {
+// TestStreamJSONChunks: streamed in chunks of any size, the answer is
+// the bytes of the whole, flushed between documents only, each flush
+// holding at least a chunk.
+func TestStreamJSONChunks(t *testing.T) {
 	b := bigBundle(t, 20)
-	d := b.Data()
-	want := d.AppendJSON([]byte("prefix"))
+	want := b.appendJSON([]byte("prefix"))
 	for _, chunk := range []int{0, 1, 100, 4 << 10, 64 << 10, 1 << 30} {
 		t.Run(fmt.Sprint(chunk), func(t *testing.T) {
 			var got bytes.Buffer
 			flushes := 0
-			rest, err := d.StreamJSON([]byte("prefix"), chunk, func(p []byte) error {
+			rest, err := b.StreamJSON([]byte("prefix"), chunk, func(p []byte) error {
 				flushes++
 				if len(p) < chunk {
 					t.Errorf("flush %d holds %d bytes, less than a chunk of %d", flushes, len(p), chunk)
@@ -55,7 +54,7 @@ func TestStreamJSONMatchesAppendJSON(t *testing.T) {
 			}
 			got.Write(rest)
 			if !bytes.Equal(got.Bytes(), want) {
-				t.Errorf("streamed bytes differ from AppendJSON:\n got %s\nwant %s", got.Bytes(), want)
+				t.Errorf("streamed bytes differ from the whole:\n got %s\nwant %s", got.Bytes(), want)
 			}
 			if wantMany := chunk > 0 && chunk < len(want)/2; wantMany != (flushes > 1) {
 				t.Errorf("%d flushes of chunk %d for %d bytes", flushes, chunk, len(want))
@@ -70,7 +69,7 @@ func TestStreamJSONStopsOnError(t *testing.T) {
 	b := bigBundle(t, 20)
 	gone := errors.New("client gone")
 	flushes := 0
-	rest, err := b.Data().StreamJSON(nil, 100, func([]byte) error {
+	rest, err := b.StreamJSON(nil, 100, func([]byte) error {
 		flushes++
 		return gone
 	})
@@ -87,11 +86,10 @@ func TestStreamJSONStopsOnError(t *testing.T) {
 
 func BenchmarkStreamJSON(b *testing.B) {
 	bundle := bigBundle(b, 100)
-	d := bundle.Data()
 	buf := make([]byte, 0, 128<<10)
 	flush := func([]byte) error { return nil }
 	b.ReportAllocs()
 	for b.Loop() {
-		buf, _ = d.StreamJSON(buf[:0], 64<<10, flush)
+		buf, _ = bundle.StreamJSON(buf[:0], 64<<10, flush)
 	}
 }

@@ -1,7 +1,6 @@
 package ctim
 
 import (
-	"crypto/rand"
 	"crypto/sha1"
 	"encoding/hex"
 )
@@ -11,18 +10,10 @@ import (
 // indicator ids.
 var namespaceX500 = [16]byte{0x6b, 0xa7, 0xb8, 0x14, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8}
 
-// UUID5 returns the name-based (SHA-1, version 5) UUID of name in the given
-// name space, in its 36-character text form.
-func UUID5(namespace [16]byte, name string) string {
-	return prefixedUUID5("", namespace, "", name)
-}
-
-// RandomUUID returns a random (version 4) UUID in text form.
-func RandomUUID() string { return prefixedRandomUUID("") }
-
-// prefixedUUID5 is prefix followed by UUID5(namespace, name), or
-// UUID5(namespace, kind+":"+name) when kind is set, built in one allocation:
-// the hot path makes several per observable.
+// prefixedUUID5 is prefix followed by the name-based (SHA-1, version 5)
+// UUID of name in the given name space, or of kind+":"+name when kind is
+// set, in its 36-character text form, built in one allocation: the hot
+// path makes several per observable.
 func prefixedUUID5(prefix string, namespace [16]byte, kind, name string) string {
 	var buf [256]byte
 	in := append(buf[:0], namespace[:]...)
@@ -34,15 +25,6 @@ func prefixedUUID5(prefix string, namespace [16]byte, kind, name string) string 
 	var u [16]byte
 	copy(u[:], sum[:16])
 	u[6] = u[6]&0x0f | 0x50
-	u[8] = u[8]&0x3f | 0x80
-	return format(prefix, u)
-}
-
-// prefixedRandomUUID is prefix followed by a random (version 4) UUID.
-func prefixedRandomUUID(prefix string) string {
-	var u [16]byte
-	_, _ = rand.Read(u[:]) // crypto/rand.Read never fails (Go 1.24+)
-	u[6] = u[6]&0x0f | 0x40
 	u[8] = u[8]&0x3f | 0x80
 	return format(prefix, u)
 }

@@ -48,7 +48,8 @@ func (f docFetcher) Links(_ context.Context, _ pulsedive.APIKey, value string) (
 
 // answer is a result's data as the transport writes it.
 func answer(res Result) []byte {
-	return append(append([]byte(`{"data":`), res.Bundle.Data().AppendJSON(nil)...), '}')
+	body, _ := res.Bundle.StreamJSON([]byte(`{"data":`), 0, nil) // never flushed: no error
+	return append(body, '}')
 }
 
 // conforms checks the observe and deliberate answers of the pipeline for
@@ -355,25 +356,26 @@ func FuzzObserveCTIM(f *testing.F) {
 			return // the decoder's errors are FuzzDecodeIndicator's to check
 		}
 		obs := ctim.Observable{Type: types[int(typ)%len(types)], Value: value}
-		r := report(ind)
-		var relations []ctim.Relation
-		if l, err := pulsedive.DecodeLinks(links); err == nil {
-			if relations, err = m.Relations(obs, (*activeDNS)(l), 100); err != nil && !errors.Is(err, ctim.ErrBroken) {
-				t.Fatalf("Relations: undocumented error %v", err)
-			}
+		l, err := pulsedive.DecodeLinks(links)
+		if err != nil {
+			l = nil // the links call failed: mapped without them
 		}
 		var observe, deliberate ctim.Bundle
-		e, err := m.Observe(obs, r, relations, 100)
+		o, err := m.Observation(obs, ind, l, 100)
 		if err != nil {
 			if !errors.Is(err, ctim.ErrBroken) {
-				t.Fatalf("Observe: undocumented error %v", err)
+				t.Fatalf("Observation: undocumented error %v", err)
 			}
 			return
 		}
+		if err := o.LinksErr(); err != nil && !errors.Is(err, ctim.ErrBroken) {
+			t.Fatalf("Active DNS: undocumented error %v", err)
+		}
+		e := m.Entities(o)
 		observe.Add(e)
-		v, current, err := m.Verdict(obs, r)
+		v, current, err := m.Verdict(obs, ind)
 		if err != nil {
-			t.Fatalf("Verdict fails (%v) where Observe did not", err)
+			t.Fatalf("Verdict fails (%v) where Observation did not", err)
 		}
 		if current != (e.Verdict != nil) {
 			t.Fatalf("deliberate and observe disagree on whether the verdict is current")
@@ -382,7 +384,8 @@ func FuzzObserveCTIM(f *testing.F) {
 			deliberate.AddVerdict(v)
 		}
 		for name, b := range map[string]*ctim.Bundle{"observe": &observe, "deliberate": &deliberate} {
-			body := append(append([]byte(`{"data":`), b.Data().AppendJSON(nil)...), '}')
+			body, _ := b.StreamJSON([]byte(`{"data":`), 0, nil)
+			body = append(body, '}')
 			if problems := ctimcheck.Check(body, ctimcheck.Options{Now: fixedNow}); len(problems) > 0 {
 				t.Fatalf("%s answer is not CTIM: %v\ninfo: %q", name, problems[0], info)
 			}

@@ -8,7 +8,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/pulsedive-relay/relay/ctim"
 	"github.com/pulsedive-relay/relay/pulsedive"
 )
 
@@ -104,9 +103,6 @@ func (p *Pipeline) shared(ctx context.Context, ck string, key pulsedive.APIKey, 
 		}
 		return doc, err
 	})
-	if p.joined != nil {
-		p.joined(kind)
-	}
 	select {
 	case res := <-ch:
 		if !leader { // safe: the send on ch follows the function's return
@@ -172,7 +168,7 @@ func (p *Pipeline) recoverShared(kind string, err *error) {
 		return
 	}
 	p.obs.PanicRecovered(panicRoute)
-	p.log.Error("panic recovered in a shared Pulsedive call", "kind", kind, "panic", panicText(v), "stack", string(debug.Stack()))
+	p.log.Error("panic recovered in a shared Pulsedive call", "kind", kind, "panic", PanicText(v), "stack", string(debug.Stack()))
 	*err = &PanicError{Kind: kind}
 }
 
@@ -180,9 +176,10 @@ func (p *Pipeline) recoverShared(kind string, err *error) {
 // panic inside a shared call, which no single route owns.
 const panicRoute = "pipeline"
 
-// panicText describes a recovered panic without echoing arbitrary values
-// that might hold request data.
-func panicText(v any) string {
+// PanicText describes a recovered panic without echoing arbitrary values
+// that might hold request data. The transport's recovery words the panics
+// of handlers with it too.
+func PanicText(v any) string {
 	if err, ok := v.(error); ok {
 		return "error: " + err.Error()
 	}
@@ -257,41 +254,4 @@ func cacheKey(key pulsedive.APIKey, kind, value string) string {
 // fingerprintKey is cacheKey from the key's fingerprint (caller.fp).
 func fingerprintKey(fp, kind, value string) string {
 	return fp + "\x00" + kind + "\x00" + value
-}
-
-// report converts Pulsedive's document into the mapping's input.
-func report(ind *pulsedive.Indicator) *ctim.Report {
-	r := &ctim.Report{
-		IID:           ind.IID,
-		Risk:          ind.Risk,
-		Retired:       ind.Retired,
-		RetiredReason: ind.RetiredReason,
-		StampSeen:     ind.StampSeen,
-		StampRetired:  ind.StampRetired,
-		RiskFactors:   make([]ctim.RiskFactor, len(ind.RiskFactors)),
-		Threats:       make([]ctim.Threat, len(ind.Threats)),
-		Feeds:         make([]ctim.Feed, len(ind.Feeds)),
-	}
-	for i, rf := range ind.RiskFactors {
-		r.RiskFactors[i] = ctim.RiskFactor{Description: rf.Description}
-	}
-	for i, t := range ind.Threats {
-		r.Threats[i] = ctim.Threat{TID: t.TID, Name: t.Name, Category: t.Category, StampLinked: t.StampLinked}
-	}
-	for i, f := range ind.Feeds {
-		r.Feeds[i] = ctim.Feed{FID: f.FID, Name: f.Name, Category: f.Category, Organization: f.Organization, StampLinked: f.StampLinked}
-	}
-	return r
-}
-
-// activeDNS reads a links document's Active DNS entries for the mapping one
-// at a time, so that it converts only those it keeps (CTR_ENTITIES_LIMIT),
-// however long the list.
-type activeDNS pulsedive.Links
-
-func (l *activeDNS) Len() int { return len(l.ActiveDNS) }
-
-func (l *activeDNS) At(i int) ctim.DNSLink {
-	d := l.ActiveDNS[i]
-	return ctim.DNSLink{Type: d.Type, Indicator: d.Indicator, StampLinked: d.StampLinked}
 }

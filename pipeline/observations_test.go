@@ -154,7 +154,7 @@ func TestMappingReused(t *testing.T) {
 // recently used going first.
 func TestMappingBudget(t *testing.T) {
 	m := ctim.Mapper{Now: func() time.Time { return fixedNow }}
-	r := &ctim.Report{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00", RiskFactors: []ctim.RiskFactor{{Description: "rf"}}}
+	r := &pulsedive.Indicator{IID: "1", Risk: "low", StampSeen: "2020-04-01 00:00:00", RiskFactors: []pulsedive.RiskFactor{{Description: "rf"}}}
 	o := ctim.Observable{Type: "domain", Value: "a.example"}
 	ob, err := m.Observation(o, r, nil, 100)
 	if err != nil {

@@ -4,11 +4,12 @@
 // collapse and the Pulsedive client (which waits on the per-key limiter),
 // and folds the answers into CTIM in request order.
 //
-// Imports go one way, and TestImportRule holds it: ctim, cache, limiter,
-// metrics and pulsedive import no other package of the relay; pipeline
-// imports them; transport imports pipeline, ctim and pulsedive; cluster
-// (the state replicas share over Redis) imports pipeline and limiter; only
-// cmd/relay imports everything.
+// Imports go one way, and TestImportRule holds it: cache, limiter, metrics
+// and pulsedive import no other package of the relay; ctim imports
+// pulsedive alone, whose documents it maps; pipeline imports them;
+// transport imports pipeline, ctim and pulsedive; cluster (the state
+// replicas share over Redis) imports pipeline and limiter; only
+// internal/relay, the program, imports everything.
 package pipeline
 
 import (
@@ -100,9 +101,13 @@ type Config struct {
 	// means unknown, and the retry time is then the latest the refusals
 	// themselves gave.
 	Budget Budget
-	// Now is the clock of the mapping (the Active DNS window).
-	Now func() time.Time
-	// NewID returns the UUIDs of transient ids; nil means random ones.
+	// Now is the clock of the mapping (which verdicts are current, the
+	// 90-day Active DNS window); time.Now when nil. NewID returns the
+	// UUIDs of transient ids; nil means random ones. They are passed in,
+	// as the style guide asks of constructors, so that tests fix them:
+	// valid times, the window and uuid4 ids are then the same on every
+	// run, which the golden answers need.
+	Now      func() time.Time
 	NewID    func() string
 	Observer Observer
 	Logger   *slog.Logger
@@ -118,10 +123,6 @@ type Pipeline struct {
 	flight singleflight.Group
 	obs    Observer
 	log    *slog.Logger
-
-	// joined, when set by a test, is told each time a request has joined
-	// (or started) the call for a document, before it waits for it.
-	joined func(kind string)
 }
 
 // Defaults applied by New to zero Config fields, and of the relay's
@@ -308,21 +309,29 @@ const scanObservables = 8
 // observeOne is observe's first step: the indicator. When Pulsedive knows
 // the observable, the links follow as a second step.
 func (p *Pipeline) observeOne(ctx context.Context, s *schedule, req Request, o ctim.Observable) (outcome, func() outcome) {
-	info, err := p.indicator(ctx, req.caller, o.Value)
-	if err != nil {
-		return failed(err), nil
-	}
-	if info == nil {
-		return outcome{}, nil
+	info, out, found := p.found(ctx, req, o)
+	if !found {
+		return out, nil
 	}
 	// Check the fields every entity needs before spending budget on links
 	// (a document mapped before has them).
 	if p.mapped == nil || !p.mapped.mapped(o, info, req.EntitiesLimit) {
-		if _, _, err := p.mapper.Verdict(o, report(info)); err != nil {
+		if _, _, err := p.mapper.Verdict(o, info); err != nil {
 			return failed(err), nil
 		}
 	}
 	return outcome{}, func() outcome { return p.observeLinks(ctx, s, req, o, info) }
+}
+
+// found fetches o's indicator document for observe and deliberate. When
+// it is not found, out is the observable's whole outcome: nothing when
+// Pulsedive has no data, the failure when the call failed.
+func (p *Pipeline) found(ctx context.Context, req Request, o ctim.Observable) (info *pulsedive.Indicator, out outcome, found bool) {
+	info, err := p.indicator(ctx, req.caller, o.Value)
+	if err != nil {
+		return nil, failed(err), false
+	}
+	return info, outcome{}, info != nil
 }
 
 // observeLinks is observe's second step: the links, within what the
@@ -349,18 +358,14 @@ func (p *Pipeline) observeLinks(ctx context.Context, s *schedule, req Request, o
 // observation maps o's documents under limit, or finds them mapped before:
 // a mapping is reused until its documents change (the cache's copy is
 // refreshed or evicted) or the mapping itself may change with the clock
-// (ctim.Observation.Until).
+// (ctim.Observation.Current).
 func (p *Pipeline) observation(o ctim.Observable, info *pulsedive.Indicator, links *pulsedive.Links, limit int) (*ctim.Observation, error) {
 	if p.mapped != nil {
 		if ob := p.mapped.get(o, info, links, limit, p.cfg.Now()); ob != nil {
 			return ob, nil
 		}
 	}
-	var dns ctim.DNSLinks
-	if links != nil {
-		dns = (*activeDNS)(links)
-	}
-	ob, err := p.mapper.Observation(o, report(info), dns, limit)
+	ob, err := p.mapper.Observation(o, info, links, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -371,14 +376,11 @@ func (p *Pipeline) observation(o ctim.Observable, info *pulsedive.Indicator, lin
 }
 
 func (p *Pipeline) deliberateOne(ctx context.Context, _ *schedule, req Request, o ctim.Observable) (outcome, func() outcome) {
-	info, err := p.indicator(ctx, req.caller, o.Value)
-	if err != nil {
-		return failed(err), nil
+	info, out, found := p.found(ctx, req, o)
+	if !found {
+		return out, nil
 	}
-	if info == nil {
-		return outcome{}, nil
-	}
-	v, current, err := p.mapper.Verdict(o, report(info))
+	v, current, err := p.mapper.Verdict(o, info)
 	if err != nil {
 		return failed(err), nil
 	}

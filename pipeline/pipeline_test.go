@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -233,100 +234,89 @@ func TestDeadlineKeepsFinishedWork(t *testing.T) {
 }
 
 // TestCollapse: concurrent requests for the same documents share one call
-// each.
+// each. It runs in a synctest bubble: once every goroutine is blocked,
+// every request waits on the held info calls.
 func TestCollapse(t *testing.T) {
-	obs := domains(10, "collapse")
-	start := make(chan struct{})
-	f := &fakeFetcher{gate: func(context.Context, string, string) { <-start }}
-	p := newPipeline(t, f, nil)
-	const requests = 20
-	var joinedInfo sync.WaitGroup
-	joinedInfo.Add(requests * len(obs))
-	p.joined = func(kind string) {
-		if kind == pulsedive.KindInfo {
-			joinedInfo.Done()
+	synctest.Test(t, func(t *testing.T) {
+		obs := domains(10, "collapse")
+		start := make(chan struct{})
+		f := &fakeFetcher{gate: func(context.Context, string, string) { <-start }}
+		p := newPipeline(t, f, nil)
+		const requests = 20
+		var wg sync.WaitGroup
+		results := make([]Result, requests)
+		for i := range results {
+			wg.Go(func() {
+				results[i] = p.Observe(context.Background(), Request{Observables: obs, EntitiesLimit: 100})
+			})
 		}
-	}
-	var wg sync.WaitGroup
-	results := make([]Result, requests)
-	for i := range results {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = p.Observe(context.Background(), Request{Observables: obs, EntitiesLimit: 100})
-		}()
-	}
-	joinedInfo.Wait() // every request waits on the held info calls
-	close(start)
-	wg.Wait()
-	info, links := 0, 0
-	for _, o := range obs {
-		info += f.count(pulsedive.KindInfo, o.Value)
-		links += f.count(pulsedive.KindLinks, o.Value)
-	}
-	if info != len(obs) {
-		t.Errorf("info calls = %d for %d identical requests, want %d", info, requests, len(obs))
-	}
-	// The links calls start when each request's info answer arrives; the
-	// requests join those too unless one finished before another began.
-	if links < len(obs) || links > requests*len(obs) {
-		t.Errorf("links calls = %d", links)
-	}
-	for i, r := range results {
-		if len(r.Bundle.Verdicts) != len(obs) {
-			t.Errorf("request %d got %d verdicts, want %d", i, len(r.Bundle.Verdicts), len(obs))
+		synctest.Wait() // every request waits on the held info calls
+		close(start)
+		wg.Wait()
+		info, links := 0, 0
+		for _, o := range obs {
+			info += f.count(pulsedive.KindInfo, o.Value)
+			links += f.count(pulsedive.KindLinks, o.Value)
 		}
-	}
+		if info != len(obs) {
+			t.Errorf("info calls = %d for %d identical requests, want %d", info, requests, len(obs))
+		}
+		// The links calls start when each request's info answer arrives; the
+		// requests join those too unless one finished before another began.
+		if links < len(obs) || links > requests*len(obs) {
+			t.Errorf("links calls = %d", links)
+		}
+		for i, r := range results {
+			if len(r.Bundle.Verdicts) != len(obs) {
+				t.Errorf("request %d got %d verdicts, want %d", i, len(r.Bundle.Verdicts), len(obs))
+			}
+		}
+	})
 }
 
 // TestCancelledCallerDoesNotCancelSharedCall: the request that started a
 // call goes away; the call goes on for the request that joined it.
 func TestCancelledCallerDoesNotCancelSharedCall(t *testing.T) {
-	arrived := make(chan struct{})
-	release := make(chan struct{})
-	var callCtxErr atomic.Value
-	f := &fakeFetcher{gate: func(ctx context.Context, kind, _ string) {
-		if kind != pulsedive.KindInfo {
-			return
-		}
-		close(arrived)
-		<-release
-		callCtxErr.Store(fmt.Sprint(ctx.Err()))
-	}}
-	p := newPipeline(t, f, nil)
-	joins := make(chan struct{}, 8)
-	p.joined = func(kind string) {
-		if kind == pulsedive.KindInfo {
-			joins <- struct{}{}
-		}
-	}
-	obs := []ctim.Observable{{Type: "domain", Value: "shared.example"}}
+	synctest.Test(t, func(t *testing.T) {
+		arrived := make(chan struct{})
+		release := make(chan struct{})
+		var callCtxErr atomic.Value
+		f := &fakeFetcher{gate: func(ctx context.Context, kind, _ string) {
+			if kind != pulsedive.KindInfo {
+				return
+			}
+			close(arrived)
+			<-release
+			callCtxErr.Store(fmt.Sprint(ctx.Err()))
+		}}
+		p := newPipeline(t, f, nil)
+		obs := []ctim.Observable{{Type: "domain", Value: "shared.example"}}
 
-	leaderCtx, cancelLeader := context.WithCancel(context.Background())
-	leaderDone := make(chan Result)
-	go func() { leaderDone <- p.Observe(leaderCtx, Request{Observables: obs, EntitiesLimit: 100}) }()
-	<-arrived
+		leaderCtx, cancelLeader := context.WithCancel(context.Background())
+		leaderDone := make(chan Result)
+		go func() { leaderDone <- p.Observe(leaderCtx, Request{Observables: obs, EntitiesLimit: 100}) }()
+		<-arrived
 
-	followerDone := make(chan Result)
-	go func() { followerDone <- p.Observe(context.Background(), Request{Observables: obs, EntitiesLimit: 100}) }()
-	<-joins // the leader
-	<-joins // the follower, on the same in-flight call
-	cancelLeader()
-	leader := <-leaderDone
-	if len(leader.Errors) != 1 || !errors.Is(leader.Errors[0], context.Canceled) {
-		t.Errorf("leader errors = %v, want its own cancellation", leader.Errors)
-	}
-	close(release)
-	follower := <-followerDone
-	if got := callCtxErr.Load(); got != "<nil>" {
-		t.Errorf("the shared call's context ended (%v) when its first caller left", got)
-	}
-	if len(follower.Errors) != 0 || len(follower.Bundle.Verdicts) != 1 {
-		t.Errorf("follower got %d verdicts and errors %v; want the shared answer", len(follower.Bundle.Verdicts), follower.Errors)
-	}
-	if n := f.count(pulsedive.KindInfo, "shared.example"); n != 1 {
-		t.Errorf("info calls = %d, want the one shared call", n)
-	}
+		followerDone := make(chan Result)
+		go func() { followerDone <- p.Observe(context.Background(), Request{Observables: obs, EntitiesLimit: 100}) }()
+		synctest.Wait() // the leader and the follower wait on the one in-flight call
+		cancelLeader()
+		leader := <-leaderDone
+		if len(leader.Errors) != 1 || !errors.Is(leader.Errors[0], context.Canceled) {
+			t.Errorf("leader errors = %v, want its own cancellation", leader.Errors)
+		}
+		close(release)
+		follower := <-followerDone
+		if got := callCtxErr.Load(); got != "<nil>" {
+			t.Errorf("the shared call's context ended (%v) when its first caller left", got)
+		}
+		if len(follower.Errors) != 0 || len(follower.Bundle.Verdicts) != 1 {
+			t.Errorf("follower got %d verdicts and errors %v; want the shared answer", len(follower.Bundle.Verdicts), follower.Errors)
+		}
+		if n := f.count(pulsedive.KindInfo, "shared.example"); n != 1 {
+			t.Errorf("info calls = %d, want the one shared call", n)
+		}
+	})
 }
 
 func TestStaleIfError(t *testing.T) {
@@ -480,85 +470,77 @@ func (o *countingObserver) PanicRecovered(route string) { o.add("panic " + route
 // on its call gives each of them a *PanicError (the envelope's "Unexpected
 // error."), counts the panic once and logs it once with its stack; the
 // process lives on (a panic escaping singleflight.DoChan would end it,
-// failing the whole test binary) and the next call works.
+// failing the whole test binary) and the next call works. It runs in a
+// synctest bubble, where every goroutine blocked means every request waits
+// on the held call.
 func TestPanicInSharedCall(t *testing.T) {
-	const requests = 5
-	start := make(chan struct{})
-	var panicking atomic.Bool
-	panicking.Store(true)
-	f := &fakeFetcher{gate: func(_ context.Context, kind, _ string) {
-		if kind != pulsedive.KindInfo {
-			return
+	synctest.Test(t, func(t *testing.T) {
+		const requests = 5
+		start := make(chan struct{})
+		var panicking atomic.Bool
+		panicking.Store(true)
+		f := &fakeFetcher{gate: func(_ context.Context, kind, _ string) {
+			if kind != pulsedive.KindInfo {
+				return
+			}
+			<-start
+			if panicking.Load() {
+				panic(errors.New("decoding: unexpected shape")) // a bug in decoding
+			}
+		}}
+		var logs strings.Builder
+		var logMu sync.Mutex
+		obs := &countingObserver{}
+		p := newPipeline(t, f, nil, func(c *Config) {
+			c.Observer = obs
+			c.Logger = slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))
+		})
+		req := Request{Observables: []ctim.Observable{{Type: "domain", Value: "panic.example"}}, EntitiesLimit: 100}
+		results := make([]Result, requests)
+		var wg sync.WaitGroup
+		for i := range results {
+			wg.Go(func() { results[i] = p.Observe(context.Background(), req) })
 		}
-		<-start
-		if panicking.Load() {
-			panic(errors.New("decoding: unexpected shape")) // a bug in decoding
+		synctest.Wait() // every request waits on the one held call
+		close(start)
+		wg.Wait()
+
+		for i, r := range results {
+			var pe *PanicError
+			if len(r.Errors) != 1 || !errors.As(r.Errors[0], &pe) {
+				t.Errorf("request %d: errors %v, want one *PanicError", i, r.Errors)
+				continue
+			}
+			if pe.Kind != pulsedive.KindInfo {
+				t.Errorf("request %d: PanicError.Kind = %q, want info", i, pe.Kind)
+			}
+			if !r.Bundle.Empty() {
+				t.Errorf("request %d: data %+v beside the panic", i, r.Bundle)
+			}
 		}
-	}}
-	var logs strings.Builder
-	var logMu sync.Mutex
-	obs := &countingObserver{}
-	p := newPipeline(t, f, nil, func(c *Config) {
-		c.Observer = obs
-		c.Logger = slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))
+		if got := f.count(pulsedive.KindInfo, "panic.example"); got != 1 {
+			t.Errorf("info calls = %d, want the one shared call", got)
+		}
+		if got := obs.get("panic pipeline"); got != 1 {
+			t.Errorf("panics counted = %d, want 1", got)
+		}
+		logMu.Lock()
+		text := logs.String()
+		logMu.Unlock()
+		if n := strings.Count(text, "panic recovered in a shared Pulsedive call"); n != 1 {
+			t.Errorf("panic logged %d times, want once:\n%s", n, text)
+		}
+		for _, want := range []string{`"kind":"info"`, `"panic":"error: decoding: unexpected shape"`, "pipeline.(*fakeFetcher).Indicator"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("panic log lacks %q (the cause and the stack):\n%s", want, text)
+			}
+		}
+
+		panicking.Store(false)
+		if res := p.Observe(context.Background(), req); len(res.Errors) != 0 || len(res.Bundle.Verdicts) != 1 {
+			t.Errorf("after the panic: %d verdicts, errors %v; want the answer", len(res.Bundle.Verdicts), res.Errors)
+		}
 	})
-	var joined sync.WaitGroup
-	joined.Add(requests)
-	p.joined = func(kind string) {
-		if kind == pulsedive.KindInfo {
-			joined.Done()
-		}
-	}
-	req := Request{Observables: []ctim.Observable{{Type: "domain", Value: "panic.example"}}, EntitiesLimit: 100}
-	results := make([]Result, requests)
-	var wg sync.WaitGroup
-	for i := range results {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = p.Observe(context.Background(), req)
-		}()
-	}
-	joined.Wait() // every request waits on the one held call
-	close(start)
-	wg.Wait()
-
-	for i, r := range results {
-		var pe *PanicError
-		if len(r.Errors) != 1 || !errors.As(r.Errors[0], &pe) {
-			t.Errorf("request %d: errors %v, want one *PanicError", i, r.Errors)
-			continue
-		}
-		if pe.Kind != pulsedive.KindInfo {
-			t.Errorf("request %d: PanicError.Kind = %q, want info", i, pe.Kind)
-		}
-		if !r.Bundle.Empty() {
-			t.Errorf("request %d: data %+v beside the panic", i, r.Bundle)
-		}
-	}
-	if got := f.count(pulsedive.KindInfo, "panic.example"); got != 1 {
-		t.Errorf("info calls = %d, want the one shared call", got)
-	}
-	if got := obs.get("panic pipeline"); got != 1 {
-		t.Errorf("panics counted = %d, want 1", got)
-	}
-	logMu.Lock()
-	text := logs.String()
-	logMu.Unlock()
-	if n := strings.Count(text, "panic recovered in a shared Pulsedive call"); n != 1 {
-		t.Errorf("panic logged %d times, want once:\n%s", n, text)
-	}
-	for _, want := range []string{`"kind":"info"`, `"panic":"error: decoding: unexpected shape"`, "pipeline.(*fakeFetcher).Indicator"} {
-		if !strings.Contains(text, want) {
-			t.Errorf("panic log lacks %q (the cause and the stack):\n%s", want, text)
-		}
-	}
-
-	panicking.Store(false)
-	p.joined = nil
-	if res := p.Observe(context.Background(), req); len(res.Errors) != 0 || len(res.Bundle.Verdicts) != 1 {
-		t.Errorf("after the panic: %d verdicts, errors %v; want the answer", len(res.Bundle.Verdicts), res.Errors)
-	}
 }
 
 type lockedWriter struct {

@@ -97,7 +97,6 @@ func newBudgetStack(t *testing.T, c stackConfig) *budgetStack {
 		BaseURL:    "http://pulsedive.test/api/",
 		HTTPClient: &http.Client{Transport: handlerTransport{fake}},
 		Timeout:    c.callTimeout,
-		Backoff:    func(int) time.Duration { return 0 },
 		Limiter:    lim,
 	})
 	if err != nil {

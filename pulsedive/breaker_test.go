@@ -104,11 +104,7 @@ func newBreakerRig(t *testing.T, fake pulsedivetest.Config, bc pulsedive.Breaker
 // moves the clock gobreaker reads, at once.
 func newBubbleRig(t *testing.T, fake pulsedivetest.Config, bc pulsedive.BreakerConfig, edit func(*pulsedive.Config)) *breakerRig {
 	t.Helper()
-	fk, err := pulsedivetest.New(fake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fk.Close)
+	fk := newBubbleFake(t, fake)
 	return rig(t, fk, "http://pulsedive.test/api/", &http.Client{Transport: fk.Transport()}, bc, edit)
 }
 
@@ -605,52 +601,55 @@ func TestBreakerBoundsTheCostOfAnOutage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := newFake(t, pulsedivetest.Config{})
-			srv.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Status: 503})
-			c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) {
-				cfg.Breaker = pulsedive.BreakerConfig{Failures: tt.failures, OpenFor: time.Minute}
-				cfg.MaxRetries = retries
-			})
-			type job struct {
-				key   pulsedive.APIKey
-				value string
-			}
-			jobs := make(chan job, observables)
-			for i := range observables {
-				jobs <- job{pulsedive.APIKey(fmt.Sprintf("key-%d", i%tt.keys)), fmt.Sprintf("v%d.example", i)}
-			}
-			close(jobs)
-			var (
-				mu   sync.Mutex
-				errs []error
-				wg   sync.WaitGroup
-			)
-			for range tt.workers {
-				wg.Go(func() {
-					for j := range jobs {
-						_, err := c.Indicator(context.Background(), j.key, j.value)
-						mu.Lock()
-						errs = append(errs, err)
-						mu.Unlock()
-					}
+			// In a bubble: the retries' backoff costs no time.
+			synctest.Test(t, func(t *testing.T) {
+				fk := newBubbleFake(t, pulsedivetest.Config{})
+				fk.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Status: 503})
+				c := newBubbleClient(t, fk, func(cfg *pulsedive.Config) {
+					cfg.Breaker = pulsedive.BreakerConfig{Failures: tt.failures, OpenFor: time.Minute}
+					cfg.MaxRetries = retries
 				})
-			}
-			wg.Wait()
-			for _, err := range errs {
-				var se *pulsedive.StatusError
-				switch {
-				case errors.As(err, &se) && se.StatusCode == 503:
-				case errors.Is(err, pulsedive.CauseBreakerOpen):
-				default:
-					t.Errorf("error = %v, want the 503 or the open breaker", err)
+				type job struct {
+					key   pulsedive.APIKey
+					value string
 				}
-			}
-			if n := srv.Calls(); n > tt.maxCalls {
-				t.Errorf("the outage cost %d calls, want at most %d", n, tt.maxCalls)
-			}
-			if tt.failures > 0 && srv.Calls() < tt.keys*tt.failures {
-				t.Errorf("the outage cost %d calls; the breakers need %d each to open", srv.Calls(), tt.failures)
-			}
+				jobs := make(chan job, observables)
+				for i := range observables {
+					jobs <- job{pulsedive.APIKey(fmt.Sprintf("key-%d", i%tt.keys)), fmt.Sprintf("v%d.example", i)}
+				}
+				close(jobs)
+				var (
+					mu   sync.Mutex
+					errs []error
+					wg   sync.WaitGroup
+				)
+				for range tt.workers {
+					wg.Go(func() {
+						for j := range jobs {
+							_, err := c.Indicator(context.Background(), j.key, j.value)
+							mu.Lock()
+							errs = append(errs, err)
+							mu.Unlock()
+						}
+					})
+				}
+				wg.Wait()
+				for _, err := range errs {
+					var se *pulsedive.StatusError
+					switch {
+					case errors.As(err, &se) && se.StatusCode == 503:
+					case errors.Is(err, pulsedive.CauseBreakerOpen):
+					default:
+						t.Errorf("error = %v, want the 503 or the open breaker", err)
+					}
+				}
+				if n := fk.Calls(); n > tt.maxCalls {
+					t.Errorf("the outage cost %d calls, want at most %d", n, tt.maxCalls)
+				}
+				if tt.failures > 0 && fk.Calls() < tt.keys*tt.failures {
+					t.Errorf("the outage cost %d calls; the breakers need %d each to open", fk.Calls(), tt.failures)
+				}
+			})
 		})
 	}
 }

@@ -107,11 +107,9 @@ type Config struct {
 	UserAgent string
 	// MaxRetries is how often a 5xx answer or a connection failure is
 	// retried (DefaultMaxRetries when zero; a negative value disables
-	// retries).
+	// retries). Retry n waits a random time up to 100ms·2^(n-1), at most
+	// 2s (jitteredBackoff).
 	MaxRetries int
-	// Backoff gives the wait before retry n (1-based); jittered exponential
-	// from 100ms by default. Tests set it to return 0.
-	Backoff func(retry int) time.Duration
 	// MaxBodyBytes caps what is read of one answer (DefaultMaxBodyBytes
 	// when zero).
 	MaxBodyBytes int64
@@ -119,8 +117,11 @@ type Config struct {
 	Limiter Limiter
 	// Observer receives metrics; nil means none.
 	Observer Observer
-	// Now is the clock of rate-limit pauses; time.Now by default. The
-	// breakers read time.Now (gobreaker does).
+	// Now is the clock of rate-limit pauses; time.Now by default. It is
+	// passed in, as the style guide asks of constructors, so that the
+	// pause a test provokes ends at a time the test can name. The breakers
+	// and the retries' backoff read time.Now (gobreaker does): their tests
+	// run in testing/synctest bubbles, where waiting costs no time.
 	Now func() time.Time
 	// MaxInFlight bounds the calls in flight across every request of the
 	// process; excess calls wait within their deadline. 0 means no bound.
@@ -142,7 +143,6 @@ type Client struct {
 	timeout    time.Duration
 	userAgent  string
 	maxRetries int
-	backoff    func(int) time.Duration
 	maxBody    int64
 	limiter    Limiter
 	obs        Observer
@@ -169,7 +169,6 @@ func New(cfg Config) (*Client, error) {
 		timeout:    cfg.Timeout,
 		userAgent:  cfg.UserAgent,
 		maxRetries: cfg.MaxRetries,
-		backoff:    cfg.Backoff,
 		maxBody:    cfg.MaxBodyBytes,
 		limiter:    cfg.Limiter,
 		obs:        cfg.Observer,
@@ -185,9 +184,6 @@ func New(cfg Config) (*Client, error) {
 		c.maxRetries = DefaultMaxRetries
 	} else if c.maxRetries < 0 {
 		c.maxRetries = 0
-	}
-	if c.backoff == nil {
-		c.backoff = JitteredBackoff
 	}
 	if c.maxBody <= 0 {
 		c.maxBody = DefaultMaxBodyBytes
@@ -287,7 +283,7 @@ func (c *Client) get(ctx context.Context, key APIKey, kind string, q url.Values,
 		if err == nil || !retry || attempt >= c.maxRetries {
 			return scrub(err, key)
 		}
-		if sleep(ctx, c.backoff(attempt+1)) != nil {
+		if sleep(ctx, jitteredBackoff(attempt+1)) != nil {
 			return scrub(err, key) // the deadline leaves no time for another try: report what failed
 		}
 	}
@@ -508,9 +504,10 @@ func (c Cause) outcome() string {
 	return OutcomeUnavailable
 }
 
-// JitteredBackoff is the default backoff: full jitter over 100ms·2^(n-1),
-// capped at 2s.
-func JitteredBackoff(retry int) time.Duration {
+// jitteredBackoff is the wait before retry n (1-based): full jitter over
+// 100ms·2^(n-1), capped at 2s, so that callers who failed together do not
+// retry together.
+func jitteredBackoff(retry int) time.Duration {
 	ceiling := 100 * time.Millisecond << min(max(retry-1, 0), 5)
 	ceiling = min(ceiling, 2*time.Second)
 	return time.Duration(rand.Int64N(int64(ceiling) + 1))

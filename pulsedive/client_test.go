@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -276,27 +277,30 @@ func TestFailures(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := newFake(t, pulsedivetest.Config{})
-			srv.SetFault("parkingcrew.net", tc.fault)
-			lim := &recLimiter{}
-			c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) {
-				cfg.Limiter = lim
-				cfg.MaxBodyBytes = 64 << 10
-				if tc.timeout > 0 {
-					cfg.Timeout = tc.timeout
+			// In a bubble: the retries' backoff costs no time.
+			synctest.Test(t, func(t *testing.T) {
+				fk := newBubbleFake(t, pulsedivetest.Config{})
+				fk.SetFault("parkingcrew.net", tc.fault)
+				lim := &recLimiter{}
+				c := newBubbleClient(t, fk, func(cfg *pulsedive.Config) {
+					cfg.Limiter = lim
+					cfg.MaxBodyBytes = 64 << 10
+					if tc.timeout > 0 {
+						cfg.Timeout = tc.timeout
+					}
+				})
+				got, err := c.Indicator(context.Background(), testKey, "parkingcrew.net")
+				checkErr(t, err, tc.want)
+				if (got != nil) != (tc.want == nil) {
+					t.Errorf("document = %v with error %v", got, err)
+				}
+				if n := fk.CallsFor(pulsedivetest.KindInfo, "parkingcrew.net"); n != tc.wantCalls {
+					t.Errorf("calls = %d, want %d", n, tc.wantCalls)
+				}
+				if n := lim.Waits(); n != tc.wantCalls {
+					t.Errorf("limiter waits = %d, want one per call (%d)", n, tc.wantCalls)
 				}
 			})
-			got, err := c.Indicator(context.Background(), testKey, "parkingcrew.net")
-			checkErr(t, err, tc.want)
-			if (got != nil) != (tc.want == nil) {
-				t.Errorf("document = %v with error %v", got, err)
-			}
-			if n := srv.CallsFor(pulsedivetest.KindInfo, "parkingcrew.net"); n != tc.wantCalls {
-				t.Errorf("calls = %d, want %d", n, tc.wantCalls)
-			}
-			if n := lim.Waits(); n != tc.wantCalls {
-				t.Errorf("limiter waits = %d, want one per call (%d)", n, tc.wantCalls)
-			}
 		})
 	}
 }
@@ -315,19 +319,22 @@ func TestHugeBodyIsNotReadToTheEnd(t *testing.T) {
 }
 
 func TestRetriesStopAtTheDeadline(t *testing.T) {
-	srv := newFake(t, pulsedivetest.Config{})
-	srv.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Status: 503})
-	c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) {
-		cfg.Backoff = func(int) time.Duration { return time.Hour }
+	synctest.Test(t, func(t *testing.T) {
+		fk := newBubbleFake(t, pulsedivetest.Config{})
+		fk.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Status: 503})
+		c := newBubbleClient(t, fk, nil)
+		// The bubble's clock stands still during the call, so a nanosecond
+		// is left after it: less than the first backoff, drawn from [0,
+		// 100ms], but for a chance of 2 in 10^8.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
+		defer cancel()
+		_, err := c.Indicator(ctx, testKey, "parkingcrew.net")
+		// The answer names what failed, not the deadline that cut the retries.
+		checkErr(t, err, &pulsedive.StatusError{StatusCode: 503})
+		if n := fk.Calls(); n != 1 {
+			t.Errorf("calls = %d, want 1: a backoff past the deadline is not slept", n)
+		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	_, err := c.Indicator(ctx, testKey, "parkingcrew.net")
-	// The answer names what failed, not the deadline that cut the retries.
-	checkErr(t, err, &pulsedive.StatusError{StatusCode: 503})
-	if n := srv.Calls(); n != 1 {
-		t.Errorf("calls = %d, want 1: a backoff past the deadline is not slept", n)
-	}
 }
 
 func TestRequestContext(t *testing.T) {
@@ -364,13 +371,17 @@ func TestConnectionRefusedIsRetried(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	lim := &recLimiter{}
-	c := newClient(t, "http://"+addr+"/api/", func(cfg *pulsedive.Config) { cfg.Limiter = lim })
-	_, err = c.Indicator(context.Background(), testKey, "parkingcrew.net")
-	checkErr(t, err, unavailable(pulsedive.CauseRefused, "connection refused"))
-	if n := lim.Waits(); n != 3 {
-		t.Errorf("attempts = %d, want 3", n)
-	}
+	// In a bubble, the backoff between the attempts costs no time; a
+	// refused connection leaves nothing on the wire to wait for.
+	synctest.Test(t, func(t *testing.T) {
+		lim := &recLimiter{}
+		c := newClient(t, "http://"+addr+"/api/", func(cfg *pulsedive.Config) { cfg.Limiter = lim })
+		_, err := c.Indicator(context.Background(), testKey, "parkingcrew.net")
+		checkErr(t, err, unavailable(pulsedive.CauseRefused, "connection refused"))
+		if n := lim.Waits(); n != 3 {
+			t.Errorf("attempts = %d, want 3", n)
+		}
+	})
 }
 
 func TestTLSUnknownAuthority(t *testing.T) {
@@ -412,17 +423,19 @@ func TestLimiter(t *testing.T) {
 		checkErr(t, err, unavailable(pulsedive.CauseLimiterFailed, "rate limiter failed"))
 	})
 	t.Run("keyed by fingerprint", func(t *testing.T) {
-		srv := newFake(t, pulsedivetest.Config{})
-		srv.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Status: 503, FirstN: 1})
-		lim := &recLimiter{}
-		c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) { cfg.Limiter = lim })
-		if _, err := c.Indicator(context.Background(), testKey, "parkingcrew.net"); err != nil {
-			t.Fatal(err)
-		}
-		want := []string{testKey.Fingerprint(), testKey.Fingerprint()}
-		if diff := cmp.Diff(want, lim.waits); diff != "" {
-			t.Errorf("waits (-want +got):\n%s", diff)
-		}
+		synctest.Test(t, func(t *testing.T) { // the retry's backoff costs no time
+			fk := newBubbleFake(t, pulsedivetest.Config{})
+			fk.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Status: 503, FirstN: 1})
+			lim := &recLimiter{}
+			c := newBubbleClient(t, fk, func(cfg *pulsedive.Config) { cfg.Limiter = lim })
+			if _, err := c.Indicator(context.Background(), testKey, "parkingcrew.net"); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{testKey.Fingerprint(), testKey.Fingerprint()}
+			if diff := cmp.Diff(want, lim.waits); diff != "" {
+				t.Errorf("waits (-want +got):\n%s", diff)
+			}
+		})
 	})
 }
 
@@ -641,33 +654,38 @@ func TestKeyNeverLeaks(t *testing.T) {
 		err  error
 	}
 	var failures []failure
-	srv := newFake(t, pulsedivetest.Config{})
-	for _, f := range faults {
-		srv.SetFault(pulsedivetest.AnyValue, f)
-		c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) {
-			cfg.Timeout = 30 * time.Millisecond
-			cfg.MaxBodyBytes = 1 << 10
-		})
-		_, err := c.Indicator(context.Background(), testKey, "parkingcrew.net")
-		failures = append(failures, failure{fmt.Sprintf("fault %s %d", f.Mode, f.Status), err})
-	}
-	srv.ClearFaults()
-	srv.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Mode: pulsedivetest.ModeHang})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	defer cancel()
-	_, err = newClient(t, srv.URL(), nil).Indicator(ctx, testKey, "x")
-	failures = append(failures, failure{"request deadline", err})
-	cancelled, cancelNow := context.WithCancel(context.Background())
-	cancelNow()
-	_, err = newClient(t, srv.URL(), nil).Indicator(cancelled, testKey, "x")
-	failures = append(failures, failure{"cancelled", err})
-	_, err = newClient(t, refusedURL, nil).Indicator(context.Background(), testKey, "x")
-	failures = append(failures, failure{"refused", err})
+	// In a bubble, the retries' backoff costs no time.
+	synctest.Test(t, func(t *testing.T) {
+		fk := newBubbleFake(t, pulsedivetest.Config{})
+		for _, f := range faults {
+			fk.SetFault(pulsedivetest.AnyValue, f)
+			c := newBubbleClient(t, fk, func(cfg *pulsedive.Config) {
+				cfg.Timeout = 30 * time.Millisecond
+				cfg.MaxBodyBytes = 1 << 10
+			})
+			_, err := c.Indicator(context.Background(), testKey, "parkingcrew.net")
+			failures = append(failures, failure{fmt.Sprintf("fault %s %d", f.Mode, f.Status), err})
+		}
+		fk.ClearFaults()
+		fk.SetFault(pulsedivetest.AnyValue, pulsedivetest.Fault{Mode: pulsedivetest.ModeHang})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer cancel()
+		_, err := newBubbleClient(t, fk, nil).Indicator(ctx, testKey, "x")
+		failures = append(failures, failure{"request deadline", err})
+		cancelled, cancelNow := context.WithCancel(context.Background())
+		cancelNow()
+		_, err = newBubbleClient(t, fk, nil).Indicator(cancelled, testKey, "x")
+		failures = append(failures, failure{"cancelled", err})
+		lim := &recLimiter{refuse: retryAfterError{time.Second}}
+		_, err = newBubbleClient(t, fk, func(cfg *pulsedive.Config) { cfg.Limiter = lim }).Indicator(context.Background(), testKey, "x")
+		failures = append(failures, failure{"limiter", err})
+		// A real socket, refused: nothing stays on the wire.
+		_, err = newClient(t, refusedURL, nil).Indicator(context.Background(), testKey, "x")
+		failures = append(failures, failure{"refused", err})
+	})
+	// A real TLS handshake, outside the bubble: its failure is not retried.
 	_, err = newClient(t, tlsSrv.URL(), nil).Indicator(context.Background(), testKey, "x")
 	failures = append(failures, failure{"tls", err})
-	lim := &recLimiter{refuse: retryAfterError{time.Second}}
-	_, err = newClient(t, srv.URL(), func(cfg *pulsedive.Config) { cfg.Limiter = lim }).Indicator(context.Background(), testKey, "x")
-	failures = append(failures, failure{"limiter", err})
 
 	for _, f := range failures {
 		t.Run(f.name, func(t *testing.T) {
@@ -691,27 +709,29 @@ func TestKeyNeverLeaks(t *testing.T) {
 }
 
 func TestObserver(t *testing.T) {
-	srv := newFake(t, pulsedivetest.Config{})
-	srv.SetFault("parkingcrew.net", pulsedivetest.Fault{Status: 503, FirstN: 2})
-	obs := &recObserver{}
-	c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) { cfg.Observer = obs; cfg.Limiter = &recLimiter{} })
-	ctx := context.Background()
-	if _, err := c.Indicator(ctx, testKey, "parkingcrew.net"); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = c.Links(ctx, testKey, "23.23.23.23")
-	_, _ = c.Indicator(ctx, testKey, "rate-limited.example")
-	_, _ = c.Indicator(ctx, testKey, "processing.example")
-	want := []string{"info/server_error", "info/server_error", "info/ok", "links/not_found", "info/rate_limited", "info/client_error"}
-	if diff := cmp.Diff(want, obs.calls); diff != "" {
-		t.Errorf("calls (-want +got):\n%s", diff)
-	}
-	if obs.inFlight != 0 || obs.maxIn != 1 {
-		t.Errorf("in flight = %d (max %d), want 0 (max 1)", obs.inFlight, obs.maxIn)
-	}
-	if obs.waits != 6 {
-		t.Errorf("limiter waits observed = %d, want 6", obs.waits)
-	}
+	synctest.Test(t, func(t *testing.T) { // the retries' backoff costs no time
+		fk := newBubbleFake(t, pulsedivetest.Config{})
+		fk.SetFault("parkingcrew.net", pulsedivetest.Fault{Status: 503, FirstN: 2})
+		obs := &recObserver{}
+		c := newBubbleClient(t, fk, func(cfg *pulsedive.Config) { cfg.Observer = obs; cfg.Limiter = &recLimiter{} })
+		ctx := context.Background()
+		if _, err := c.Indicator(ctx, testKey, "parkingcrew.net"); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Links(ctx, testKey, "23.23.23.23")
+		_, _ = c.Indicator(ctx, testKey, "rate-limited.example")
+		_, _ = c.Indicator(ctx, testKey, "processing.example")
+		want := []string{"info/server_error", "info/server_error", "info/ok", "links/not_found", "info/rate_limited", "info/client_error"}
+		if diff := cmp.Diff(want, obs.calls); diff != "" {
+			t.Errorf("calls (-want +got):\n%s", diff)
+		}
+		if obs.inFlight != 0 || obs.maxIn != 1 {
+			t.Errorf("in flight = %d (max %d), want 0 (max 1)", obs.inFlight, obs.maxIn)
+		}
+		if obs.waits != 6 {
+			t.Errorf("limiter waits observed = %d, want 6", obs.waits)
+		}
+	})
 }
 
 func TestNewRejectsBadBaseURL(t *testing.T) {

@@ -9,11 +9,15 @@ import (
 )
 
 // Indicator is Pulsedive's answer to info.php?indicator=V, reduced to the
-// fields the relay maps (CONTRACT.md section 4). Decoding is lenient: numbers and
+// fields the relay reads (CONTRACT.md section 4). It and Links are the
+// relay's one model of Pulsedive's documents: the cache keeps them and
+// package ctim maps them as they are. Decoding is lenient: numbers and
 // strings are interchangeable, null and absent are the empty value, and
 // absent lists are empty. Fields the mapping needs but Pulsedive left out
 // stay empty; the mapping, not the decoder, decides that is a "key error",
 // so a refer pivot can still be built from a document that cannot be mapped.
+// A decoded document may be shared through the cache: it must not be
+// modified.
 type Indicator struct {
 	IID       string `json:"iid"`
 	Indicator string `json:"indicator"`

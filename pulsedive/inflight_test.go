@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -175,93 +174,98 @@ func TestMaxInFlightDeadline(t *testing.T) {
 }
 
 // TestMaxInFlightSlotsComeBack ends calls in every way a call can end and
-// then fills every slot: none was kept by a call that failed.
+// then fills every slot: none was kept by a call that failed. It runs in a
+// synctest bubble, where the retries' backoff costs no time.
 func TestMaxInFlightSlotsComeBack(t *testing.T) {
-	const slots = 2
-	lim := &recLimiter{}
-	g := newGate(func(r pulsedivetest.Request) bool { return r.Value == "parkingcrew.net" || r.Value == "185.141.25.242" }, true)
-	srv := newFake(t, pulsedivetest.Config{OnCall: g.onCall})
-	g.start(t)
-	c := newClient(t, srv.URL(), func(cfg *pulsedive.Config) {
-		cfg.MaxInFlight = slots
-		cfg.Limiter = lim
-		cfg.MaxBodyBytes = 16 << 10
-	})
-	ctx := context.Background()
-	ends := []struct {
-		name  string
-		fault *pulsedivetest.Fault
-		ctx   func() (context.Context, context.CancelFunc)
-		limit error
-		want  error
-	}{
-		{name: "503 and its retries", fault: &pulsedivetest.Fault{Status: 503}, want: &pulsedive.StatusError{StatusCode: 503}},
-		{name: "request deadline", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHang}, ctx: func() (context.Context, context.CancelFunc) {
-			return context.WithTimeout(ctx, 30*time.Millisecond)
-		}, want: unavailable(pulsedive.CauseDeadline, "request deadline exceeded")},
-		{name: "reset", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeReset}, want: unavailable(pulsedive.CauseReset, "connection reset")},
-		{name: "huge", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHuge, Size: 64 << 10}, want: pulsedive.ErrTooLarge},
-		{name: "not JSON", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeNotJSON}, want: pulsedive.ErrInvalidJSON},
-		{name: "not found", want: pulsedive.ErrNotFound},
-		{name: "local rate limit", limit: retryAfterError{time.Second}, want: &pulsedive.RateLimitError{RetryAfter: time.Second}},
-		{name: "cancelled", ctx: func() (context.Context, context.CancelFunc) {
-			ctx, cancel := context.WithCancel(ctx)
-			cancel()
-			return ctx, cancel
-		}, want: unavailable(pulsedive.CauseCancelled, "request cancelled")},
-	}
-	for _, e := range ends {
-		t.Run(e.name, func(t *testing.T) {
-			srv.ClearFaults()
-			if e.fault != nil {
-				srv.SetFault(pulsedivetest.AnyValue, *e.fault)
-			}
-			lim.setRefuse(e.limit)
-			defer lim.setRefuse(nil)
-			callCtx, cancel := ctx, context.CancelFunc(func() {})
-			if e.ctx != nil {
-				callCtx, cancel = e.ctx()
-			}
-			defer cancel()
-			var wg sync.WaitGroup
-			for i := range 2 * slots {
-				wg.Go(func() {
-					_, err := c.Indicator(callCtx, testKey, fmt.Sprintf("end-%d.example", i))
-					checkErr(t, err, e.want)
-				})
-			}
-			wg.Wait()
+	synctest.Test(t, func(t *testing.T) {
+		const slots = 2
+		lim := &recLimiter{}
+		g := newGate(func(r pulsedivetest.Request) bool { return r.Value == "parkingcrew.net" || r.Value == "185.141.25.242" }, true)
+		fk := newBubbleFake(t, pulsedivetest.Config{OnCall: g.onCall})
+		g.start(t)
+		c := newBubbleClient(t, fk, func(cfg *pulsedive.Config) {
+			cfg.MaxInFlight = slots
+			cfg.Limiter = lim
+			cfg.MaxBodyBytes = 16 << 10
 		})
-	}
-	srv.ClearFaults()
+		ctx := context.Background()
+		ends := []struct {
+			name  string
+			fault *pulsedivetest.Fault
+			ctx   func() (context.Context, context.CancelFunc)
+			limit error
+			want  error
+		}{
+			{name: "503 and its retries", fault: &pulsedivetest.Fault{Status: 503}, want: &pulsedive.StatusError{StatusCode: 503}},
+			{name: "request deadline", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHang}, ctx: func() (context.Context, context.CancelFunc) {
+				return context.WithTimeout(ctx, 30*time.Millisecond)
+			}, want: unavailable(pulsedive.CauseDeadline, "request deadline exceeded")},
+			{name: "reset", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeReset}, want: unavailable(pulsedive.CauseReset, "connection reset")},
+			{name: "huge", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeHuge, Size: 64 << 10}, want: pulsedive.ErrTooLarge},
+			{name: "not JSON", fault: &pulsedivetest.Fault{Mode: pulsedivetest.ModeNotJSON}, want: pulsedive.ErrInvalidJSON},
+			{name: "not found", want: pulsedive.ErrNotFound},
+			{name: "local rate limit", limit: retryAfterError{time.Second}, want: &pulsedive.RateLimitError{RetryAfter: time.Second}},
+			{name: "cancelled", ctx: func() (context.Context, context.CancelFunc) {
+				ctx, cancel := context.WithCancel(ctx)
+				cancel()
+				return ctx, cancel
+			}, want: unavailable(pulsedive.CauseCancelled, "request cancelled")},
+		}
+		for _, e := range ends {
+			// No subtests in a bubble: the log names the case of a failure.
+			t.Logf("ending calls with: %s", e.name)
+			func() {
+				fk.ClearFaults()
+				if e.fault != nil {
+					fk.SetFault(pulsedivetest.AnyValue, *e.fault)
+				}
+				lim.setRefuse(e.limit)
+				defer lim.setRefuse(nil)
+				callCtx, cancel := ctx, context.CancelFunc(func() {})
+				if e.ctx != nil {
+					callCtx, cancel = e.ctx()
+				}
+				defer cancel()
+				var wg sync.WaitGroup
+				for i := range 2 * slots {
+					wg.Go(func() {
+						_, err := c.Indicator(callCtx, testKey, fmt.Sprintf("end-%d.example", i))
+						checkErr(t, err, e.want)
+					})
+				}
+				wg.Wait()
+			}()
+		}
+		fk.ClearFaults()
 
-	// Every slot is free: as many calls as slots reach the fake together.
-	// (Were one kept, the last call would wait for it until its generous
-	// deadline and fail, instead of hanging the test.)
-	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	errs := make(chan error, slots)
-	for _, v := range []string{"parkingcrew.net", "185.141.25.242"}[:slots] {
-		go func() {
-			_, err := c.Indicator(waitCtx, testKey, v)
-			errs <- err
-		}()
-	}
-	arrived := 0
-	for arrived < slots {
-		select {
-		case <-g.arrived:
-			arrived++
-		case err := <-errs:
-			t.Fatalf("a call ended before every slot was taken (a slot was kept): %v", err)
+		// Every slot is free: as many calls as slots reach the fake together.
+		// (Were one kept, the last call would wait for it until its generous
+		// deadline and fail, instead of hanging the test.)
+		waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		errs := make(chan error, slots)
+		for _, v := range []string{"parkingcrew.net", "185.141.25.242"}[:slots] {
+			go func() {
+				_, err := c.Indicator(waitCtx, testKey, v)
+				errs <- err
+			}()
 		}
-	}
-	g.openAll()
-	for range slots {
-		if err := <-errs; err != nil {
-			t.Errorf("Indicator: %v", err)
+		arrived := 0
+		for arrived < slots {
+			select {
+			case <-g.arrived:
+				arrived++
+			case err := <-errs:
+				t.Fatalf("a call ended before every slot was taken (a slot was kept): %v", err)
+			}
 		}
-	}
+		g.openAll()
+		for range slots {
+			if err := <-errs; err != nil {
+				t.Errorf("Indicator: %v", err)
+			}
+		}
+	})
 }
 
 // TestMaxInFlightPerKey: one key holds at most its share of the
@@ -279,14 +283,9 @@ func TestMaxInFlightPerKey(t *testing.T) {
 			values = append(values, fmt.Sprintf("slow-%d.example", i))
 		}
 		g := newGate(func(pulsedivetest.Request) bool { return true }, true)
-		fk, err := pulsedivetest.New(pulsedivetest.Config{Indicators: tinyEntries(values), OnCall: g.onCall})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(fk.Close)
+		fk := newBubbleFake(t, pulsedivetest.Config{Indicators: tinyEntries(values), OnCall: g.onCall})
 		g.start(t)
-		c := newClient(t, "http://pulsedive.test/api/", func(cfg *pulsedive.Config) {
-			cfg.HTTPClient = &http.Client{Transport: fk.Transport()}
+		c := newBubbleClient(t, fk, func(cfg *pulsedive.Config) {
 			cfg.MaxInFlight = total
 			cfg.MaxInFlightPerKey = perKey
 		})
@@ -339,14 +338,9 @@ func TestMaxInFlightPerKeyDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const held, excess = "held.example", "excess.example"
 		g := newGate(func(r pulsedivetest.Request) bool { return r.Value == held }, true)
-		fk, err := pulsedivetest.New(pulsedivetest.Config{Indicators: tinyEntries([]string{held, excess}), OnCall: g.onCall})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(fk.Close)
+		fk := newBubbleFake(t, pulsedivetest.Config{Indicators: tinyEntries([]string{held, excess}), OnCall: g.onCall})
 		g.start(t)
-		c := newClient(t, "http://pulsedive.test/api/", func(cfg *pulsedive.Config) {
-			cfg.HTTPClient = &http.Client{Transport: fk.Transport()}
+		c := newBubbleClient(t, fk, func(cfg *pulsedive.Config) {
 			cfg.MaxInFlight = 8
 			cfg.MaxInFlightPerKey = 1
 		})
@@ -359,7 +353,7 @@ func TestMaxInFlightPerKeyDeadline(t *testing.T) {
 
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err = c.Indicator(ctx, testKey, excess)
+		_, err := c.Indicator(ctx, testKey, excess)
 		checkErr(t, err, unavailable(pulsedive.CauseDeadline, "request deadline exceeded"))
 		if n := fk.CallsFor(pulsedivetest.KindInfo, excess); n != 0 {
 			t.Errorf("the excess call reached Pulsedive (%d calls)", n)

@@ -29,9 +29,7 @@ const (
 // fixedNow is the clock of every client under test: the fixtures' day.
 var fixedNow = time.Date(2020, 4, 15, 10, 30, 0, 0, time.UTC)
 
-func noBackoff(int) time.Duration { return 0 }
-
-// newFake starts a fake Pulsedive for the test.
+// newFake starts a fake Pulsedive on loopback for the test.
 func newFake(t *testing.T, cfg pulsedivetest.Config) *pulsedivetest.Server {
 	t.Helper()
 	srv, err := pulsedivetest.NewServer(cfg)
@@ -42,8 +40,10 @@ func newFake(t *testing.T, cfg pulsedivetest.Config) *pulsedivetest.Server {
 	return srv
 }
 
-// newClient returns a client of baseURL with test defaults (no backoff,
-// fixed clock, its own transport), changed by edit when not nil.
+// newClient returns a client of baseURL with test defaults (fixed clock,
+// its own transport), changed by edit when not nil. Its retries wait the
+// real jittered backoff: a test that retries runs in a synctest bubble
+// against newBubbleFake, where the waits cost no time.
 func newClient(t *testing.T, baseURL string, edit func(*pulsedive.Config)) *pulsedive.Client {
 	t.Helper()
 	tr := &http.Transport{}
@@ -53,7 +53,6 @@ func newClient(t *testing.T, baseURL string, edit func(*pulsedive.Config)) *puls
 		HTTPClient: &http.Client{Transport: tr},
 		Timeout:    5 * time.Second,
 		UserAgent:  "pulsedive-relay/1.2.3",
-		Backoff:    noBackoff,
 		Now:        func() time.Time { return fixedNow },
 	}
 	if edit != nil {
@@ -64,6 +63,32 @@ func newClient(t *testing.T, baseURL string, edit func(*pulsedive.Config)) *puls
 		t.Fatalf("pulsedive.New: %v", err)
 	}
 	return c
+}
+
+// newBubbleFake makes a fake Pulsedive that newBubbleClient calls in
+// process, for a test inside a testing/synctest bubble: make it in the
+// bubble, so that its waits are on the bubble's clock. With a real
+// connection the bubble's clock would not move while a call is on the
+// wire.
+func newBubbleFake(t *testing.T, cfg pulsedivetest.Config) *pulsedivetest.Fake {
+	t.Helper()
+	fk, err := pulsedivetest.New(cfg)
+	if err != nil {
+		t.Fatalf("pulsedivetest.New: %v", err)
+	}
+	t.Cleanup(fk.Close)
+	return fk
+}
+
+// newBubbleClient is newClient calling fk in process.
+func newBubbleClient(t *testing.T, fk *pulsedivetest.Fake, edit func(*pulsedive.Config)) *pulsedive.Client {
+	t.Helper()
+	return newClient(t, "http://pulsedive.test/api/", func(cfg *pulsedive.Config) {
+		cfg.HTTPClient = &http.Client{Transport: fk.Transport()}
+		if edit != nil {
+			edit(cfg)
+		}
+	})
 }
 
 // pause is one PauseUntil call.

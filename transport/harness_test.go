@@ -86,7 +86,6 @@ func newHarness(t testing.TB, o options) *harness {
 	pcfg := pulsedive.Config{
 		BaseURL:    fake.URL(),
 		HTTPClient: fake.Client(),
-		Backoff:    func(int) time.Duration { return 0 },
 		Timeout:    o.callLimit,
 		Now:        o.clock, // time.Now when nil
 		Breaker:    o.breaker,

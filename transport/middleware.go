@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"time"
+
+	"github.com/pulsedive-relay/relay/pipeline"
 )
 
 // unmatched is the route label of requests no route took (404, 405): raw
@@ -55,7 +57,7 @@ func (h *handler) instrument(next http.Handler) http.Handler {
 					panic(p)
 				}
 				h.obs.PanicRecovered(ri.route)
-				h.log.ErrorContext(r.Context(), "panic recovered", "route", ri.route, "request_id", ri.id, "panic", panicText(p))
+				h.log.ErrorContext(r.Context(), "panic recovered", "route", ri.route, "request_id", ri.id, "panic", pipeline.PanicText(p))
 				if !sw.wrote {
 					ri.errors = append(ri.errors, codeUnknown)
 					writeJSON(sw, http.StatusOK, errorBody{Errors: []apiError{{Type: "fatal", Code: codeUnknown, Message: msgUnexpected}}})
@@ -94,18 +96,6 @@ func accessLevel(route string) slog.Level {
 		return slog.LevelDebug
 	}
 	return slog.LevelInfo
-}
-
-// panicText describes a recovered panic without echoing arbitrary values
-// that might hold request data.
-func panicText(p any) string {
-	if err, ok := p.(error); ok {
-		return "error: " + err.Error()
-	}
-	if s, ok := p.(string); ok {
-		return s
-	}
-	return "non-error panic value"
 }
 
 // requestID keeps a caller's id when it is short and printable, else makes

@@ -106,6 +106,16 @@ func (c *checker) fail(rule, path, format string, args ...any) {
 	c.problems = append(c.problems, Problem{rule, path, fmt.Sprintf(format, args...)})
 }
 
+// asString is v when it is a string; otherwise it reports the shape at
+// path.
+func (c *checker) asString(path string, v any) (string, bool) {
+	s, ok := v.(string)
+	if !ok {
+		c.fail(RuleShape, path, "%s, not a string", jsonType(v))
+	}
+	return s, ok
+}
+
 // entityLists are the keys of an answer's data, each a {count, docs} list
 // of one kind of entity (CONTRACT.md section 4: keys only when non-empty).
 var entityLists = []struct {
@@ -325,9 +335,8 @@ const (
 
 func str(limit int) func(*checker, string, any) {
 	return func(c *checker, path string, v any) {
-		s, ok := v.(string)
+		s, ok := c.asString(path, v)
 		if !ok {
-			c.fail(RuleShape, path, "%s, not a string", jsonType(v))
 			return
 		}
 		if n := utf8.RuneCountInString(s); limit > 0 && n > limit {
@@ -370,9 +379,8 @@ func boolean(c *checker, path string, v any) {
 
 func enum(vocabulary string, values ...string) func(*checker, string, any) {
 	return func(c *checker, path string, v any) {
-		s, ok := v.(string)
+		s, ok := c.asString(path, v)
 		if !ok {
-			c.fail(RuleShape, path, "%s, not a string", jsonType(v))
 			return
 		}
 		if !slices.Contains(values, s) {
@@ -453,9 +461,8 @@ func dispositionsAgree(c *checker, path string, obj map[string]any) {
 var schemaVersionRE = regexp.MustCompile(`^\w+.\w+\.\w+(-SNAPSHOT)?$`)
 
 func schemaVersion(c *checker, path string, v any) {
-	s, ok := v.(string)
+	s, ok := c.asString(path, v)
 	if !ok {
-		c.fail(RuleShape, path, "%s, not a string", jsonType(v))
 		return
 	}
 	if !schemaVersionRE.MatchString(s) {
@@ -493,9 +500,8 @@ func idType(id string) string {
 // entityID checks the id of an entity of type typ: an ID of that type.
 func entityID(typ string) func(*checker, string, any) {
 	return func(c *checker, path string, v any) {
-		s, ok := v.(string)
+		s, ok := c.asString(path, v)
 		if !ok {
-			c.fail(RuleShape, path, "%s, not a string", jsonType(v))
 			return
 		}
 		if got := idType(s); got != typ {
@@ -509,9 +515,8 @@ func entityID(typ string) func(*checker, string, any) {
 // resolved against the answer's ids.
 func reference(typ string) func(*checker, string, any) {
 	return func(c *checker, path string, v any) {
-		s, ok := v.(string)
+		s, ok := c.asString(path, v)
 		if !ok {
-			c.fail(RuleShape, path, "%s, not a string", jsonType(v))
 			return
 		}
 		if got := idType(s); got == "" || typ != "" && got != typ {
@@ -527,9 +532,8 @@ func reference(typ string) func(*checker, string, any) {
 // only, stricter than Java, which lets other characters through) and an
 // absolute URI's scheme.
 func uri(c *checker, path string, v any) {
-	s, ok := v.(string)
+	s, ok := c.asString(path, v)
 	if !ok {
-		c.fail(RuleShape, path, "%s, not a string", jsonType(v))
 		return
 	}
 	if problem := uriProblem(s); problem != "" {
@@ -591,9 +595,8 @@ var (
 )
 
 func ctimTime(c *checker, path string, v any) {
-	s, ok := v.(string)
+	s, ok := c.asString(path, v)
 	if !ok {
-		c.fail(RuleShape, path, "%s, not a string", jsonType(v))
 		return
 	}
 	t, err := time.Parse(time.RFC3339, s)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pulsedive-relay/relay/ctim"
 	"github.com/pulsedive-relay/relay/ctim/ctimcheck"
+	"github.com/pulsedive-relay/relay/pulsedive"
 )
 
 var fixedNow = time.Date(2020, 4, 15, 0, 0, 0, 0, time.UTC)
@@ -19,26 +20,26 @@ var fixedNow = time.Date(2020, 4, 15, 0, 0, 0, 0, time.UTC)
 func validAnswer(t *testing.T) []byte {
 	t.Helper()
 	m := ctim.Mapper{Now: func() time.Time { return fixedNow }}
-	r := &ctim.Report{
+	ind := &pulsedive.Indicator{
 		IID: "5401", Risk: "high", StampSeen: "2020-04-10 08:30:00", Retired: true, RetiredReason: "why not",
-		RiskFactors: []ctim.RiskFactor{{Description: "malware distribution"}, {Description: "Zeus"}},
-		Threats:     []ctim.Threat{{TID: "7", Name: "Zeus", Category: "malware", StampLinked: "2020-04-02 00:00:01"}},
-		Feeds:       []ctim.Feed{{FID: "2", Name: "Feodo Tracker", Category: "malware", Organization: "abuse.ch", StampLinked: "2020-04-01 06:00:00"}},
+		RiskFactors: []pulsedive.RiskFactor{{Description: "malware distribution"}, {Description: "Zeus"}},
+		Threats:     []pulsedive.Threat{{TID: "7", Name: "Zeus", Category: "malware", StampLinked: "2020-04-02 00:00:01"}},
+		Feeds:       []pulsedive.Feed{{FID: "2", Name: "Feodo Tracker", Category: "malware", Organization: "abuse.ch", StampLinked: "2020-04-01 06:00:00"}},
 	}
-	links := []ctim.DNSLink{{Type: "domain", Indicator: "bad-cdn.example", StampLinked: "2020-04-09 00:00:00"}}
+	links := &pulsedive.Links{ActiveDNS: []pulsedive.Link{{Type: "domain", Indicator: "bad-cdn.example", StampLinked: "2020-04-09 00:00:00"}}}
 	var b ctim.Bundle
 	for _, obs := range []ctim.Observable{{Type: "ip", Value: "185.141.25.242"}, {Type: "ip", Value: "185.141.25.243"}} {
-		rels, err := m.Relations(obs, ctim.DNSLinkList(links), 100)
+		o, err := m.Observation(obs, ind, links, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := m.Observe(obs, r, rels, 100)
-		if err != nil {
+		if err := o.LinksErr(); err != nil {
 			t.Fatal(err)
 		}
-		b.Add(e)
+		b.Add(m.Entities(o))
 	}
-	return append(append([]byte(`{"data":`), b.Data().AppendJSON(nil)...), '}')
+	body, _ := b.StreamJSON([]byte(`{"data":`), 0, nil) // never flushed: no error
+	return append(body, '}')
 }
 
 func TestValidAnswerPasses(t *testing.T) {
