@@ -12,7 +12,7 @@ import (
 // metricLabels are the values of every label the metrics count, each list
 // taken from the package that reports the values: a value added there has
 // its series from the start, and never falls into "other"
-// (TestEveryValueHasItsSeries).
+// (TestEveryValueHasItsSeries, TestOwnersListEveryValue).
 func metricLabels() metrics.Labels {
 	var states []string
 	for _, s := range pulsedive.BreakerStates() {
@@ -28,7 +28,7 @@ func metricLabels() metrics.Labels {
 		Outcomes:      pulsedive.Outcomes(),
 		BreakerStates: states,
 		// The results of pipeline.Observer.CacheLookup, which the pipeline
-		// spells in fetch.go (TestEveryValueHasItsSeries reads them there).
+		// spells in fetch.go (TestOwnersListEveryValue reads them there).
 		CacheResults:    []string{"hit", "miss", "stale"},
 		ObservableTypes: ctim.Types(),
 		Bounds:          transport.Bounds(),
