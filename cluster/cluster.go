@@ -53,6 +53,34 @@ const (
 	classPing     = "ping"
 )
 
+// Results of a lookup in the shared cache (L2) and of a cross-replica
+// collapse, as counted in metrics.
+const (
+	l2Hit   = "hit"
+	l2Stale = "stale"
+	l2Miss  = "miss"
+	l2Error = "error"
+
+	collapseWon       = "won"
+	collapseWaited    = "waited"
+	collapseTimedOut  = "timed_out"
+	collapseAbandoned = "abandoned"
+)
+
+// CommandClasses lists the classes of Redis commands Observer.RedisCommand
+// gets.
+func CommandClasses() []string {
+	return []string{classBudget, classPause, classCacheGet, classCacheSet, classLock, classPing}
+}
+
+// L2Results lists the results Observer.L2Lookup gets.
+func L2Results() []string { return []string{l2Hit, l2Stale, l2Miss, l2Error} }
+
+// CollapseResults lists the results Observer.CollapseWait gets.
+func CollapseResults() []string {
+	return []string{collapseWon, collapseWaited, collapseTimedOut, collapseAbandoned}
+}
+
 // go-redis logs its pool's dial failures with the standard logger, on
 // stderr and outside the relay's JSON lines. The Cluster logs the one
 // line an operator needs (entering and leaving fallback mode), so the

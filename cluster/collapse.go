@@ -53,7 +53,7 @@ func (l *Collapser) Lead(ctx context.Context, key string) (lead bool, done func(
 	if !won {
 		return false, func() {}
 	}
-	l.c.obs.CollapseWait("won")
+	l.c.obs.CollapseWait(collapseWon)
 	return true, func() {
 		_ = l.c.do(context.Background(), classLock, func(ctx context.Context) error {
 			return unlockScript.Run(ctx, l.c.rdb, []string{lockKey(key)}, token).Err()
@@ -74,14 +74,14 @@ func (l *Collapser) Await(ctx context.Context, key string) bool {
 		})
 		switch {
 		case err != nil && !errors.Is(err, redis.Nil):
-			l.c.obs.CollapseWait("timed_out")
+			l.c.obs.CollapseWait(collapseTimedOut)
 			return false
 		case n == 0:
 			if l.store.has(ctx, key) {
-				l.c.obs.CollapseWait("waited")
+				l.c.obs.CollapseWait(collapseWaited)
 				return true
 			}
-			l.c.obs.CollapseWait("abandoned")
+			l.c.obs.CollapseWait(collapseAbandoned)
 			return false
 		}
 		t := time.NewTimer(poll)
@@ -89,7 +89,7 @@ func (l *Collapser) Await(ctx context.Context, key string) bool {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			l.c.obs.CollapseWait("timed_out")
+			l.c.obs.CollapseWait(collapseTimedOut)
 			return false
 		}
 		poll = min(2*poll, l.maxPoll)

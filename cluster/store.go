@@ -51,25 +51,25 @@ func (s *Store) Get(key string) (doc pipeline.Document, fresh, ok bool) {
 	e, found, err := s.get(key)
 	switch {
 	case err != nil:
-		s.c.obs.L2Lookup("error")
+		s.c.obs.L2Lookup(l2Error)
 		return doc, fresh, ok
 	case !found:
-		s.c.obs.L2Lookup("miss")
+		s.c.obs.L2Lookup(l2Miss)
 		return doc, fresh, ok
 	}
 	now := s.c.now()
 	if now.Before(e.freshUntil) {
-		s.c.obs.L2Lookup("hit")
+		s.c.obs.L2Lookup(l2Hit)
 		if s.l1 != nil {
 			s.l1.Set(key, e.doc, e.cost, e.freshUntil.Sub(now), e.staleUntil.Sub(e.freshUntil))
 		}
 		return e.doc, true, true
 	}
 	if ok || !now.Before(e.staleUntil) {
-		s.c.obs.L2Lookup("miss")
+		s.c.obs.L2Lookup(l2Miss)
 		return doc, fresh, ok
 	}
-	s.c.obs.L2Lookup("stale")
+	s.c.obs.L2Lookup(l2Stale)
 	return e.doc, false, true
 }
 

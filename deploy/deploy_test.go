@@ -578,7 +578,16 @@ func TestSharedState(t *testing.T) {
 func families(t *testing.T) map[string]string {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg, "test")
+	// One value a label is enough for every family to have a series (the
+	// relay passes each package's whole list; only names and types count
+	// here).
+	one := []string{"x"}
+	m, err := metrics.New(reg, metrics.Config{Version: "test", Labels: metrics.Labels{
+		Routes: []string{"/version"}, ErrorCodes: map[string][]string{"/version": one},
+		Kinds: one, CachedKinds: one, Outcomes: one, BreakerStates: one, CacheResults: one,
+		ObservableTypes: one, Bounds: one, JWKSOutcomes: one, AuthFailures: one,
+		RedisCommands: one, L2Results: one, CollapseResults: one,
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,9 +17,9 @@ import (
 )
 
 // Defaults applied by New to zero Config fields (PerMinute has none: zero
-// means unlimited).
+// means unlimited). DefaultBurst is PULSEDIVE_BURST's default too.
 const (
-	DefaultBurst     = 5
+	DefaultBurst     = 10
 	DefaultIdleAfter = 10 * time.Minute
 )
 

@@ -12,7 +12,7 @@ import (
 // BenchmarkCachedRequest is what one cached observe of one observable
 // records: the request, its observable, and two cache hits.
 func BenchmarkCachedRequest(b *testing.B) {
-	m, err := metrics.New(prometheus.NewRegistry(), "bench")
+	m, err := metrics.New(prometheus.NewRegistry(), testConfig("bench"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func BenchmarkCachedRequest(b *testing.B) {
 
 // BenchmarkPulsediveCall is what one Pulsedive call records.
 func BenchmarkPulsediveCall(b *testing.B) {
-	m, err := metrics.New(prometheus.NewRegistry(), "bench")
+	m, err := metrics.New(prometheus.NewRegistry(), testConfig("bench"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,13 +1,15 @@
 // Package metrics holds every pulsedive_relay_* Prometheus family the relay
 // exports at /metrics (CONTRACT.md section 8).
 //
-// Label values come only from small, fixed sets written down in this file:
-// route templates, HTTP status codes, Pulsedive document kinds and call
-// outcomes, cache results, observable types, breaker states, the envelope's
-// error codes. A value outside its set is counted under "other" instead of
-// opening a new series, so a caller bug cannot explode the series count. No label ever carries an API key, a
-// token, an observable value or any other unbounded or secret string; do not
-// add one.
+// Label values come only from small, fixed sets (Labels): route templates,
+// HTTP status codes, Pulsedive document kinds and call outcomes, cache
+// results, observable types, breaker states, the envelope's error codes.
+// Each set is listed once, by the package that reports its values, and
+// handed to New by the relay's wiring; New creates its series at zero, and
+// a value outside its set is counted under "other" instead of opening a new
+// series, so a caller bug cannot explode the series count. No label ever
+// carries an API key, a token, an observable value or any other unbounded
+// or secret string; do not add one.
 //
 // This package imports no other package of the relay; consumers declare the
 // small interfaces they need (pulsedive.Observer, for one) and *Metrics
@@ -20,6 +22,7 @@ import (
 	"maps"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,14 +38,36 @@ const namespace = "pulsedive_relay"
 // other is the label value that stands in for any value outside its set.
 const other = "other"
 
-// RouteUnmatched is the route label for requests no route matched (HTTP 404
-// and 405).
-const RouteUnmatched = "unmatched"
-
 // RoutePipeline is the route label of pulsedive_relay_panics_total for a
 // panic recovered inside a Pulsedive call shared by several requests, which
 // no single route owns.
 const RoutePipeline = "pipeline"
+
+// The families' constructors: every name is under namespace.
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+}
+
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, labels)
+}
+
+func histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels)
+}
+
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
+}
+
+func gauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help})
+}
+
+func histogram(name, help string, buckets []float64) prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets})
+}
 
 // Histogram buckets, in seconds. The boundaries sit on the thresholds the
 // alerting rules in deploy/prometheus/rules.yml ask about (10s HTTP p99, 5s
@@ -66,6 +91,8 @@ func limiterBuckets() []float64 {
 // concurrent use, never block on I/O and never fail. A nil *Metrics discards
 // every measurement, so tests and optional wiring may pass nil.
 type Metrics struct {
+	labels labelSets
+
 	httpRequests      *prometheus.CounterVec
 	httpDuration      *prometheus.HistogramVec
 	pulsediveRequests *prometheus.CounterVec
@@ -111,111 +138,116 @@ type Metrics struct {
 	envelopeErrors *prometheus.CounterVec
 }
 
+// Config configures New.
+type Config struct {
+	// Version is the relay's version for pulsedive_relay_build_info; empty
+	// means "unknown".
+	Version string
+	// Labels are the values each label may take.
+	Labels Labels
+}
+
+// Labels are the values of each bounded label, each listed by the package
+// that reports them (the relay's wiring gathers them): New creates their
+// series at zero, and the recording methods count a value outside its list
+// as "other". No value may be empty, "other", or listed twice.
+type Labels struct {
+	// Routes are the route templates of the HTTP families, panics_total
+	// and errors_total, with the label of requests no route matched.
+	Routes []string
+	// ErrorCodes lists, by route, the envelope's codes created at zero in
+	// errors_total. Any of them, or an HTTP status's lower-case reason
+	// phrase (Pulsedive's statuses), is counted on any route.
+	ErrorCodes map[string][]string
+	// Kinds are Pulsedive's document kinds; CachedKinds those of them that
+	// go through the cache and the in-flight collapse.
+	Kinds, CachedKinds []string
+	// Outcomes are the outcomes of one Pulsedive call.
+	Outcomes []string
+	// BreakerStates are the states of a key's circuit breaker.
+	BreakerStates []string
+	// CacheResults are the results of a cache lookup.
+	CacheResults []string
+	// ObservableTypes are the supported observable types.
+	ObservableTypes []string
+	// Bounds are the admission bounds.
+	Bounds []string
+	// JWKSOutcomes are the outcomes of a JWKS fetch; AuthFailures the
+	// kinds of refused configuration tokens.
+	JWKSOutcomes, AuthFailures []string
+	// RedisCommands are the classes of Redis commands; L2Results the
+	// results of a lookup in the shared cache; CollapseResults those of a
+	// cross-replica collapse.
+	RedisCommands, L2Results, CollapseResults []string
+}
+
 // New creates the relay's metric families and registers them, with the Go
 // runtime and process collectors, on reg (never on the global default
-// registry). version is the relay's version for pulsedive_relay_build_info;
-// empty means "unknown".
+// registry).
 //
 // Known label combinations are created at zero (every outcome of every
 // Pulsedive document kind, every cache result, every observable type, ...)
 // so rate() and increase() work from the first scrape and alerts need no
 // absent() guards.
 //
-// New fails when reg is nil or a registration fails (for instance, New
-// called twice on one registry); it then unregisters whatever it had
-// registered, leaving reg as it found it.
-func New(reg prometheus.Registerer, version string) (*Metrics, error) {
+// New fails when reg is nil, a label list is invalid, or a registration
+// fails (for instance, New called twice on one registry); it then
+// unregisters whatever it had registered, leaving reg as it found it.
+func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 	if reg == nil {
 		return nil, errors.New("metrics: nil registerer")
 	}
+	sets, err := newLabelSets(cfg.Labels)
+	if err != nil {
+		return nil, err
+	}
+	version := cfg.Version
 	if version == "" {
 		version = "unknown"
 	}
 	m := &Metrics{
+		labels:       sets,
 		authFailures: newAuthFailures(),
-		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "http_requests_total",
-			Help:      "HTTP requests answered, by mux route template (\"unmatched\" for 404/405) and HTTP status code.",
-		}, []string{"route", "code"}),
-		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace,
-			Name:      "http_request_duration_seconds",
-			Help:      "Time to answer an HTTP request, by mux route template.",
-			Buckets:   httpBuckets(),
-		}, []string{"route"}),
-		pulsediveRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "pulsedive_requests_total",
-			Help:      "Pulsedive API calls, by document kind and outcome; refused counts calls the relay's own rate limiter did not make, breaker_open those an open circuit breaker did not make (neither is timed).",
-		}, []string{"kind", "outcome"}),
-		pulsediveDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace,
-			Name:      "pulsedive_request_duration_seconds",
-			Help:      "Latency of Pulsedive API calls made, by document kind; calls refused by the limiter or a breaker are not observed.",
-			Buckets:   pulsediveBuckets(),
-		}, []string{"kind"}),
-		pulsediveInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "pulsedive_in_flight",
-			Help:      "Pulsedive API calls in progress.",
-		}),
-		cacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "cache_requests_total",
-			Help:      "Cache lookups of Pulsedive documents, by kind and result; stale is an expired entry served because Pulsedive failed.",
-		}, []string{"kind", "result"}),
-		limiterWait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: namespace,
-			Name:      "limiter_wait_seconds",
-			Help:      "Time spent waiting for a per-API-key rate-limit token.",
-			Buckets:   limiterBuckets(),
-		}),
-		observables: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "observables_total",
-			Help:      "Supported observables processed, by type.",
-		}, []string{"type"}),
-		jwksFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "jwks_fetches_total",
-			Help:      "JWKS document fetches, by outcome.",
-		}, []string{"outcome"}),
-		sharedCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "shared_calls_total",
-			Help:      "Pulsedive calls a request joined instead of making (in-flight collapse), by document kind.",
-		}, []string{"kind"}),
-		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "panics_total",
-			Help:      "Panics recovered, by mux route template, or \"pipeline\" inside a Pulsedive call shared by several requests.",
-		}, []string{"route"}),
-		breakers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "breakers",
-			Help:      "API keys whose circuit breaker to Pulsedive is in each state; closed counts only keys with a call in flight or a recent failure.",
-		}, []string{"state"}),
-		admissionRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "admission_refusals_total",
-			Help:      "Requests (or, for connections, connections) refused at once because a bound of the relay was reached, by bound: connections, requests, body_bytes, observables.",
-		}, []string{"bound"}),
-		admissionInUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "admission_in_use",
-			Help:      "What is held of each bound: open connections, requests being served, request body bytes in memory, observables being answered.",
-		}, []string{"bound"}),
-		admissionLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "admission_limit",
-			Help:      "Each bound as configured (0: unbounded).",
-		}, []string{"bound"}),
-		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "build_info",
-			Help:      "Always 1; labels name the relay version and the Go version that built it.",
-		}, []string{"version", "goversion"}),
+		httpRequests: counterVec("http_requests_total",
+			"HTTP requests answered, by mux route template (\"unmatched\" for 404/405) and HTTP status code.",
+			"route", "code"),
+		httpDuration: histogramVec("http_request_duration_seconds",
+			"Time to answer an HTTP request, by mux route template.",
+			httpBuckets(), "route"),
+		pulsediveRequests: counterVec("pulsedive_requests_total",
+			"Pulsedive API calls, by document kind and outcome; refused counts calls the relay's own rate limiter did not make, breaker_open those an open circuit breaker did not make (neither is timed).",
+			"kind", "outcome"),
+		pulsediveDuration: histogramVec("pulsedive_request_duration_seconds",
+			"Latency of Pulsedive API calls made, by document kind; calls refused by the limiter or a breaker are not observed.",
+			pulsediveBuckets(), "kind"),
+		pulsediveInFlight: gauge("pulsedive_in_flight", "Pulsedive API calls in progress."),
+		cacheRequests: counterVec("cache_requests_total",
+			"Cache lookups of Pulsedive documents, by kind and result; stale is an expired entry served because Pulsedive failed.",
+			"kind", "result"),
+		limiterWait: histogram("limiter_wait_seconds",
+			"Time spent waiting for a per-API-key rate-limit token.",
+			limiterBuckets()),
+		observables: counterVec("observables_total", "Supported observables processed, by type.", "type"),
+		jwksFetches: counterVec("jwks_fetches_total", "JWKS document fetches, by outcome.", "outcome"),
+		sharedCalls: counterVec("shared_calls_total",
+			"Pulsedive calls a request joined instead of making (in-flight collapse), by document kind.",
+			"kind"),
+		panics: counterVec("panics_total",
+			"Panics recovered, by mux route template, or \"pipeline\" inside a Pulsedive call shared by several requests.",
+			"route"),
+		breakers: gaugeVec("breakers",
+			"API keys whose circuit breaker to Pulsedive is in each state; closed counts only keys with a call in flight or a recent failure.",
+			"state"),
+		admissionRefused: counterVec("admission_refusals_total",
+			"Requests (or, for connections, connections) refused at once because a bound of the relay was reached, by bound: connections, requests, body_bytes, observables.",
+			"bound"),
+		admissionInUse: gaugeVec("admission_in_use",
+			"What is held of each bound: open connections, requests being served, request body bytes in memory, observables being answered.",
+			"bound"),
+		admissionLimit: gaugeVec("admission_limit", "Each bound as configured (0: unbounded).", "bound"),
+		buildInfo: gaugeVec("build_info",
+			"Always 1; labels name the relay version and the Go version that built it.",
+			"version", "goversion"),
 	}
 	m.newClusterFamilies()
 	m.newEnvelopeFamilies()
@@ -242,72 +274,57 @@ func New(reg prometheus.Registerer, version string) (*Metrics, error) {
 	}
 
 	m.buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
-	for _, route := range routes() {
-		m.httpDuration.WithLabelValues(route)
+	m.panics.WithLabelValues(RoutePipeline)
+	for _, route := range sets.routes.values {
 		m.panics.WithLabelValues(route)
 	}
-	m.panics.WithLabelValues(RoutePipeline)
-	for _, kind := range kinds() {
-		m.pulsediveDuration.WithLabelValues(kind)
-		for _, outcome := range outcomes() {
-			m.pulsediveRequests.WithLabelValues(kind, outcome)
-		}
-	}
-	for _, kind := range cachedKinds() {
-		m.sharedCalls.WithLabelValues(kind)
-		for _, result := range cacheResults() {
-			m.cacheRequests.WithLabelValues(kind, result)
-		}
-	}
-	for _, typ := range observableTypes() {
-		m.observables.WithLabelValues(typ)
-	}
-	for _, outcome := range jwksOutcomes() {
+	for _, outcome := range sets.jwksOutcomes.values {
 		m.jwksFetches.WithLabelValues(outcome)
 	}
-	for _, state := range breakerStates() {
+	for _, state := range sets.breakerStates.values {
 		m.breakers.WithLabelValues(state)
 	}
-	for _, reason := range authFailureReasons() {
+	for _, reason := range sets.authFailures.values {
 		m.authFailures.WithLabelValues(reason)
 	}
-	m.initClusterSeries()
-	m.initEnvelopeSeries()
-	m.resolveSeries()
-	m.inUse = make(map[string]prometheus.Gauge, len(bounds()))
-	for _, bound := range bounds() {
+	m.inUse = make(map[string]prometheus.Gauge, len(sets.bounds.values))
+	for _, bound := range sets.bounds.values {
 		m.inUse[bound] = m.admissionInUse.WithLabelValues(bound)
 		m.admissionRefused.WithLabelValues(bound)
 		m.admissionLimit.WithLabelValues(bound)
 	}
+	m.initClusterSeries()
+	m.initEnvelopeSeries(cfg.Labels.ErrorCodes)
+	m.resolveSeries()
 	return m, nil
 }
 
-// resolveSeries makes the maps of series resolved once (see Metrics), of
-// series New has already created: no series appears that did not.
+// resolveSeries creates at zero the series every request touches and keeps
+// them in the maps of series resolved once (see Metrics).
 func (m *Metrics) resolveSeries() {
-	m.http = make(map[string]*httpSeries, len(routes()))
-	for _, route := range routes() {
+	sets := &m.labels
+	m.http = make(map[string]*httpSeries, len(sets.routes.values))
+	for _, route := range sets.routes.values {
 		m.http[route] = &httpSeries{route: route, requests: m.httpRequests, duration: m.httpDuration.WithLabelValues(route)}
 	}
 	m.cacheSeries = map[[2]string]prometheus.Counter{}
 	m.sharedSeries = map[string]prometheus.Counter{}
-	for _, kind := range cachedKinds() {
+	for _, kind := range sets.cachedKinds.values {
 		m.sharedSeries[kind] = m.sharedCalls.WithLabelValues(kind)
-		for _, result := range cacheResults() {
+		for _, result := range sets.cacheResults.values {
 			m.cacheSeries[[2]string{kind, result}] = m.cacheRequests.WithLabelValues(kind, result)
 		}
 	}
 	m.pulsediveSeries = map[[2]string]prometheus.Counter{}
 	m.pulsediveDurations = map[string]prometheus.Observer{}
-	for _, kind := range kinds() {
+	for _, kind := range sets.kinds.values {
 		m.pulsediveDurations[kind] = m.pulsediveDuration.WithLabelValues(kind)
-		for _, outcome := range outcomes() {
+		for _, outcome := range sets.outcomes.values {
 			m.pulsediveSeries[[2]string{kind, outcome}] = m.pulsediveRequests.WithLabelValues(kind, outcome)
 		}
 	}
 	m.observableSeries = map[string]prometheus.Counter{}
-	for _, typ := range observableTypes() {
+	for _, typ := range sets.observableTypes.values {
 		m.observableSeries[typ] = m.observables.WithLabelValues(typ)
 	}
 }
@@ -351,10 +368,10 @@ func (s *httpSeries) counter(status int) prometheus.Counter {
 }
 
 // HTTPRequest counts one answered HTTP request and observes its latency.
-// route is the route template ("/observe/observables") or
-// RouteUnmatched, never the raw request path; a route outside the relay's
-// endpoints (CONTRACT.md section 1) is counted as "other". A status outside
-// 100..599 is counted as code "other". Negative durations count as zero.
+// route is one of Labels.Routes (a route template, "/observe/observables",
+// never the raw request path); any other is counted as "other". A status
+// outside 100..599 is counted as code "other". Negative durations count as
+// zero.
 func (m *Metrics) HTTPRequest(route string, status int, d time.Duration) {
 	if m == nil {
 		return
@@ -370,11 +387,9 @@ func (m *Metrics) HTTPRequest(route string, status int, d time.Duration) {
 }
 
 // PulsediveCall counts one Pulsedive API call and observes its latency.
-// kind is info, links or health; outcome is ok, not_found, rate_limited,
-// client_error, server_error, timeout, unavailable, bad_answer, refused
-// (the relay's rate limiter said no) or breaker_open (the key's circuit
-// breaker said no): the pulsedive package's Outcome constants. Other values are counted as
-// "other". Negative durations count as zero.
+// kind is one of Labels.Kinds, outcome one of Labels.Outcomes (the
+// pulsedive package's Kind and Outcome constants); other values are
+// counted as "other". Negative durations count as zero.
 func (m *Metrics) PulsediveCall(kind, outcome string, d time.Duration) {
 	if m == nil {
 		return
@@ -384,14 +399,14 @@ func (m *Metrics) PulsediveCall(kind, outcome string, d time.Duration) {
 		o.Observe(seconds(d))
 		return
 	}
-	m.pulsediveDuration.WithLabelValues(kindLabel(kind)).Observe(seconds(d))
+	m.pulsediveDuration.WithLabelValues(m.labels.kinds.label(kind)).Observe(seconds(d))
 }
 
 func (m *Metrics) pulsediveCounter(kind, outcome string) prometheus.Counter {
 	if c, ok := m.pulsediveSeries[[2]string{kind, outcome}]; ok {
 		return c
 	}
-	return m.pulsediveRequests.WithLabelValues(kindLabel(kind), outcomeLabel(outcome))
+	return m.pulsediveRequests.WithLabelValues(m.labels.kinds.label(kind), m.labels.outcomes.label(outcome))
 }
 
 // PulsediveRefused counts one Pulsedive call the relay did not make:
@@ -425,9 +440,9 @@ func (m *Metrics) LimiterWait(d time.Duration) {
 	m.limiterWait.Observe(seconds(d))
 }
 
-// CacheLookup counts one cache lookup. kind is the document kind (info,
-// links or health); result is hit, miss or stale (an expired entry served
-// because Pulsedive failed). Other values are counted as "other".
+// CacheLookup counts one cache lookup. kind is one of Labels.Kinds;
+// result one of Labels.CacheResults (hit, miss, or stale: an expired entry
+// served because Pulsedive failed). Other values are counted as "other".
 func (m *Metrics) CacheLookup(kind, result string) {
 	if m == nil {
 		return
@@ -436,44 +451,38 @@ func (m *Metrics) CacheLookup(kind, result string) {
 		c.Inc()
 		return
 	}
-	m.cacheRequests.WithLabelValues(kindLabel(kind), cacheResultLabel(result)).Inc()
+	m.cacheRequests.WithLabelValues(m.labels.kinds.label(kind), m.labels.cacheResults.label(result)).Inc()
 }
 
-// Observable counts one processed observable of type typ: ip, ipv6, domain
-// or url, lower-case as the pipeline reports them. Other types, including
-// other spellings, are counted as "other". Never pass the value.
+// Observable counts one processed observable of type typ, one of
+// Labels.ObservableTypes, lower-case as the pipeline reports them. Other
+// types, including other spellings, are counted as "other". Never pass the
+// value.
 func (m *Metrics) Observable(typ string) {
 	if m == nil {
 		return
 	}
-	if c, ok := m.observableSeries[typ]; ok {
-		c.Inc()
-		return
-	}
-	m.observables.WithLabelValues(observableTypeLabel(typ)).Inc()
+	inc(m.observableSeries, m.observables, m.labels.observableTypes, typ)
 }
 
-// JWKSFetch counts one JWKS fetch; outcome is ok or error, anything else is
-// counted as "other". The host is deliberately not a label.
+// JWKSFetch counts one JWKS fetch; outcome is one of Labels.JWKSOutcomes,
+// anything else is counted as "other". The host is deliberately not a
+// label.
 func (m *Metrics) JWKSFetch(outcome string) {
 	if m == nil {
 		return
 	}
-	m.jwksFetches.WithLabelValues(jwksOutcomeLabel(outcome)).Inc()
+	m.jwksFetches.WithLabelValues(m.labels.jwksOutcomes.label(outcome)).Inc()
 }
 
 // SharedCall counts one Pulsedive call a request joined instead of making
-// (in-flight collapse), by document kind (info, links or health; others are
+// (in-flight collapse), by document kind (one of Labels.Kinds; others are
 // counted as "other").
 func (m *Metrics) SharedCall(kind string) {
 	if m == nil {
 		return
 	}
-	if c, ok := m.sharedSeries[kind]; ok {
-		c.Inc()
-		return
-	}
-	m.sharedCalls.WithLabelValues(kindLabel(kind)).Inc()
+	inc(m.sharedSeries, m.sharedCalls, m.labels.kinds, kind)
 }
 
 // PanicRecovered counts one recovered panic on route, a mux route template
@@ -484,13 +493,13 @@ func (m *Metrics) PanicRecovered(route string) {
 		return
 	}
 	if route != RoutePipeline {
-		route = routeLabel(route)
+		route = m.labels.routes.label(route)
 	}
 	m.panics.WithLabelValues(route).Inc()
 }
 
 // BreakerKeys sets how many API keys have their circuit breaker to
-// Pulsedive in state: closed, half_open or open (the pulsedive package's
+// Pulsedive in state, one of Labels.BreakerStates (the pulsedive package's
 // BreakerState names); other states are counted as "other". A count per
 // state, not the worst state of all keys, so one tenant's open breaker
 // does not read as the fleet's.
@@ -498,17 +507,17 @@ func (m *Metrics) BreakerKeys(state string, n int) {
 	if m == nil {
 		return
 	}
-	m.breakers.WithLabelValues(breakerStateLabel(state)).Set(float64(n))
+	m.breakers.WithLabelValues(m.labels.breakerStates.label(state)).Set(float64(n))
 }
 
 // AdmissionRefused counts one request refused, or for bound connections
-// one connection, because bound was reached: connections, requests,
-// body_bytes or observables. Other values are counted as "other".
+// one connection, because bound (one of Labels.Bounds) was reached. Other
+// values are counted as "other".
 func (m *Metrics) AdmissionRefused(bound string) {
 	if m == nil {
 		return
 	}
-	m.admissionRefused.WithLabelValues(boundLabel(bound)).Inc()
+	m.admissionRefused.WithLabelValues(m.labels.bounds.label(bound)).Inc()
 }
 
 // AdmissionInUse adds delta to what is held of bound.
@@ -528,7 +537,17 @@ func (m *Metrics) AdmissionLimit(bound string, limit int64) {
 	if m == nil {
 		return
 	}
-	m.admissionLimit.WithLabelValues(boundLabel(bound)).Set(float64(limit))
+	m.admissionLimit.WithLabelValues(m.labels.bounds.label(bound)).Set(float64(limit))
+}
+
+// inc increments the series of v: the one resolved at New, else vec's
+// series of v's label in set.
+func inc(resolved map[string]prometheus.Counter, vec *prometheus.CounterVec, set labelSet, v string) {
+	if c, ok := resolved[v]; ok {
+		c.Inc()
+		return
+	}
+	vec.WithLabelValues(set.label(v)).Inc()
 }
 
 func seconds(d time.Duration) float64 {
@@ -545,144 +564,108 @@ func codeLabel(status int) string {
 	return strconv.Itoa(status)
 }
 
-// The label sets. Each is a function returning a fresh slice, and each check
-// a switch, so the package holds no mutable state.
-
-func routes() []string {
-	return []string{
-		"/health", "/observe/observables", "/deliberate/observables", "/refer/observables",
-		"/version", "/watchdog", "/metrics", "/healthz", "/readyz", RouteUnmatched,
-	}
+// labelSet is one label's values, in the order given; any other value is
+// counted as "other".
+type labelSet struct {
+	values []string
+	known  map[string]struct{}
 }
 
-func routeLabel(route string) string {
-	switch route {
-	case "/health", "/observe/observables", "/deliberate/observables", "/refer/observables",
-		"/version", "/watchdog", "/metrics", "/healthz", "/readyz", RouteUnmatched:
-		return route
+// newLabelSet checks values and makes a set of them.
+func newLabelSet(name string, values []string) (labelSet, error) {
+	s := labelSet{values: values, known: make(map[string]struct{}, len(values))}
+	for _, v := range values {
+		if _, dup := s.known[v]; dup || v == "" || v == other {
+			return labelSet{}, fmt.Errorf("metrics: label %s: value %q is empty, %q or listed twice", name, v, other)
+		}
+		s.known[v] = struct{}{}
+	}
+	return s, nil
+}
+
+// label is v when the set holds it, else "other".
+func (s labelSet) label(v string) string {
+	if _, ok := s.known[v]; ok {
+		return v
 	}
 	return other
 }
 
-func kinds() []string { return []string{"info", "links", "health"} }
-
-// cachedKinds are the document kinds that go through the cache and the
-// in-flight collapse; health checks always call Pulsedive.
-func cachedKinds() []string { return []string{"info", "links"} }
-
-func kindLabel(kind string) string {
-	switch kind {
-	case "info", "links", "health":
-		return kind
-	}
-	return other
+// labelSets are the sets of Labels, checked.
+type labelSets struct {
+	routes, kinds, cachedKinds, outcomes, breakerStates, cacheResults labelSet
+	observableTypes, bounds, jwksOutcomes, authFailures               labelSet
+	redisCommands, l2Results, collapseResults, errorCodes             labelSet
 }
 
-func outcomes() []string {
-	return []string{
-		"ok", "not_found", "rate_limited", "client_error", "server_error",
-		"timeout", "unavailable", "bad_answer", "refused", "breaker_open",
+func newLabelSets(l Labels) (labelSets, error) {
+	var sets labelSets
+	var errs []error
+	set := func(dst *labelSet, name string, values []string) {
+		var err error
+		if *dst, err = newLabelSet(name, values); err != nil {
+			errs = append(errs, err)
+		}
 	}
+	set(&sets.routes, "route", l.Routes)
+	set(&sets.kinds, "kind", l.Kinds)
+	set(&sets.cachedKinds, "cached kind", l.CachedKinds)
+	set(&sets.outcomes, "outcome", l.Outcomes)
+	set(&sets.breakerStates, "state", l.BreakerStates)
+	set(&sets.cacheResults, "cache result", l.CacheResults)
+	set(&sets.observableTypes, "type", l.ObservableTypes)
+	set(&sets.bounds, "bound", l.Bounds)
+	set(&sets.jwksOutcomes, "JWKS outcome", l.JWKSOutcomes)
+	set(&sets.authFailures, "reason", l.AuthFailures)
+	set(&sets.redisCommands, "command", l.RedisCommands)
+	set(&sets.l2Results, "L2 result", l.L2Results)
+	set(&sets.collapseResults, "collapse result", l.CollapseResults)
+	var codes []string
+	for _, route := range slices.Sorted(maps.Keys(l.ErrorCodes)) {
+		if sets.routes.label(route) == other {
+			errs = append(errs, fmt.Errorf("metrics: error codes of route %q, which is not among the routes", route))
+		}
+		for _, code := range l.ErrorCodes[route] {
+			if !slices.Contains(codes, code) {
+				codes = append(codes, code)
+			}
+		}
+	}
+	set(&sets.errorCodes, "code", codes)
+	for _, kind := range l.CachedKinds {
+		if sets.kinds.label(kind) == other {
+			errs = append(errs, fmt.Errorf("metrics: cached kind %q is not among the kinds", kind))
+		}
+	}
+	return sets, errors.Join(errs...)
 }
 
-func outcomeLabel(outcome string) string {
-	switch outcome {
-	case "ok", "not_found", "rate_limited", "client_error", "server_error",
-		"timeout", "unavailable", "bad_answer", "refused", "breaker_open":
-		return outcome
+// errorCode is the label of an envelope's code: one of the codes, or the
+// lower-case reason phrase of an HTTP status, else "other".
+func (s *labelSets) errorCode(code string) string {
+	if _, ok := reasonPhrases[code]; ok {
+		return code
 	}
-	return other
-}
-
-func cacheResults() []string { return []string{"hit", "miss", "stale"} }
-
-func cacheResultLabel(result string) string {
-	switch result {
-	case "hit", "miss", "stale":
-		return result
-	}
-	return other
-}
-
-func observableTypes() []string { return []string{"ip", "ipv6", "domain", "url"} }
-
-func observableTypeLabel(typ string) string {
-	switch typ {
-	case "ip", "ipv6", "domain", "url":
-		return typ
-	}
-	return other
-}
-
-func bounds() []string { return []string{"connections", "requests", "body_bytes", "observables"} }
-
-func boundLabel(bound string) string {
-	switch bound {
-	case "connections", "requests", "body_bytes", "observables":
-		return bound
-	}
-	return other
-}
-
-func jwksOutcomes() []string { return []string{"ok", "error"} }
-
-func jwksOutcomeLabel(outcome string) string {
-	switch outcome {
-	case "ok", "error":
-		return outcome
-	}
-	return other
-}
-
-func breakerStates() []string { return []string{"closed", "half_open", "open"} }
-
-func breakerStateLabel(state string) string {
-	switch state {
-	case "closed", "half_open", "open":
-		return state
-	}
-	return other
+	return s.errorCodes.label(code)
 }
 
 // Refused configuration tokens (transport/auth), by kind of refusal. Kept
 // in one block: the family, its method and its label set.
 
 func newAuthFailures() *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "auth_failures_total",
-		Help:      "Configuration tokens refused, by reason; jwks_unavailable is an allow-listed JWKS host whose keys could not be had (a login outage), jwks_host_not_allowed a host outside the allow-list.",
-	}, []string{"reason"})
+	return counterVec("auth_failures_total",
+		"Configuration tokens refused, by reason; jwks_unavailable is an allow-listed JWKS host whose keys could not be had (a login outage), jwks_host_not_allowed a host outside the allow-list.",
+		"reason")
 }
 
 // AuthFailure counts one refused configuration token. reason is one of
-// auth.FailureKinds (missing_header, wrong_type, wrong_structure,
-// missing_jwks_host, jwks_host_not_allowed, jwks_unavailable, wrong_key,
-// kid_not_found, expired, not_yet_valid, wrong_audience, wrong_payload);
-// other values are counted as "other".
+// Labels.AuthFailures (auth.FailureKinds); other values are counted as
+// "other".
 func (m *Metrics) AuthFailure(reason string) {
 	if m == nil {
 		return
 	}
-	m.authFailures.WithLabelValues(authFailureReasonLabel(reason)).Inc()
-}
-
-func authFailureReasons() []string {
-	return []string{
-		"missing_header", "wrong_type", "wrong_structure", "missing_jwks_host",
-		"jwks_host_not_allowed", "jwks_unavailable", "wrong_key", "kid_not_found",
-		"expired", "not_yet_valid", "wrong_audience", "wrong_payload",
-	}
-}
-
-func authFailureReasonLabel(reason string) string {
-	switch reason {
-	case "missing_header", "wrong_type", "wrong_structure", "missing_jwks_host",
-		"jwks_host_not_allowed", "jwks_unavailable", "wrong_key", "kid_not_found",
-		"expired", "not_yet_valid", "wrong_audience", "wrong_payload":
-		return reason
-	}
-	return other
+	m.authFailures.WithLabelValues(m.labels.authFailures.label(reason)).Inc()
 }
 
 // The families of the state replicas share over Redis (REDIS_URL): the
@@ -694,37 +677,22 @@ func redisBuckets() []float64 {
 }
 
 func (m *Metrics) newClusterFamilies() {
-	m.redisDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: namespace,
-		Name:      "redis_command_duration_seconds",
-		Help:      "Latency of Redis commands, by class: budget, pause, cache_get, cache_set, lock, ping.",
-		Buckets:   redisBuckets(),
-	}, []string{"command"})
-	m.redisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "redis_errors_total",
-		Help:      "Redis commands that failed (unreachable, timed out, refused), by class.",
-	}, []string{"command"})
-	m.clusterState = prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: namespace,
-		Name:      "cluster_state",
-		Help:      "How this replica shares state: 0 no Redis configured, 1 shared over Redis, 2 fallback (Redis away: its share of the budget and its own cache only).",
-	})
-	m.clusterFallback = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "cluster_fallbacks_total",
-		Help:      "Times this replica lost Redis and fell back to its own share of the budget and its own cache.",
-	})
-	m.l2Requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "l2_cache_requests_total",
-		Help:      "Lookups in the Redis cache shared by the replicas, after a miss in the replica's own: hit, stale, miss, error.",
-	}, []string{"result"})
-	m.collapseWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "collapse_waits_total",
-		Help:      "Cross-replica collapse of a document's call: won (this replica called), waited (another replica's answer was used), timed_out (waited, then called itself), abandoned (the other replica's call failed; called itself).",
-	}, []string{"result"})
+	m.redisDuration = histogramVec("redis_command_duration_seconds",
+		"Latency of Redis commands, by class: budget, pause, cache_get, cache_set, lock, ping.",
+		redisBuckets(), "command")
+	m.redisErrors = counterVec("redis_errors_total",
+		"Redis commands that failed (unreachable, timed out, refused), by class.",
+		"command")
+	m.clusterState = gauge("cluster_state",
+		"How this replica shares state: 0 no Redis configured, 1 shared over Redis, 2 fallback (Redis away: its share of the budget and its own cache only).")
+	m.clusterFallback = counter("cluster_fallbacks_total",
+		"Times this replica lost Redis and fell back to its own share of the budget and its own cache.")
+	m.l2Requests = counterVec("l2_cache_requests_total",
+		"Lookups in the Redis cache shared by the replicas, after a miss in the replica's own: hit, stale, miss, error.",
+		"result")
+	m.collapseWaits = counterVec("collapse_waits_total",
+		"Cross-replica collapse of a document's call: won (this replica called), waited (another replica's answer was used), timed_out (waited, then called itself), abandoned (the other replica's call failed; called itself).",
+		"result")
 }
 
 func (m *Metrics) clusterCollectors() []prometheus.Collector {
@@ -732,26 +700,26 @@ func (m *Metrics) clusterCollectors() []prometheus.Collector {
 }
 
 func (m *Metrics) initClusterSeries() {
-	for _, c := range redisCommands() {
+	for _, c := range m.labels.redisCommands.values {
 		m.redisDuration.WithLabelValues(c)
 		m.redisErrors.WithLabelValues(c)
 	}
-	for _, r := range l2Results() {
+	for _, r := range m.labels.l2Results.values {
 		m.l2Requests.WithLabelValues(r)
 	}
-	for _, r := range collapseResults() {
+	for _, r := range m.labels.collapseResults.values {
 		m.collapseWaits.WithLabelValues(r)
 	}
 }
 
-// RedisCommand observes one Redis command of class (budget, pause,
-// cache_get, cache_set, lock or ping; others are counted as "other") and
-// counts it as an error when failed is true.
+// RedisCommand observes one Redis command of class (one of
+// Labels.RedisCommands; others are counted as "other") and counts it as an
+// error when failed is true.
 func (m *Metrics) RedisCommand(class string, d time.Duration, failed bool) {
 	if m == nil {
 		return
 	}
-	class = redisCommandLabel(class)
+	class = m.labels.redisCommands.label(class)
 	m.redisDuration.WithLabelValues(class).Observe(seconds(d))
 	if failed {
 		m.redisErrors.WithLabelValues(class).Inc()
@@ -773,54 +741,22 @@ func (m *Metrics) ClusterShared(shared bool) {
 	m.clusterFallback.Inc()
 }
 
-// L2Lookup counts one lookup in the shared Redis cache: hit, stale, miss or
-// error; others are counted as "other".
+// L2Lookup counts one lookup in the shared Redis cache by result, one of
+// Labels.L2Results; others are counted as "other".
 func (m *Metrics) L2Lookup(result string) {
 	if m == nil {
 		return
 	}
-	m.l2Requests.WithLabelValues(l2ResultLabel(result)).Inc()
+	m.l2Requests.WithLabelValues(m.labels.l2Results.label(result)).Inc()
 }
 
-// CollapseWait counts one cross-replica collapse: won, waited, timed_out or
-// abandoned; others are counted as "other".
+// CollapseWait counts one cross-replica collapse by result, one of
+// Labels.CollapseResults; others are counted as "other".
 func (m *Metrics) CollapseWait(result string) {
 	if m == nil {
 		return
 	}
-	m.collapseWaits.WithLabelValues(collapseResultLabel(result)).Inc()
-}
-
-func redisCommands() []string {
-	return []string{"budget", "pause", "cache_get", "cache_set", "lock", "ping"}
-}
-
-func redisCommandLabel(c string) string {
-	switch c {
-	case "budget", "pause", "cache_get", "cache_set", "lock", "ping":
-		return c
-	}
-	return other
-}
-
-func l2Results() []string { return []string{"hit", "stale", "miss", "error"} }
-
-func l2ResultLabel(r string) string {
-	switch r {
-	case "hit", "stale", "miss", "error":
-		return r
-	}
-	return other
-}
-
-func collapseResults() []string { return []string{"won", "waited", "timed_out", "abandoned"} }
-
-func collapseResultLabel(r string) string {
-	switch r {
-	case "won", "waited", "timed_out", "abandoned":
-		return r
-	}
-	return other
+	m.collapseWaits.WithLabelValues(m.labels.collapseResults.label(result)).Inc()
 }
 
 // The errors the relay answers in the contract's envelope (transport), by
@@ -828,11 +764,9 @@ func collapseResultLabel(r string) string {
 // or a misconfigured Pulsedive URL would read as success.
 
 func (m *Metrics) newEnvelopeFamilies() {
-	m.envelopeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace,
-		Name:      "errors_total",
-		Help:      "Errors answered in the contract's envelope (each entry of an answer's errors), by mux route template and code: authorization error, invalid argument, too many requests, unknown, key error, service unavailable, health check failed, or a Pulsedive HTTP status's reason phrase in lower case.",
-	}, []string{"route", "code"})
+	m.envelopeErrors = counterVec("errors_total",
+		"Errors answered in the contract's envelope (each entry of an answer's errors), by mux route template and code: authorization error, invalid argument, too many requests, unknown, key error, service unavailable, health check failed, or a Pulsedive HTTP status's reason phrase in lower case.",
+		"route", "code")
 }
 
 func (m *Metrics) envelopeCollectors() []prometheus.Collector {
@@ -841,54 +775,24 @@ func (m *Metrics) envelopeCollectors() []prometheus.Collector {
 
 // initEnvelopeSeries creates the codes each route can answer at zero, so
 // that the authentication alert's ratio exists before the first refusal.
-func (m *Metrics) initEnvelopeSeries() {
-	for _, route := range envelopeRoutes() {
-		for _, code := range envelopeCodes() {
-			if code != codeHealthCheckFailed {
-				m.envelopeErrors.WithLabelValues(route, code)
-			}
+func (m *Metrics) initEnvelopeSeries(codes map[string][]string) {
+	for route, cs := range codes {
+		for _, code := range cs {
+			m.envelopeErrors.WithLabelValues(route, code)
 		}
 	}
-	m.envelopeErrors.WithLabelValues("/watchdog", codeHealthCheckFailed)
 }
 
 // EnvelopeError counts one error answered in the envelope on route (a mux
 // route template as for HTTPRequest). code is the envelope's code: one of
-// the contract's codes, or the lower-case reason phrase of an HTTP status
+// Labels.ErrorCodes, or the lower-case reason phrase of an HTTP status
 // ("not found", "bad gateway"), which Pulsedive's statuses become; any
 // other text is counted as "other", so a code can never carry a message.
 func (m *Metrics) EnvelopeError(route, code string) {
 	if m == nil {
 		return
 	}
-	m.envelopeErrors.WithLabelValues(routeLabel(route), envelopeCodeLabel(code)).Inc()
-}
-
-const codeHealthCheckFailed = "health check failed"
-
-// envelopeRoutes are the routes that answer errors in the envelope: the
-// JWT routes (POST /health and the observable endpoints).
-func envelopeRoutes() []string {
-	return []string{"/health", "/observe/observables", "/deliberate/observables", "/refer/observables"}
-}
-
-func envelopeCodes() []string {
-	return []string{
-		"authorization error", "invalid argument", "too many requests", "unknown",
-		"key error", "service unavailable", codeHealthCheckFailed,
-	}
-}
-
-func envelopeCodeLabel(code string) string {
-	switch code {
-	case "authorization error", "invalid argument", "too many requests", "unknown",
-		"key error", "service unavailable", codeHealthCheckFailed:
-		return code
-	}
-	if _, ok := reasonPhrases[code]; ok {
-		return code
-	}
-	return other
+	m.envelopeErrors.WithLabelValues(m.labels.routes.label(route), m.labels.errorCode(code)).Inc()
 }
 
 // reasonPhrases are the lower-case reason phrases of the HTTP statuses Go

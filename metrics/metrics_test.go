@@ -63,12 +63,44 @@ var (
 	} = (*metrics.Metrics)(nil)
 )
 
+// testConfig is the configuration of New with version and the label values
+// the relay's wiring passes, as these tests know them (internal/relay's
+// tests check the families with the values the relay really passes).
+func testConfig(version string) metrics.Config {
+	jwtCodes := []string{"authorization error", "invalid argument", "too many requests", "unknown", "key error", "service unavailable"}
+	return metrics.Config{Version: version, Labels: metrics.Labels{
+		Routes: []string{
+			"/health", "/observe/observables", "/deliberate/observables", "/refer/observables",
+			"/version", "/watchdog", "/metrics", "/healthz", "/readyz", "unmatched",
+		},
+		ErrorCodes: map[string][]string{
+			"/health": jwtCodes, "/observe/observables": jwtCodes, "/deliberate/observables": jwtCodes, "/refer/observables": jwtCodes,
+			"/watchdog": {"health check failed"},
+		},
+		Kinds:       []string{"info", "links", "health"},
+		CachedKinds: []string{"info", "links"},
+		Outcomes: []string{
+			"ok", "not_found", "rate_limited", "client_error", "server_error",
+			"timeout", "unavailable", "bad_answer", "refused", "breaker_open",
+		},
+		BreakerStates:   []string{"closed", "half_open", "open"},
+		CacheResults:    []string{"hit", "miss", "stale"},
+		ObservableTypes: []string{"ip", "ipv6", "domain", "url"},
+		Bounds:          []string{"connections", "requests", "body_bytes", "observables"},
+		JWKSOutcomes:    []string{"ok", "error"},
+		AuthFailures:    authReasons(),
+		RedisCommands:   []string{"budget", "pause", "cache_get", "cache_set", "lock", "ping"},
+		L2Results:       []string{"hit", "stale", "miss", "error"},
+		CollapseResults: []string{"won", "waited", "timed_out", "abandoned"},
+	}}
+}
+
 // newMetrics returns Metrics registered on a fresh pedantic registry, which
 // also checks that every collected metric matches its description.
 func newMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	m, err := metrics.New(reg, "1.2.3")
+	m, err := metrics.New(reg, testConfig("1.2.3"))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -299,7 +331,7 @@ func TestBuildInfo(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
-			if _, err := metrics.New(reg, tt.version); err != nil {
+			if _, err := metrics.New(reg, testConfig(tt.version)); err != nil {
 				t.Fatalf("New: %v", err)
 			}
 			want := fmt.Sprintf(`# HELP pulsedive_relay_build_info Always 1; labels name the relay version and the Go version that built it.
@@ -329,9 +361,9 @@ func TestRecording(t *testing.T) {
 		{
 			name: "http unmatched routes",
 			record: func(m *metrics.Metrics) {
-				m.HTTPRequest(metrics.RouteUnmatched, 404, 0)
-				m.HTTPRequest(metrics.RouteUnmatched, 405, 0)
-				m.HTTPRequest(metrics.RouteUnmatched, 404, 0)
+				m.HTTPRequest("unmatched", 404, 0)
+				m.HTTPRequest("unmatched", 405, 0)
+				m.HTTPRequest("unmatched", 404, 0)
 			},
 			family: "pulsedive_relay_http_requests_total",
 			want:   map[string]float64{"code=404,route=unmatched": 2, "code=405,route=unmatched": 1},
@@ -673,14 +705,14 @@ func TestBuckets(t *testing.T) {
 
 func TestNewErrors(t *testing.T) {
 	t.Run("nil registerer", func(t *testing.T) {
-		if _, err := metrics.New(nil, "1"); err == nil {
+		if _, err := metrics.New(nil, testConfig("1")); err == nil {
 			t.Error("New(nil) succeeded, want error")
 		}
 	})
 
 	t.Run("twice on one registry", func(t *testing.T) {
 		m, reg := newMetrics(t)
-		if _, err := metrics.New(reg, "2"); err == nil {
+		if _, err := metrics.New(reg, testConfig("2")); err == nil {
 			t.Fatal("second New on one registry succeeded, want error")
 		}
 		// The first Metrics still records into the registry.
@@ -690,10 +722,34 @@ func TestNewErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("bad labels", func(t *testing.T) {
+		for name, change := range map[string]func(l *metrics.Labels){
+			"empty value":              func(l *metrics.Labels) { l.Outcomes = append(l.Outcomes, "") },
+			"other as a value":         func(l *metrics.Labels) { l.Routes = append(l.Routes, "other") },
+			"a value twice":            func(l *metrics.Labels) { l.Bounds = append(l.Bounds, l.Bounds[0]) },
+			"a cached kind not a kind": func(l *metrics.Labels) { l.CachedKinds = append(l.CachedKinds, "whois") },
+			"codes of an unknown route": func(l *metrics.Labels) {
+				l.ErrorCodes = map[string][]string{"/nowhere": {"unknown"}}
+			},
+		} {
+			t.Run(name, func(t *testing.T) {
+				cfg := testConfig("1")
+				change(&cfg.Labels)
+				reg := prometheus.NewRegistry()
+				if _, err := metrics.New(reg, cfg); err == nil {
+					t.Fatal("New succeeded, want an error")
+				}
+				if fams := gather(t, reg); len(fams) != 0 {
+					t.Errorf("%d families registered by a failed New, want none", len(fams))
+				}
+			})
+		}
+	})
+
 	t.Run("conflict rolls back", func(t *testing.T) {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "pulsedive_relay_panics_total", Help: "in the way"}))
-		if _, err := metrics.New(reg, "1"); err == nil {
+		if _, err := metrics.New(reg, testConfig("1")); err == nil {
 			t.Fatal("New succeeded despite a conflicting family")
 		}
 		var got []string
@@ -796,7 +852,7 @@ func FuzzLabelsStayBounded(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string, status int) {
 		reg := prometheus.NewRegistry()
-		m, err := metrics.New(reg, "fuzz")
+		m, err := metrics.New(reg, testConfig("fuzz"))
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}

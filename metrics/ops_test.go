@@ -142,7 +142,7 @@ pulsedive_relay_cache_rejections_total{reason="dropped"} 1
 	}
 
 	// Beside New's families on one registry: no name clashes.
-	if _, err := metrics.New(reg, "1"); err != nil {
+	if _, err := metrics.New(reg, testConfig("1")); err != nil {
 		t.Errorf("New beside the cache collector: %v", err)
 	}
 }
@@ -164,7 +164,7 @@ func TestREADMEMetricsTable(t *testing.T) {
 	slices.Sort(documented)
 
 	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg, "1")
+	m, err := metrics.New(reg, testConfig("1"))
 	if err != nil {
 		t.Fatal(err)
 	}

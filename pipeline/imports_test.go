@@ -40,7 +40,7 @@ func TestImportRule(t *testing.T) {
 		"transport":            {"ctim", "pipeline", "pulsedive", "transport/auth"},
 		// internal/relay is the program: configuration, wiring, serve and
 		// drain, the command line. Only the commands import it.
-		"internal/relay": {"cache", "cluster", "limiter", "metrics", "pipeline", "pulsedive", "transport", "transport/auth", "transport/auth/issue"},
+		"internal/relay": {"cache", "cluster", "ctim", "limiter", "metrics", "pipeline", "pulsedive", "transport", "transport/auth", "transport/auth/issue"},
 		"cmd/relay":      {"internal/relay"},
 		// The demo runs the relay's wiring against the fakes, which is why
 		// it is a program of its own.

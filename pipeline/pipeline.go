@@ -125,18 +125,30 @@ type Pipeline struct {
 	log    *slog.Logger
 }
 
+// Defaults applied by New to zero Config fields, and of the relay's
+// settings (RELAY_WORKERS, RELAY_REQUEST_TIMEOUT, RELAY_LINKS_MAX_WAIT,
+// CACHE_TTL, CACHE_NEGATIVE_TTL, CACHE_STALE_TTL).
+const (
+	DefaultWorkers        = 32
+	DefaultRequestTimeout = 25 * time.Second
+	DefaultLinksMaxWait   = 5 * time.Second
+	DefaultCacheTTL       = time.Hour
+	DefaultNegativeTTL    = 10 * time.Minute
+	DefaultStaleTTL       = 24 * time.Hour
+)
+
 // New checks cfg and returns a pipeline.
 func New(cfg Config) (*Pipeline, error) {
 	if cfg.Fetcher == nil {
 		return nil, errors.New("pipeline: Fetcher is required")
 	}
-	setDefault(&cfg.Workers, 32)
-	setDefault(&cfg.RequestTimeout, 25*time.Second)
-	setDefault(&cfg.CacheTTL, time.Hour)
-	setDefault(&cfg.NegativeTTL, 10*time.Minute)
-	setDefault(&cfg.StaleTTL, 24*time.Hour)
+	setDefault(&cfg.Workers, DefaultWorkers)
+	setDefault(&cfg.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&cfg.CacheTTL, DefaultCacheTTL)
+	setDefault(&cfg.NegativeTTL, DefaultNegativeTTL)
+	setDefault(&cfg.StaleTTL, DefaultStaleTTL)
 	if cfg.LinksMaxWait == 0 {
-		cfg.LinksMaxWait = 5 * time.Second
+		cfg.LinksMaxWait = DefaultLinksMaxWait
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -68,7 +68,7 @@ type BreakerConfig struct {
 	// disables breakers.
 	Failures int
 	// OpenFor is how long a breaker stays open before letting probes
-	// through (30s by default).
+	// through (DefaultBreakerOpenFor when zero).
 	OpenFor time.Duration
 	// Probes is how many calls may test Pulsedive while half-open (1 by
 	// default); when as many have succeeded the breaker closes, and one
@@ -116,7 +116,7 @@ func newBreakers(cfg BreakerConfig, obs Observer) *breakers {
 		return nil
 	}
 	if cfg.OpenFor <= 0 {
-		cfg.OpenFor = 30 * time.Second
+		cfg.OpenFor = DefaultBreakerOpenFor
 	}
 	if cfg.Probes <= 0 {
 		cfg.Probes = 1

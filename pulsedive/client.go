@@ -77,25 +77,41 @@ const (
 	KindHealth = "health"
 )
 
+// Kinds returns every Kind constant.
+func Kinds() []string { return []string{KindInfo, KindLinks, KindHealth} }
+
+// Defaults applied by New to zero Config fields; the relay's settings
+// (PULSEDIVE_API_URL, PULSEDIVE_TIMEOUT, BREAKER_OPEN_FOR) take theirs
+// from here.
+const (
+	DefaultBaseURL        = "https://pulsedive.com/api/"
+	DefaultTimeout        = 10 * time.Second
+	DefaultMaxRetries     = 2
+	DefaultMaxBodyBytes   = 4 << 20
+	DefaultBreakerOpenFor = 30 * time.Second
+)
+
 // Config configures a Client. Zero fields take the defaults noted.
 type Config struct {
-	// BaseURL is the API base, "https://pulsedive.com/api/" by default.
+	// BaseURL is the API base, DefaultBaseURL when empty.
 	BaseURL string
 	// HTTPClient sends the requests; http.DefaultClient's transport when nil.
 	// Its own Timeout should be zero: Timeout below bounds each call. The
 	// client uses a copy whose CheckRedirect refuses every redirect: the
 	// API key is in the URL (CONTRACT.md section 6).
 	HTTPClient *http.Client
-	// Timeout bounds one HTTP call (10s by default). A call that runs into it
-	// is not retried.
+	// Timeout bounds one HTTP call (DefaultTimeout when zero). A call that
+	// runs into it is not retried.
 	Timeout time.Duration
 	// UserAgent names the relay and its version.
 	UserAgent string
 	// MaxRetries is how often a 5xx answer or a connection failure is
-	// retried (2 by default; a negative value disables retries). Retry n
-	// waits a random time up to 100ms·2^(n-1), at most 2s (jitteredBackoff).
+	// retried (DefaultMaxRetries when zero; a negative value disables
+	// retries). Retry n waits a random time up to 100ms·2^(n-1), at most
+	// 2s (jitteredBackoff).
 	MaxRetries int
-	// MaxBodyBytes caps what is read of one answer (4 MiB by default).
+	// MaxBodyBytes caps what is read of one answer (DefaultMaxBodyBytes
+	// when zero).
 	MaxBodyBytes int64
 	// Limiter is waited on before every attempt; nil means no local limit.
 	Limiter Limiter
@@ -138,7 +154,7 @@ type Client struct {
 // New checks cfg and returns a client.
 func New(cfg Config) (*Client, error) {
 	if cfg.BaseURL == "" {
-		cfg.BaseURL = "https://pulsedive.com/api/"
+		cfg.BaseURL = DefaultBaseURL
 	}
 	base, err := url.Parse(cfg.BaseURL)
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
@@ -159,18 +175,18 @@ func New(cfg Config) (*Client, error) {
 		now:        cfg.Now,
 	}
 	if c.timeout <= 0 {
-		c.timeout = 10 * time.Second
+		c.timeout = DefaultTimeout
 	}
 	if c.userAgent == "" {
 		c.userAgent = "pulsedive-relay"
 	}
 	if c.maxRetries == 0 {
-		c.maxRetries = 2
+		c.maxRetries = DefaultMaxRetries
 	} else if c.maxRetries < 0 {
 		c.maxRetries = 0
 	}
 	if c.maxBody <= 0 {
-		c.maxBody = 4 << 20
+		c.maxBody = DefaultMaxBodyBytes
 	}
 	if c.obs == nil {
 		c.obs = nopObserver{}

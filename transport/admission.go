@@ -40,6 +40,11 @@ const (
 	BoundObservables = "observables"
 )
 
+// Bounds lists the bounds, as the metrics label them.
+func Bounds() []string {
+	return []string{BoundConnections, BoundRequests, BoundBodyBytes, BoundObservables}
+}
+
 // Shares of a bound: one API key, and every unverified caller together.
 const (
 	keyShareDiv        = 2

@@ -10,7 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pulsedive-relay/relay/ctim"
 	"github.com/pulsedive-relay/relay/metrics"
+	"github.com/pulsedive-relay/relay/pulsedive"
 	"github.com/pulsedive-relay/relay/transport"
 )
 
@@ -29,7 +31,17 @@ func BenchmarkObserveCachedAdmitted(b *testing.B) {
 // JSON access line (written to io.Discard: the cost of a line, not of
 // the write).
 func BenchmarkObserveCachedWired(b *testing.B) {
-	m, err := metrics.New(prometheus.NewRegistry(), "bench")
+	// The labels the hot path reports, as the relay's wiring passes them.
+	m, err := metrics.New(prometheus.NewRegistry(), metrics.Config{Version: "bench", Labels: metrics.Labels{
+		Routes:          transport.Routes(),
+		ErrorCodes:      transport.ErrorCodes(),
+		Kinds:           pulsedive.Kinds(),
+		CachedKinds:     []string{pulsedive.KindInfo, pulsedive.KindLinks},
+		Outcomes:        pulsedive.Outcomes(),
+		CacheResults:    []string{"hit", "miss", "stale"},
+		ObservableTypes: ctim.Types(),
+		Bounds:          transport.Bounds(),
+	}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -26,6 +26,18 @@ type apiError struct {
 	Message string `json:"message"`
 }
 
+// The codes of the envelope (CONTRACT.md section 2), besides a Pulsedive
+// status's reason phrase.
+const (
+	codeAuthorization     = "authorization error"
+	codeInvalidArgument   = "invalid argument"
+	codeTooManyRequests   = "too many requests"
+	codeUnknown           = "unknown"
+	codeKeyError          = "key error"
+	codeUnavailable       = "service unavailable"
+	codeHealthCheckFailed = "health check failed"
+)
+
 // Messages of the contract that more than one error kind shares.
 const (
 	msgKeyError         = "The data structure of Pulsedive API has changed. The module is broken."
@@ -62,42 +74,42 @@ func envelopeOf(err error) (e apiError, known bool) {
 	known = true
 	switch {
 	case errors.As(err, &authErr):
-		e = apiError{Code: "authorization error", Message: authErr.Error()}
+		e = apiError{Code: codeAuthorization, Message: authErr.Error()}
 	case errors.As(err, &bad):
-		e = apiError{Code: "invalid argument", Message: bad.Error()}
+		e = apiError{Code: codeInvalidArgument, Message: bad.Error()}
 	case errors.As(err, &status):
 		e = apiError{Code: reasonPhrase(status.StatusCode), Message: orDefault(status.Message, msgAPIError)}
 	case errors.As(err, &apiErr):
-		e = apiError{Code: "unknown", Message: orDefault(apiErr.Message, msgAPIError)}
+		e = apiError{Code: codeUnknown, Message: orDefault(apiErr.Message, msgAPIError)}
 	case errors.Is(err, ctim.ErrBroken), errors.Is(err, pulsedive.ErrSchema):
-		e = apiError{Code: "key error", Message: msgKeyError}
+		e = apiError{Code: codeKeyError, Message: msgKeyError}
 	case errors.Is(err, pulsedive.ErrInvalidJSON):
-		e = apiError{Code: "unknown", Message: msgInvalidJSON}
+		e = apiError{Code: codeUnknown, Message: msgInvalidJSON}
 	case errors.Is(err, pulsedive.ErrTooLarge):
-		e = apiError{Code: "unknown", Message: msgTooLarge}
+		e = apiError{Code: codeUnknown, Message: msgTooLarge}
 	case errors.As(err, &redir):
-		e = apiError{Code: "unknown", Message: msgRedirect}
+		e = apiError{Code: codeUnknown, Message: msgRedirect}
 	case errors.As(err, &unexp):
-		e = apiError{Code: "unknown", Message: fmt.Sprintf(msgUnexpectedAnswer, unexp.StatusCode)}
+		e = apiError{Code: codeUnknown, Message: fmt.Sprintf(msgUnexpectedAnswer, unexp.StatusCode)}
 	case errors.As(err, &tlsErr):
-		e = apiError{Code: "unknown", Message: "Unable to verify SSL certificate: " + tlsErr.Reason}
+		e = apiError{Code: codeUnknown, Message: "Unable to verify SSL certificate: " + tlsErr.Reason}
 	case errors.As(err, &unavail):
-		e = apiError{Code: "service unavailable", Message: msgUnavailable + unavail.Reason}
+		e = apiError{Code: codeUnavailable, Message: msgUnavailable + unavail.Reason}
 	case errors.Is(err, context.DeadlineExceeded):
-		e = apiError{Code: "service unavailable", Message: msgUnavailable + "request deadline exceeded"}
+		e = apiError{Code: codeUnavailable, Message: msgUnavailable + "request deadline exceeded"}
 	case errors.Is(err, context.Canceled):
-		e = apiError{Code: "service unavailable", Message: msgUnavailable + "request cancelled"}
+		e = apiError{Code: codeUnavailable, Message: msgUnavailable + "request cancelled"}
 	case errors.As(err, &budget) && budget.LinksOnly:
-		e = apiError{Code: "too many requests", Message: fmt.Sprintf(msgLinksSkipped, budget.Skipped, budget.Of, retrySeconds(budget.RetryAfter))}
+		e = apiError{Code: codeTooManyRequests, Message: fmt.Sprintf(msgLinksSkipped, budget.Skipped, budget.Of, retrySeconds(budget.RetryAfter))}
 	case errors.As(err, &limited):
-		e = apiError{Code: "too many requests", Message: fmt.Sprintf(msgLocalLimited, retrySeconds(limited.RetryAfter))}
+		e = apiError{Code: codeTooManyRequests, Message: fmt.Sprintf(msgLocalLimited, retrySeconds(limited.RetryAfter))}
 	case errors.As(err, &busy):
-		e = apiError{Code: "too many requests", Message: busy.message()}
+		e = apiError{Code: codeTooManyRequests, Message: busy.message()}
 	case errors.As(err, &panicky):
 		// A bug, already logged once with its stack by the pipeline.
-		e = apiError{Code: "unknown", Message: msgUnexpected}
+		e = apiError{Code: codeUnknown, Message: msgUnexpected}
 	default:
-		e, known = apiError{Code: "unknown", Message: msgUnexpected}, false
+		e, known = apiError{Code: codeUnknown, Message: msgUnexpected}, false
 	}
 	e.Type = "fatal"
 	return e, known
@@ -112,7 +124,7 @@ func reasonPhrase(status int) string {
 	if text := http.StatusText(status); text != "" {
 		return strings.ToLower(text)
 	}
-	return "unknown"
+	return codeUnknown
 }
 
 func orDefault(s, def string) string {
@@ -168,7 +180,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	defer func() { putBuffer(bp, buf) }()
 	buf, err := appendJSON(buf, v)
 	if err != nil {
-		buf, _ = appendJSON(buf[:0], errorBody{Errors: []apiError{{Type: "fatal", Code: "unknown", Message: msgUnexpected}}})
+		buf, _ = appendJSON(buf[:0], errorBody{Errors: []apiError{{Type: "fatal", Code: codeUnknown, Message: msgUnexpected}}})
 		status = http.StatusOK
 	}
 	h := w.Header()

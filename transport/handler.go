@@ -45,22 +45,32 @@ type Observer interface {
 	EnvelopeError(route, code string)
 }
 
+// Defaults applied by NewHandler to zero Config fields; the first two are
+// those of RELAY_MAX_BODY_BYTES and RELAY_MAX_OBSERVABLES.
+const (
+	DefaultMaxBodyBytes      = 1 << 20
+	DefaultMaxObservables    = 1000
+	DefaultChunkWriteTimeout = 10 * time.Second
+)
+
 // Config configures the handler.
 type Config struct {
 	Enricher Enricher      // required
 	Auth     Authenticator // required
 	// Version is what POST /version answers.
 	Version string
-	// MaxBodyBytes (1 MiB) and MaxObservables (1000) bound a request body.
+	// MaxBodyBytes and MaxObservables bound a request body
+	// (DefaultMaxBodyBytes and DefaultMaxObservables when zero).
 	MaxBodyBytes   int64
 	MaxObservables int
 	// Admission bounds what the requests served at once hold; the zero
 	// value bounds nothing.
 	Admission Admission
 	// ChunkWriteTimeout bounds the write of each chunk of a streamed
-	// answer (10s), so a reader that stalls is cut off early; WriteTimeout,
-	// when set (the server's), bounds the whole answer from the request's
-	// start, which no chunk's deadline passes.
+	// answer (DefaultChunkWriteTimeout when zero), so a reader that stalls
+	// is cut off early; WriteTimeout, when set (the server's), bounds the
+	// whole answer from the request's start, which no chunk's deadline
+	// passes.
 	ChunkWriteTimeout time.Duration
 	WriteTimeout      time.Duration
 	// Metrics serves GET /metrics; nil leaves the route out (the metrics
@@ -93,10 +103,10 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		obs:    cfg.Observer,
 	}
 	if h.limits.maxBytes <= 0 {
-		h.limits.maxBytes = 1 << 20
+		h.limits.maxBytes = DefaultMaxBodyBytes
 	}
 	if h.limits.maxObservables <= 0 {
-		h.limits.maxObservables = 1000
+		h.limits.maxObservables = DefaultMaxObservables
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -105,7 +115,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		h.obs = nopObserver{}
 	}
 	if h.cfg.ChunkWriteTimeout <= 0 {
-		h.cfg.ChunkWriteTimeout = 10 * time.Second
+		h.cfg.ChunkWriteTimeout = DefaultChunkWriteTimeout
 	}
 	h.pools = newPools(cfg.Admission, h.limits, h.obs)
 	return h.instrument(h.routes()), nil
@@ -251,7 +261,7 @@ func (h *handler) watchdog() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		check := r.Header.Get("Health-Check")
 		if check == "" {
-			e := apiError{Type: "fatal", Code: "health check failed", Message: "Invalid Health Check"}
+			e := apiError{Type: "fatal", Code: codeHealthCheckFailed, Message: "Invalid Health Check"}
 			info(r).errors = append(info(r).errors, e.Code)
 			writeJSON(w, http.StatusOK, errorBody{Errors: []apiError{e}})
 			return

@@ -59,8 +59,8 @@ func (h *handler) instrument(next http.Handler) http.Handler {
 				h.obs.PanicRecovered(ri.route)
 				h.log.ErrorContext(r.Context(), "panic recovered", "route", ri.route, "request_id", ri.id, "panic", pipeline.PanicText(p))
 				if !sw.wrote {
-					ri.errors = append(ri.errors, "unknown")
-					writeJSON(sw, http.StatusOK, errorBody{Errors: []apiError{{Type: "fatal", Code: "unknown", Message: msgUnexpected}}})
+					ri.errors = append(ri.errors, codeUnknown)
+					writeJSON(sw, http.StatusOK, errorBody{Errors: []apiError{{Type: "fatal", Code: codeUnknown, Message: msgUnexpected}}})
 				}
 			}
 			d := time.Since(start)

@@ -1,9 +1,19 @@
 package transport
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/gorilla/mux"
+
+	"github.com/pulsedive-relay/relay/pipeline"
+	"github.com/pulsedive-relay/relay/pulsedive"
+	"github.com/pulsedive-relay/relay/transport/auth"
 )
 
 // TestRouting pins what the router answers besides the routes themselves,
@@ -49,5 +59,50 @@ func TestRouting(t *testing.T) {
 				t.Errorf("metrics saw %v, want route %q", obs.requests, tt.wantRoute)
 			}
 		})
+	}
+}
+
+// TestRoutesAndCodesAreWhatTheHandlerServes: Routes names every route the
+// router takes (and the label of the rest), and ErrorCodes every code of
+// the envelope on the routes that take a token: what the metrics create
+// their series from.
+func TestRoutesAndCodesAreWhatTheHandlerServes(t *testing.T) {
+	h := &handler{cfg: Config{Metrics: http.NotFoundHandler()}}
+	var served []string
+	err := h.routes().(*mux.Router).Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		path, err := route.GetPathTemplate()
+		served = append(served, path)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(append(served, unmatched), Routes()); diff != "" {
+		t.Errorf("Routes against the router's (-router +Routes):\n%s", diff)
+	}
+
+	codes := ErrorCodes()
+	for route := range codes {
+		if !slices.Contains(Routes(), route) {
+			t.Errorf("ErrorCodes names %s, which is no route", route)
+		}
+	}
+	// Every row of the envelope's table, on a route that takes a token.
+	for _, err := range []error{
+		&auth.Error{Reason: auth.ReasonExpired}, &badRequest{Detail: "x"}, &pulsedive.APIError{}, pulsedive.ErrSchema,
+		pulsedive.ErrInvalidJSON, pulsedive.ErrTooLarge, &pulsedive.RedirectError{}, &pulsedive.UnexpectedAnswerError{StatusCode: 404},
+		&pulsedive.TLSError{}, &pulsedive.UnavailableError{}, context.DeadlineExceeded, context.Canceled,
+		&pipeline.BudgetError{LinksOnly: true}, &pulsedive.RateLimitError{}, &overload{bound: BoundRequests}, &pipeline.PanicError{},
+		errors.New("no row"),
+	} {
+		e, _ := envelopeOf(err)
+		for _, route := range []string{"/health", "/observe/observables", "/deliberate/observables", "/refer/observables"} {
+			if !slices.Contains(codes[route], e.Code) {
+				t.Errorf("%T answers %q on %s, which ErrorCodes does not list", err, e.Code, route)
+			}
+		}
+	}
+	if !slices.Contains(codes["/watchdog"], codeHealthCheckFailed) {
+		t.Errorf("ErrorCodes lacks the watchdog's %q", codeHealthCheckFailed)
 	}
 }

@@ -6,17 +6,15 @@ import (
 	"time"
 )
 
-// registerAll runs cold (with warm), collapse, ratelimit, throughput and
-// memory in sequence with their defaults, each on a relay of its own.
+// registerAll runs scaling (cold batches, and warm), throughput and memory
+// in sequence with their defaults, each on a relay of its own.
 func registerAll(fs *flag.FlagSet) func(context.Context, *bench) ([]*report, error) {
 	tc, mc := defaultThroughput(), defaultMemory()
 	fs.DurationVar(&tc.Duration, "throughput-duration", tc.Duration, "duration of each turn of the throughput scenario (a turn on the relay and one on the bare server per round)")
 	fs.DurationVar(&mc.Duration, "memory-duration", mc.Duration, "duration of the memory scenario")
 	return func(ctx context.Context, b *bench) ([]*report, error) {
 		steps := []func() (*report, error){
-			func() (*report, error) { return runCold(ctx, b, defaultCold()) },
-			func() (*report, error) { return runCollapse(ctx, b, defaultCollapse()) },
-			func() (*report, error) { return runRateLimit(ctx, b, defaultRateLimit()) },
+			func() (*report, error) { return runScaling(ctx, b, defaultScaling()) },
 			func() (*report, error) { return runThroughput(ctx, b, tc) },
 			func() (*report, error) { return runMemory(ctx, b, mc) },
 		}

@@ -120,14 +120,14 @@ func (a *attack) short(short, full int) int {
 
 func runAttacks(ctx context.Context, b *bench, c attackConfig) ([]*report, error) {
 	if c.Duration <= 0 || c.Legit < 1 || c.MaxRSS <= 0 {
-		return nil, usageError{"attack: -duration must be positive, -legit at least 1, -max-rss positive"}
+		return nil, usageError("attack: -duration must be positive, -legit at least 1, -max-rss positive")
 	}
 	rows := attackRows(c.Short)
 	if c.Rows != "" {
 		want := strings.Split(c.Rows, ",")
 		for _, name := range want {
 			if !slices.Contains(rowNames(), strings.TrimSpace(name)) {
-				return nil, usageError{fmt.Sprintf("attack: no row %q (rows: %s)", name, strings.Join(rowNames(), ", "))}
+				return nil, usageError(fmt.Sprintf("attack: no row %q (rows: %s)", name, strings.Join(rowNames(), ", ")))
 			}
 		}
 		rows = slices.DeleteFunc(rows, func(r attackRow) bool {
@@ -153,23 +153,20 @@ func runAttack(ctx context.Context, b *bench, c attackConfig, row attackRow) (*r
 	for k, v := range row.env {
 		env[k] = strings.ReplaceAll(v, jwksHostsPlaceholder, b.jwks.Host())
 	}
-	st, err := b.start(ctx, stackConfig{name: "attack-" + row.name, fake: row.fake, env: env})
+	st, err := b.start(ctx, stackConfig{
+		name: "attack-" + row.name, scenario: "attack " + row.name, title: row.title,
+		fake: row.fake, fakeText: "synthetic", env: env,
+		clients: c.Legit, timeout: 20 * time.Second,
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer st.close()
-	r := newReport("attack "+row.name, row.title)
-	st.describe(r, "synthetic")
+	r, lc := st.r, st.lc
 	if row.owner != "" {
 		r.setting("fixed by", row.owner)
 	}
 	a := &attack{b: b, st: st, r: r, c: c, row: row, key: b.apiKey(row.name + "-legit")}
-
-	lc := newLoadClient(st.url, c.Legit, 20*time.Second)
-	defer lc.closeIdle()
-	if err := st.warmUp(ctx, lc); err != nil {
-		return nil, err
-	}
 	b.progress("attack %s: %s", row.name, row.title)
 	if row.own {
 		if err := row.run(ctx, a); err != nil {
@@ -297,12 +294,23 @@ func (a *attack) survival(ctx context.Context) {
 		}
 	}
 	if alive == 1 {
-		if err := waitURL(ctx, a.st.url+"/healthz", 10*time.Second); err != nil {
+		if err := waitOK(ctx, a.st.url+"/healthz", 10*time.Second, nil); err != nil {
 			alive = 0
 			a.r.note("/healthz after the attack: %v", err)
 		}
 	}
 	a.r.add("survived", "relay alive and answering /healthz after the attack", alive, unitCount).want(opEqual, 1).headline()
+}
+
+// crowd has n attackers call once again and again until ctx ends
+// (hammer), sharing a load client of n connections whose requests may
+// take timeout, and reports what they got, under what.
+func (a *attack) crowd(ctx context.Context, n int, timeout time.Duration, what string, once func(ctx context.Context, lc *loadClient, t *outcomes) error) {
+	t := newOutcomes()
+	lc := newLoadClient(a.st.url, n, timeout)
+	defer lc.closeIdle()
+	hammer(ctx, n, func(ctx context.Context, _ int) error { return once(ctx, lc, t) })
+	t.report(a.r, what)
 }
 
 // hammer runs n attackers until ctx ends, each calling once again and

@@ -27,9 +27,9 @@ func answerRows() []attackRow {
 				if err != nil {
 					return err
 				}
-				t := newOutcomes()
-				hammer(ctx, 150, func(ctx context.Context, _ int) error { return a.slowRead(ctx, req, t) })
-				t.report(a.r, "slow readers")
+				a.crowd(ctx, 150, time.Minute, "slow readers", func(ctx context.Context, _ *loadClient, t *outcomes) error {
+					return a.slowRead(ctx, req, t)
+				})
 				return nil
 			},
 		},

@@ -30,9 +30,9 @@ func bodyRows() []attackRow {
 			name:  "slow-uploads",
 			title: "400 slow uploads of 1 MiB at 40 KB/s, no token",
 			run: func(ctx context.Context, a *attack) error {
-				t := newOutcomes()
-				hammer(ctx, 400, func(ctx context.Context, _ int) error { return a.slowUpload(ctx, bigBody(1<<20), 40<<10, t) })
-				t.report(a.r, "slow uploads")
+				a.crowd(ctx, 400, time.Minute, "slow uploads", func(ctx context.Context, _ *loadClient, t *outcomes) error {
+					return a.slowUpload(ctx, bigBody(1<<20), 40<<10, t)
+				})
 				return nil
 			},
 		},
@@ -95,6 +95,20 @@ func (o *outcomes) answer(status int, body []byte) {
 
 func (o *outcomes) failure(err error) { o.add("no answer: " + lossCause(err)) }
 
+// send sends req through lc and notes what came back; a failure once ctx
+// has ended is the attack's end, not an outcome.
+func (o *outcomes) send(ctx context.Context, lc *loadClient, req request) (answer, error) {
+	ans, err := lc.do(ctx, req)
+	if err != nil {
+		if ctx.Err() == nil {
+			o.failure(err)
+		}
+		return ans, err
+	}
+	o.answer(ans.Status, ans.Body)
+	return ans, nil
+}
+
 func (o *outcomes) report(r *report, what string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -109,35 +123,11 @@ func (o *outcomes) report(r *report, what string) {
 // postCrowd has n clients post body again and again until ctx ends, with
 // the bearer token tok ("" for none), and tallies the answers.
 func (a *attack) postCrowd(ctx context.Context, n int, body []byte, tok string) error {
-	t := newOutcomes()
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n, DisableCompression: true}}
-	defer client.CloseIdleConnections()
-	hammer(ctx, n, func(ctx context.Context, _ int) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.st.url+"/observe/observables", bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			if ctx.Err() == nil {
-				t.failure(err)
-			}
-			return err
-		}
-		defer resp.Body.Close()
-		got, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.failure(err)
-			return err
-		}
-		t.answer(resp.StatusCode, got)
-		return nil
+	req := request{Kind: "observe", Path: "/observe/observables", Body: body, Token: tok}
+	a.crowd(ctx, n, 30*time.Second, fmt.Sprintf("clients (%d)", n), func(ctx context.Context, lc *loadClient, t *outcomes) error {
+		_, err := t.send(ctx, lc, req)
+		return err
 	})
-	t.report(a.r, fmt.Sprintf("clients (%d)", n))
 	return nil
 }
 

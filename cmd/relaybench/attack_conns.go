@@ -43,10 +43,9 @@ func (a *attack) addr() string {
 // reads the answer when answered is true, then holds the connection
 // without a word; a connection the relay closes is opened again.
 func (a *attack) holdConns(ctx context.Context, n int, first string, answered bool) error {
-	t := newOutcomes()
 	var open, most atomic.Int64
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	hammer(ctx, n, func(ctx context.Context, _ int) error {
+	a.crowd(ctx, n, time.Minute, "connections", func(ctx context.Context, _ *loadClient, t *outcomes) error {
 		conn, err := dialer.DialContext(ctx, "tcp", a.addr())
 		if err != nil {
 			if ctx.Err() == nil {
@@ -94,7 +93,6 @@ func (a *attack) holdConns(ctx context.Context, n int, first string, answered bo
 		}
 		return errors.New("closed")
 	})
-	t.report(a.r, "connections")
 	a.r.add("attack_conns_most", "attacking connections open at once, at most", float64(most.Load()), unitCount)
 	return nil
 }

@@ -107,27 +107,16 @@ func runForgedTokens(ctx context.Context, a *attack) error {
 	}
 	start := time.Now()
 	body := body([]observable{a.b.values.next()})
-	t := newOutcomes()
-	lc := newLoadClient(a.st.url, 50, 30*time.Second)
-	defer lc.closeIdle()
 	var next atomic.Int64
-	hammer(ctx, 50, func(ctx context.Context, _ int) error {
+	a.crowd(ctx, 50, 30*time.Second, "forged-token requests", func(ctx context.Context, lc *loadClient, t *outcomes) error {
 		i := next.Add(1) - 1
 		if i >= tokens {
 			<-ctx.Done() // all sent: the row's time runs out
 			return nil
 		}
-		ans, err := lc.do(ctx, request{Kind: "observe", Path: "/observe/observables", Body: body, Token: forged[i]})
-		if err != nil {
-			if ctx.Err() == nil {
-				t.failure(err)
-			}
-			return err
-		}
-		t.answer(ans.Status, ans.Body)
-		return nil
+		_, err := t.send(ctx, lc, request{Kind: "observe", Path: "/observe/observables", Body: body, Token: forged[i]})
+		return err
 	})
-	t.report(a.r, "forged-token requests")
 	after, err := a.jwksErrors(context.WithoutCancel(ctx))
 	if err != nil {
 		return err

@@ -107,34 +107,10 @@ func runRedirect(ctx context.Context, a *attack) error {
 	key := a.b.apiKey("redirect-victim")
 	fault := pulsedivetest.Fault{Mode: pulsedivetest.ModeStatus, Status: http.StatusFound, Kind: pulsedivetest.KindInfo,
 		Header: http.Header{"Location": {c.url + "/steal"}}, Body: []byte(`{}`)}
-	var echoed atomic.Int64
-	t := newOutcomes()
-	lc := newLoadClient(a.st.url, 4, 30*time.Second)
-	defer lc.closeIdle()
-	hammer(ctx, 4, func(ctx context.Context, _ int) error {
-		o := a.b.values.next()
-		a.st.fake.SetFault(o.Value, fault)
-		req, err := a.b.observeRequest(key, []observable{o})
-		if err != nil {
-			return err
-		}
-		ans, err := lc.do(ctx, req)
-		if err != nil {
-			if ctx.Err() == nil {
-				t.failure(err)
-			}
-			return err
-		}
-		t.answer(ans.Status, ans.Body)
-		if bytes.Contains(ans.Body, []byte("foreign host")) {
-			echoed.Add(1)
-		}
-		return nil
-	})
-	t.report(a.r, "requests on redirected lookups")
+	echoed := a.faultyLookups(ctx, key, "requests on redirected lookups", func(int64) pulsedivetest.Fault { return fault }, []byte("foreign host"))
 	a.r.add("foreign_hits", "requests that reached the foreign host", float64(c.hits.Load()), unitCount).want(opEqual, 0).headline()
 	a.r.add("foreign_key_leaks", "of them carrying the API key (URL or Referer)", float64(c.leaked(key)), unitCount).want(opEqual, 0).headline()
-	a.r.add("foreign_echoed", "answers echoing the foreign host's body", float64(echoed.Load()), unitCount).want(opEqual, 0)
+	a.r.add("foreign_echoed", "answers echoing the foreign host's body", float64(echoed), unitCount).want(opEqual, 0)
 	return nil
 }
 
@@ -144,32 +120,8 @@ func runErrorTextKey(ctx context.Context, a *attack) error {
 		{Mode: pulsedivetest.ModeStatus, Status: http.StatusForbidden, Kind: pulsedivetest.KindInfo, Message: "API key " + key + " has no access to this endpoint."},
 		{Mode: pulsedivetest.ModeErrorField, Kind: pulsedivetest.KindInfo, Message: "Invalid API key: " + key},
 	}
-	var leaks, n atomic.Int64
-	t := newOutcomes()
-	lc := newLoadClient(a.st.url, 4, 30*time.Second)
-	defer lc.closeIdle()
-	hammer(ctx, 4, func(ctx context.Context, _ int) error {
-		o := a.b.values.next()
-		a.st.fake.SetFault(o.Value, faults[n.Add(1)%2])
-		req, err := a.b.observeRequest(key, []observable{o})
-		if err != nil {
-			return err
-		}
-		ans, err := lc.do(ctx, req)
-		if err != nil {
-			if ctx.Err() == nil {
-				t.failure(err)
-			}
-			return err
-		}
-		t.answer(ans.Status, ans.Body)
-		if bytes.Contains(ans.Body, []byte(key)) {
-			leaks.Add(1)
-		}
-		return nil
-	})
-	t.report(a.r, "requests on failing lookups")
-	a.r.add("key_in_answers", "answers holding the caller's API key", float64(leaks.Load()), unitCount).want(opEqual, 0).headline()
+	leaks := a.faultyLookups(ctx, key, "requests on failing lookups", func(n int64) pulsedivetest.Fault { return faults[n%2] }, []byte(key))
+	a.r.add("key_in_answers", "answers holding the caller's API key", float64(leaks), unitCount).want(opEqual, 0).headline()
 	if a.st.relay != nil {
 		logs, err := os.ReadFile(a.st.relay.logPath)
 		if err != nil {
@@ -178,6 +130,26 @@ func runErrorTextKey(ctx context.Context, a *attack) error {
 		a.r.add("key_in_log", "relay log lines holding the API key (LOG_LEVEL=debug)", float64(countLines(logs, key)), unitCount).want(opEqual, 0).headline()
 	}
 	return nil
+}
+
+// faultyLookups has four attackers look up fresh values under key, the
+// nth given fault(n) at Pulsedive, until ctx ends, reports what they got
+// under what, and returns how many answers held needle.
+func (a *attack) faultyLookups(ctx context.Context, key, what string, fault func(n int64) pulsedivetest.Fault, needle []byte) int64 {
+	var held, n atomic.Int64
+	a.crowd(ctx, 4, 30*time.Second, what, func(ctx context.Context, lc *loadClient, t *outcomes) error {
+		o := a.b.values.next()
+		a.st.fake.SetFault(o.Value, fault(n.Add(1)))
+		req, err := a.b.observeRequest(key, []observable{o})
+		if err != nil {
+			return err
+		}
+		if ans, err := t.send(ctx, lc, req); err == nil && bytes.Contains(ans.Body, needle) {
+			held.Add(1)
+		}
+		return nil
+	})
+	return held.Load()
 }
 
 func countLines(text []byte, s string) int {
@@ -192,12 +164,9 @@ func countLines(text []byte, s string) int {
 
 func runRotatingKeys(ctx context.Context, a *attack) error {
 	const keys, clients, batch = 64, 64, 8
-	t := newOutcomes()
-	lc := newLoadClient(a.st.url, clients, time.Minute)
-	defer lc.closeIdle()
 	var turn atomic.Int64
 	hang := pulsedivetest.Fault{Mode: pulsedivetest.ModeHang}
-	hammer(ctx, clients, func(ctx context.Context, _ int) error {
+	a.crowd(ctx, clients, time.Minute, "requests of the rotating tenant", func(ctx context.Context, lc *loadClient, t *outcomes) error {
 		t.add("sent")
 		obs := make([]observable, batch)
 		for i := range obs {
@@ -208,17 +177,9 @@ func runRotatingKeys(ctx context.Context, a *attack) error {
 		if err != nil {
 			return err
 		}
-		ans, err := lc.do(ctx, req)
-		if err != nil {
-			if ctx.Err() == nil {
-				t.failure(err)
-			}
-			return err
-		}
-		t.answer(ans.Status, ans.Body)
-		return nil
+		_, err = t.send(ctx, lc, req)
+		return err
 	})
-	t.report(a.r, "requests of the rotating tenant")
 	a.r.note("The legitimate requests here are new lookups (one Pulsedive call each), under a key of their own; without a fair share they wait for one of RELAY_MAX_INFLIGHT's slots, which the rotating tenant holds for PULSEDIVE_TIMEOUT.")
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 // scenario's request sent open loop at each of Rates in turn, to the relay
 // and then to the bare server, until the relay is past its knee.
 type latencyConfig struct {
-	Rates    rateList
+	Rates    numbers[float64]
 	Duration time.Duration
 	Conns    int
 	MaxP99   time.Duration
@@ -23,7 +23,7 @@ type latencyConfig struct {
 
 func defaultLatency() latencyConfig {
 	return latencyConfig{
-		Rates:    rateList{1000, 2000, 4000, 8000, 12000, 16000, 20000, 24000, 28000, 32000, 36000, 40000},
+		Rates:    numbers[float64]{1000, 2000, 4000, 8000, 12000, 16000, 20000, 24000, 28000, 32000, 36000, 40000},
 		Duration: 5 * time.Second,
 		Conns:    256,
 		MaxP99:   50 * time.Millisecond,
@@ -40,34 +40,7 @@ func registerLatency(fs *flag.FlagSet) func(context.Context, *bench) ([]*report,
 	fs.DurationVar(&c.MaxP99, "max-p99", c.MaxP99, "past the knee: a p99 above this, or fewer answers than 95% of the rate, twice running at one rate; the curve stops there")
 	fs.BoolVar(&c.Bare, "bare", c.Bare, "also send each rate to the bare server, for reference")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "the relay's LOG_LEVEL")
-	return func(ctx context.Context, b *bench) ([]*report, error) {
-		r, err := runLatency(ctx, b, c)
-		return reports(r), err
-	}
-}
-
-// rateList is a flag of comma-separated positive rates.
-type rateList []float64
-
-func (l *rateList) String() string {
-	var parts []string
-	for _, r := range *l {
-		parts = append(parts, strconv.FormatFloat(r, 'f', -1, 64))
-	}
-	return strings.Join(parts, ",")
-}
-
-func (l *rateList) Set(v string) error {
-	var out rateList
-	for _, p := range strings.Split(v, ",") {
-		r, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
-		if err != nil || r <= 0 {
-			return fmt.Errorf("%q is not a positive rate", p)
-		}
-		out = append(out, r)
-	}
-	*l = out
-	return nil
+	return one(runLatency, &c)
 }
 
 // pastKnee says whether a run at rate missed its schedule or its p99.
@@ -79,15 +52,14 @@ func pastKnee(res *loadResult, rate float64, maxP99 time.Duration) bool {
 // time, until the relay is past its knee.
 func runLatency(ctx context.Context, b *bench, c latencyConfig) (*report, error) {
 	if len(c.Rates) == 0 || c.Duration <= 0 || c.Conns < 1 || c.MaxP99 <= 0 {
-		return nil, usageError{"latency: -rates, a positive -duration and -max-p99, and -conns of at least 1 are needed"}
+		return nil, usageError("latency: -rates, a positive -duration and -max-p99, and -conns of at least 1 are needed")
 	}
-	cp, err := startCachedPath(ctx, b, "latency", c.LogLevel, c.Conns)
+	cp, err := startCachedPath(ctx, b, "latency", fmt.Sprintf("cached path, open loop: latency from each request's scheduled time against the rate, %s a rate, up to the knee", c.Duration), c.LogLevel, c.Conns)
 	if err != nil {
 		return nil, err
 	}
 	defer cp.close()
-	r := newReport("latency", fmt.Sprintf("cached path, open loop: latency from each request's scheduled time against the rate, %s a rate, up to the knee", c.Duration))
-	cp.st.describe(r, "synthetic, no latency, no rate limit")
+	r := cp.st.r
 	r.setting("load", fmt.Sprintf("one cached observe on a fixed schedule, at most %d connections; past the knee: p99 above %s or fewer than 95%% of the rate answered", c.Conns, c.MaxP99))
 	if c.Bare {
 		r.setting("bare server", fmt.Sprintf("net/http in a process of its own (pid %d), the relay's %d bytes and headers", cp.bare.pid(), len(cp.answer.Body)))

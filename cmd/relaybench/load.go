@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -148,82 +149,88 @@ func (r *loadResult) fiveXX() int {
 	return n
 }
 
+// sender is what one goroutine of the load generator measured.
+type sender struct {
+	loadResult
+	err error
+}
+
+func newSender() sender {
+	return sender{loadResult: loadResult{Lost: map[string]int{}, Status: map[int]int{}}}
+}
+
+// send sends req and notes the answer, or its loss; latencyFrom, when set,
+// is when the request was due.
+func (s *sender) send(ctx context.Context, lc *loadClient, req request, latencyFrom time.Time, onAnswer func(request, answer)) {
+	s.Sent++
+	a, err := lc.do(ctx, req)
+	if err != nil {
+		s.Lost[lossCause(err)]++
+		return
+	}
+	if !latencyFrom.IsZero() {
+		a.Latency = time.Since(latencyFrom)
+	}
+	s.Answered++
+	s.Status[a.Status]++
+	s.Latencies = append(s.Latencies, a.Latency)
+	if onAnswer != nil {
+		onAnswer(req, a)
+	}
+}
+
+// merge sums the senders' figures, latencies sorted, and returns the first
+// error any met.
+func merge(senders []sender, elapsed time.Duration) (*loadResult, error) {
+	out := &loadResult{Elapsed: elapsed, Lost: map[string]int{}, Status: map[int]int{}}
+	var firstErr error
+	for _, r := range senders {
+		out.Sent += r.Sent
+		out.Answered += r.Answered
+		for k, v := range r.Lost {
+			out.Lost[k] += v
+		}
+		for k, v := range r.Status {
+			out.Status[k] += v
+		}
+		out.Latencies = append(out.Latencies, r.Latencies...)
+		firstErr = cmp.Or(firstErr, r.err)
+	}
+	slices.Sort(out.Latencies)
+	return out, firstErr
+}
+
 // run drives the clients and waits for every request to end. A Next error
 // stops that client and is returned (the first one) after the others end;
 // ctx ending stops every client (requests in flight count as lost).
 func (lc *loadClient) run(ctx context.Context, cfg loadConfig) (*loadResult, error) {
-	type clientResult struct {
-		sent, answered int
-		lost           map[string]int
-		status         map[int]int
-		latencies      []time.Duration
-		err            error
-	}
-	results := make([]clientResult, cfg.Clients)
+	senders := make([]sender, cfg.Clients)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
-	var began time.Time
-	var end time.Time
+	var began, end time.Time
 	for c := range cfg.Clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res := &results[c]
-			res.lost, res.status = map[string]int{}, map[int]int{}
+		senders[c] = newSender()
+		wg.Go(func() {
+			s := &senders[c]
 			<-start
-			for seq := 0; ; seq++ {
-				if cfg.PerClient > 0 && seq >= cfg.PerClient {
-					return
-				}
-				if cfg.PerClient <= 0 && !time.Now().Before(end) {
-					return
-				}
-				if ctx.Err() != nil {
+			for seq := 0; ctx.Err() == nil; seq++ {
+				if (cfg.PerClient > 0 && seq >= cfg.PerClient) || (cfg.PerClient <= 0 && !time.Now().Before(end)) {
 					return
 				}
 				req, err := cfg.Next(c, seq)
 				if err != nil {
-					res.err = err
+					s.err = err
 					return
 				}
-				res.sent++
-				a, err := lc.do(ctx, req)
-				if err != nil {
-					res.lost[lossCause(err)]++
-					continue
-				}
-				res.answered++
-				res.status[a.Status]++
-				res.latencies = append(res.latencies, a.Latency)
-				if cfg.OnAnswer != nil {
-					cfg.OnAnswer(req, a)
-				}
+				s.send(ctx, lc, req, time.Time{}, cfg.OnAnswer)
 			}
-		}()
+		})
 	}
 	began = time.Now()
 	end = began.Add(cfg.Duration)
 	close(start)
 	wg.Wait()
-
-	out := &loadResult{Elapsed: time.Since(began), Lost: map[string]int{}, Status: map[int]int{}}
-	var firstErr error
-	for _, r := range results {
-		out.Sent += r.sent
-		out.Answered += r.answered
-		for k, v := range r.lost {
-			out.Lost[k] += v
-		}
-		for k, v := range r.status {
-			out.Status[k] += v
-		}
-		out.Latencies = append(out.Latencies, r.latencies...)
-		if firstErr == nil {
-			firstErr = r.err
-		}
-	}
-	slices.Sort(out.Latencies)
-	return out, firstErr
+	return merge(senders, time.Since(began))
 }
 
 // lossCause names why a request got no answer, in a few words.
@@ -283,39 +290,23 @@ func (lc *loadClient) openLoop(ctx context.Context, cfg openConfig) (*loadResult
 		at  time.Time
 	}
 	queue := make(chan due, total)
-	type senderResult struct {
-		loadResult
-		err error
-	}
-	results := make([]senderResult, cfg.Conns)
+	senders := make([]sender, cfg.Conns)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for c := range cfg.Conns {
+		senders[c] = newSender()
 		wg.Go(func() {
-			res := &results[c]
-			res.Lost, res.Status = map[string]int{}, map[int]int{}
+			s := &senders[c]
 			for d := range queue {
 				if ctx.Err() != nil {
 					continue // drain: requests never sent are not counted
 				}
 				req, err := cfg.Next(d.seq)
 				if err != nil {
-					res.err = err
+					s.err = err
 					continue
 				}
-				res.Sent++
-				a, err := lc.do(ctx, req)
-				if err != nil {
-					res.Lost[lossCause(err)]++
-					continue
-				}
-				a.Latency = time.Since(d.at)
-				res.Answered++
-				res.Status[a.Status]++
-				res.Latencies = append(res.Latencies, a.Latency)
-				if cfg.OnAnswer != nil {
-					cfg.OnAnswer(req, a)
-				}
+				s.send(ctx, lc, req, d.at, cfg.OnAnswer)
 			}
 		})
 	}
@@ -343,22 +334,5 @@ func (lc *loadClient) openLoop(ctx context.Context, cfg openConfig) (*loadResult
 	close(queue)
 	wg.Wait()
 
-	out := &loadResult{Elapsed: time.Since(start), Lost: map[string]int{}, Status: map[int]int{}}
-	var firstErr error
-	for _, r := range results {
-		out.Sent += r.Sent
-		out.Answered += r.Answered
-		for k, v := range r.Lost {
-			out.Lost[k] += v
-		}
-		for k, v := range r.Status {
-			out.Status[k] += v
-		}
-		out.Latencies = append(out.Latencies, r.Latencies...)
-		if firstErr == nil {
-			firstErr = r.err
-		}
-	}
-	slices.Sort(out.Latencies)
-	return out, firstErr
+	return merge(senders, time.Since(start))
 }

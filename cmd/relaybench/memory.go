@@ -33,10 +33,7 @@ func registerMemory(fs *flag.FlagSet) func(context.Context, *bench) ([]*report, 
 	fs.IntVar(&c.Keys, "keys", c.Keys, "API keys the clients share")
 	fs.DurationVar(&c.Latency, "latency", c.Latency, "latency of every Pulsedive call")
 	fs.Float64Var(&c.MaxRSS, "max-rss", c.MaxRSS, "relay peak RSS budget, MiB")
-	return func(ctx context.Context, b *bench) ([]*report, error) {
-		r, err := runMemory(ctx, b, c)
-		return reports(r), err
-	}
+	return one(runMemory, &c)
 }
 
 // Shares of a memory batch, in tenths: new values fill the cache, hot ones
@@ -53,25 +50,21 @@ const (
 // budget with the default 64 MiB cache.
 func runMemory(ctx context.Context, b *bench, c memoryConfig) (*report, error) {
 	if c.Duration <= 0 || c.Clients < 1 || c.Batch < 1 || c.Keys < 1 || c.Latency < 0 || c.MaxRSS < 0 {
-		return nil, usageError{"memory: -duration must be positive, -clients, -batch and -keys at least 1"}
+		return nil, usageError("memory: -duration must be positive, -clients, -batch and -keys at least 1")
 	}
 	st, err := b.start(ctx, stackConfig{
-		name: "memory",
-		fake: pulsedivetest.Config{Latency: c.Latency, Jitter: c.Latency},
-		env:  map[string]string{"PULSEDIVE_RATE_LIMIT": "0"},
+		name:     "memory",
+		title:    fmt.Sprintf("%s of mixed load, %d clients, %d keys, new observables filling the default 64 MiB cache", c.Duration, c.Clients, c.Keys),
+		fake:     pulsedivetest.Config{Latency: c.Latency, Jitter: c.Latency},
+		fakeText: fmt.Sprintf("synthetic, latency %s + up to %s jitter, no rate limit", c.Latency, c.Latency),
+		env:      map[string]string{"PULSEDIVE_RATE_LIMIT": "0"},
+		clients:  c.Clients, timeout: time.Minute,
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer st.close()
-	r := newReport("memory", fmt.Sprintf("%s of mixed load, %d clients, %d keys, new observables filling the default 64 MiB cache", c.Duration, c.Clients, c.Keys))
-	st.describe(r, fmt.Sprintf("synthetic, latency %s + up to %s jitter, no rate limit", c.Latency, c.Latency))
-
-	lc := newLoadClient(st.url, c.Clients, time.Minute)
-	defer lc.closeIdle()
-	if err := st.warmUp(ctx, lc); err != nil {
-		return nil, err
-	}
+	r, lc := st.r, st.lc
 	st.baseline(ctx, lc)
 	st.fake.Reset()
 

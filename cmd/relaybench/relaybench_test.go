@@ -18,6 +18,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+
+	"github.com/pulsedive-relay/relay/internal/relay"
 )
 
 func TestMain(m *testing.M) {
@@ -88,9 +90,9 @@ func wantFigures(t *testing.T, r *report, want map[string]float64) {
 	}
 }
 
-// TestScenarios runs a tiny soak, two small budget batches and the
-// cold/warm batch against the real relay binary and checks the invariants
-// of their reports.
+// TestScenarios runs a tiny soak, two attack rows, a short throughput run
+// and small cold and warm batches against the real relay binary and checks
+// the invariants of their reports.
 func TestScenarios(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and launches the relay")
@@ -111,21 +113,6 @@ func TestScenarios(t *testing.T) {
 		}
 		if !r.Passed {
 			t.Errorf("soak failed: %v", r.Failed)
-		}
-	})
-
-	t.Run("budget", func(t *testing.T) {
-		// Batches within the default burst of 10 calls: every verdict and
-		// every Active DNS at once, no retry (the 10-domain batch
-		// waits for its retry time: too long for a test).
-		r := runJSON(t, "budget", "-relay-bin", bin, "-batches", "1,5")
-		wantFigures(t, r, map[string]float64{
-			"budget_1_verdicts": 1, "budget_1_active_dns": 1,
-			"budget_5_verdicts": 5, "budget_5_active_dns": 5,
-			"budget_429": 0,
-		})
-		if !r.Passed {
-			t.Errorf("budget failed: %v", r.Failed)
 		}
 	})
 
@@ -163,18 +150,18 @@ func TestScenarios(t *testing.T) {
 		}
 	})
 
-	t.Run("cold", func(t *testing.T) {
-		r := runJSON(t, "cold", "-relay-bin", bin, "-observables", "40", "-unknown", "4", "-latency", "50ms")
+	t.Run("scaling", func(t *testing.T) {
+		r := runJSON(t, "scaling", "-relay-bin", bin, "-sizes", "40", "-concurrent", "2", "-latency", "50ms")
 		wantFigures(t, r, map[string]float64{
-			"cold_calls":      76, // 40 info + 36 links: none for the unknown
-			"cold_unknown":    4,
-			"cold_judgements": 36,
-			"cold_errors":     0,
-			"warm_calls":      0,
-			"warm_judgements": 36,
+			"alone_40_calls":         80, // an info and a links call each
+			"alone_40_judgements":    40,
+			"warm_calls":             0,
+			"warm_judgements":        40,
+			"concurrent_40_calls":    160,
+			"concurrent_40_complete": 2,
 		})
 		if !r.Passed {
-			t.Errorf("cold failed: %v", r.Failed)
+			t.Errorf("scaling failed: %v", r.Failed)
 		}
 	})
 }
@@ -189,11 +176,10 @@ func TestRunUsage(t *testing.T) {
 		{"scenario help", []string{"soak", "-help"}, 0},
 		{"no scenario", nil, 2},
 		{"unknown scenario", []string{"bogus"}, 2},
-		{"unknown flag", []string{"cold", "-bogus"}, 2},
-		{"bad batch size", []string{"budget", "-batches", "10,0"}, 2},
-		{"stray argument", []string{"cold", "extra"}, 2},
-		{"pid without url", []string{"cold", "-relay-pid", "1"}, 2},
-		{"bad relay env", []string{"cold", "-relay-env", "NOEQUALS"}, 2},
+		{"unknown flag", []string{"scaling", "-bogus"}, 2},
+		{"stray argument", []string{"scaling", "extra"}, 2},
+		{"pid without url", []string{"scaling", "-relay-pid", "1"}, 2},
+		{"bad relay env", []string{"scaling", "-relay-env", "NOEQUALS"}, 2},
 		{"unknown attack row", []string{"attack", "-rows", "big-bodies,bogus"}, 2},
 		{"bad rate", []string{"latency", "-rates", "1000,-5"}, 2},
 		{"bad size", []string{"scaling", "-sizes", "100,x"}, 2},
@@ -206,7 +192,7 @@ func TestRunUsage(t *testing.T) {
 			err := run(t.Context(), tt.args, &stdout, &stderr)
 			got := 0
 			if err != nil {
-				got = exitCode(err)
+				got = relay.ExitCode(err)
 			}
 			if got != tt.code {
 				t.Errorf("exit code %d (err %v), want %d", got, err, tt.code)
@@ -379,11 +365,11 @@ panic: boom
 }
 
 func TestExitCode(t *testing.T) {
-	if got := exitCode(errTargetsMissed); got != 1 {
-		t.Errorf("exitCode(targets missed) = %d, want 1", got)
+	if got := relay.ExitCode(errTargetsMissed); got != 1 {
+		t.Errorf("ExitCode(targets missed) = %d, want 1", got)
 	}
-	if got := exitCode(errors.Join(usageError{"x"})); got != 2 {
-		t.Errorf("exitCode(usage) = %d, want 2", got)
+	if got := relay.ExitCode(errors.Join(usageError("x"))); got != 2 {
+		t.Errorf("ExitCode(usage) = %d, want 2", got)
 	}
 }
 

@@ -126,32 +126,66 @@ func (p *relayProcess) url() string { return "http://" + p.addr }
 
 func (p *relayProcess) pid() int { return p.cmd.Process.Pid }
 
-// waitReady polls /readyz until it answers 200, the process exits, ctx
-// ends or limit passes.
-func (p *relayProcess) waitReady(ctx context.Context, limit time.Duration) error {
+// errExited is waitOK's error when the process it waits for has exited.
+var errExited = errors.New("exited")
+
+// waitOK polls url until it answers 200, and fails when limit passes, ctx
+// ends or exited (nil: none) is closed.
+func waitOK(ctx context.Context, url string, limit time.Duration, exited <-chan struct{}) error {
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		resp, err := client.Get(p.url() + "/readyz")
+		resp, err := client.Get(url)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
 		}
 		select {
-		case <-p.done:
-			return fmt.Errorf("relay exited before it was ready (%v); its last lines:\n%s", p.waitErr, p.logs().tail())
+		case <-exited:
+			return errExited
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline.C:
-			return fmt.Errorf("relay not ready after %s; its last lines:\n%s", limit, p.logs().tail())
+			return fmt.Errorf("%s not answering 200 after %s: %w", url, limit, err)
 		case <-tick.C:
 		}
+	}
+}
+
+// waitReady waits until the relay's /readyz answers 200.
+func (p *relayProcess) waitReady(ctx context.Context, limit time.Duration) error {
+	err := waitOK(ctx, p.url()+"/readyz", limit, p.done)
+	switch {
+	case errors.Is(err, errExited):
+		return fmt.Errorf("relay exited before it was ready (%v); its last lines:\n%s", p.waitErr, p.logs().tail())
+	case err != nil && ctx.Err() == nil:
+		return fmt.Errorf("relay not ready: %w; its last lines:\n%s", err, p.logs().tail())
+	}
+	return err
+}
+
+// signal sends sig and waits up to grace for the relay to exit, then
+// kills it; exited says whether it exited by itself.
+func (p *relayProcess) signal(sig os.Signal, grace time.Duration) (exited bool, err error) {
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return false, err
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return true, nil
+	case <-t.C:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return false, nil
 	}
 }
 
@@ -161,16 +195,10 @@ func (p *relayProcess) stop(grace time.Duration) int {
 	select {
 	case <-p.done:
 	default:
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		t := time.NewTimer(grace)
-		defer t.Stop()
-		select {
-		case <-p.done:
-		case <-t.C:
-			_ = p.cmd.Process.Kill()
-			<-p.done
+		if exited, err := p.signal(syscall.SIGTERM, grace); err == nil && !exited {
 			return -1
 		}
+		<-p.done
 	}
 	var ee *exec.ExitError
 	switch {
@@ -286,16 +314,8 @@ func (p *relayProcess) dumpGoroutines(grace time.Duration) (map[string]int, erro
 		return nil, errors.New("relay already exited")
 	default:
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+	if _, err := p.signal(syscall.SIGQUIT, grace); err != nil {
 		return nil, fmt.Errorf("SIGQUIT: %w", err)
-	}
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-p.done:
-	case <-t.C:
-		_ = p.cmd.Process.Kill()
-		<-p.done
 	}
 	b, err := os.ReadFile(p.logPath)
 	if err != nil {

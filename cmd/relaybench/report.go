@@ -185,30 +185,23 @@ func (r *report) finalize(strict bool) {
 	}
 }
 
+// formats are the printf formats of the units but count and ms.
+var formats = map[string]string{
+	unitUs: "%.1f µs", unitS: "%.2f s", unitMiB: "%.1f MiB", unitRatio: "%.2f",
+	unitRPS: "%.0f req/s", unitCPS: "%.2f calls/s", unitBytes: "%.0f bytes",
+}
+
 // formatValue writes v in its unit.
 func formatValue(v float64, unit string) string {
-	switch unit {
-	case unitCount:
+	switch {
+	case unit == unitCount:
 		return strconv.FormatFloat(v, 'f', -1, 64)
-	case unitMs:
-		if v >= 10000 {
-			return fmt.Sprintf("%.2f s", v/1000)
-		}
+	case unit == unitMs && v >= 10000:
+		return fmt.Sprintf("%.2f s", v/1000)
+	case unit == unitMs:
 		return fmt.Sprintf("%.1f ms", v)
-	case unitUs:
-		return fmt.Sprintf("%.1f µs", v)
-	case unitS:
-		return fmt.Sprintf("%.2f s", v)
-	case unitMiB:
-		return fmt.Sprintf("%.1f MiB", v)
-	case unitRatio:
-		return fmt.Sprintf("%.2f", v)
-	case unitRPS:
-		return fmt.Sprintf("%.0f req/s", v)
-	case unitCPS:
-		return fmt.Sprintf("%.2f calls/s", v)
-	case unitBytes:
-		return fmt.Sprintf("%.0f bytes", v)
+	case formats[unit] != "":
+		return fmt.Sprintf(formats[unit], v)
 	}
 	return strconv.FormatFloat(v, 'g', 6, 64) + " " + unit
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,39 +42,47 @@ func registerScaleOut(fs *flag.FlagSet) func(context.Context, *bench) ([]*report
 	fs.IntVar(&c.Cached, "cached", c.Cached, "observables looked up through the first replica, then through the others")
 	fs.IntVar(&c.Collapse, "requests", c.Collapse, "concurrent identical observe requests spread over the replicas")
 	fs.DurationVar(&c.Latency, "latency", c.Latency, "latency of every Pulsedive call")
-	return func(ctx context.Context, b *bench) ([]*report, error) {
-		r, err := runScaleOut(ctx, b, c)
-		return reports(r), err
-	}
+	return one(runScaleOut, &c)
 }
 
 // callTimes notes when each key's info and links calls reached the fake,
-// and counts them per key as they come.
+// and tells a key's watcher each new count.
 type callTimes struct {
-	callRecorder
 	mu      sync.Mutex
+	times   map[string][]time.Time // by key fingerprint
 	watches map[string]func(n int)
 }
 
 func (c *callTimes) record(r pulsedivetest.Request) {
-	c.callRecorder.record(r)
 	if r.Kind != pulsedivetest.KindInfo && r.Kind != pulsedivetest.KindLinks {
 		return
 	}
-	fp := pulsedivetest.KeyFingerprint(r.Key)
+	now, fp := time.Now(), pulsedivetest.KeyFingerprint(r.Key)
 	c.mu.Lock()
-	w := c.watches[fp]
+	c.times[fp] = append(c.times[fp], now)
+	n, w := len(c.times[fp]), c.watches[fp]
 	c.mu.Unlock()
 	if w != nil {
-		n, _ := c.span(r.Key)
 		w(n)
 	}
 }
 
+// span returns the number of key's calls and the time from the first to
+// the last.
+func (c *callTimes) span(key string) (int, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ts := c.times[pulsedivetest.KeyFingerprint(key)]
+	if len(ts) < 2 {
+		return len(ts), 0
+	}
+	return len(ts), slices.MaxFunc(ts, time.Time.Compare).Sub(slices.MinFunc(ts, time.Time.Compare))
+}
+
 // since lists the times of key's calls relative to t, for a report.
 func (c *callTimes) since(key string, t time.Time) string {
-	c.callRecorder.mu.Lock()
-	defer c.callRecorder.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var parts []string
 	for _, at := range c.times[pulsedivetest.KeyFingerprint(key)] {
 		parts = append(parts, fmt.Sprintf("%.2f", at.Sub(t).Seconds()))
@@ -167,10 +174,10 @@ func (rs *replicaSet) waitState(ctx context.Context, want float64, limit time.Du
 // when Redis goes away and ends when it comes back.
 func runScaleOut(ctx context.Context, b *bench, c scaleOutConfig) (*report, error) {
 	if c.Replicas < 2 || c.PerMinute < 1 || c.Burst < 1 || c.Observables < c.Replicas || c.Cached < 1 || c.Collapse < 1 || c.Latency < 0 {
-		return nil, usageError{"scaleout: -replicas at least 2, -per-minute, -burst, -cached and -requests at least 1, -observables at least -replicas, -latency not negative"}
+		return nil, usageError("scaleout: -replicas at least 2, -per-minute, -burst, -cached and -requests at least 1, -observables at least -replicas, -latency not negative")
 	}
 	if b.opts.RelayURL != "" {
-		return nil, usageError{"scaleout launches its own relays and Redis: -relay-url does not apply"}
+		return nil, usageError("scaleout launches its own relays and Redis: -relay-url does not apply")
 	}
 	redis, err := redistest.Start(b.dir)
 	if errors.Is(err, redistest.ErrNoServer) {
@@ -181,7 +188,7 @@ func runScaleOut(ctx context.Context, b *bench, c scaleOutConfig) (*report, erro
 	}
 	defer redis.Close()
 
-	calls := &callTimes{callRecorder: callRecorder{times: map[string][]time.Time{}}, watches: map[string]func(int){}}
+	calls := &callTimes{times: map[string][]time.Time{}, watches: map[string]func(int){}}
 	env := map[string]string{
 		"REDIS_URL":             redis.URL(),
 		"RELAY_REPLICAS":        strconv.Itoa(c.Replicas),
@@ -193,44 +200,34 @@ func runScaleOut(ctx context.Context, b *bench, c scaleOutConfig) (*report, erro
 		"RELAY_LINKS_MAX_WAIT": "60s",
 	}
 	st, err := b.start(ctx, stackConfig{
-		name: "scaleout",
-		fake: pulsedivetest.Config{PerMinute: c.PerMinute, Burst: c.Burst + 1, Latency: c.Latency, OnCall: calls.record},
-		env:  env,
+		name:     "scaleout",
+		title:    fmt.Sprintf("%d relays sharing one Redis and a %d/min budget per key (burst %d)", c.Replicas, c.PerMinute, c.Burst),
+		fake:     pulsedivetest.Config{PerMinute: c.PerMinute, Burst: c.Burst + 1, Latency: c.Latency, OnCall: calls.record},
+		fakeText: fmt.Sprintf("synthetic, latency %s, %d/min per key with burst %d, 429 and a one-minute pause beyond", c.Latency, c.PerMinute, c.Burst+1),
+		env:      env,
+		clients:  c.Collapse, timeout: 90 * time.Second,
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer st.close()
-	rs := &replicaSet{st: st}
+	r := st.r
+	rs := &replicaSet{st: st, lcs: []*loadClient{st.lc}}
 	defer rs.close()
-	bin, err := b.binary(ctx)
-	if err != nil {
-		return nil, err
-	}
-	base := map[string]string{
-		"PULSEDIVE_API_URL": st.fakeURL, "RELAY_JWKS_HOSTS": b.jwks.Host(), "SSL_CERT_FILE": b.caFile,
-		"RELAY_AUDIENCE": b.opts.Audience, "LOG_LEVEL": "warn", "RELAY_DRAIN_DELAY": "0s",
-	}
 	for i := 1; i < c.Replicas; i++ {
-		p, err := startRelay(ctx, bin, relayEnv(base, env, b.opts.RelayEnv), filepath.Join(b.dir, fmt.Sprintf("relay-scaleout-%d.log", i)))
+		p, err := st.launch(ctx, fmt.Sprintf("scaleout-%d", i))
 		if err != nil {
 			return nil, err
 		}
 		rs.others = append(rs.others, p)
-	}
-	for _, u := range rs.urls() {
-		rs.lcs = append(rs.lcs, newLoadClient(u, c.Collapse, 90*time.Second))
-	}
-
-	r := newReport("scaleout", fmt.Sprintf("%d relays sharing one Redis and a %d/min budget per key (burst %d)", c.Replicas, c.PerMinute, c.Burst))
-	st.describe(r, fmt.Sprintf("synthetic, latency %s, %d/min per key with burst %d, 429 and a one-minute pause beyond", c.Latency, c.PerMinute, c.Burst+1))
-	r.setting("relays", fmt.Sprintf("%d, at %v", c.Replicas, rs.urls()))
-	r.setting("redis", "redis-server (Debian) on loopback, started by relaybench, no persistence")
-	for _, lc := range rs.lcs {
+		lc := newLoadClient(p.url(), c.Collapse, 90*time.Second)
+		rs.lcs = append(rs.lcs, lc)
 		if err := st.warmUp(ctx, lc); err != nil {
 			return nil, err
 		}
 	}
+	r.setting("relays", fmt.Sprintf("%d, at %v", c.Replicas, rs.urls()))
+	r.setting("redis", "redis-server (Debian) on loopback, started by relaybench, no persistence")
 	if _, err := rs.waitState(ctx, 1, 10*time.Second); err != nil {
 		return nil, fmt.Errorf("relays not in shared mode at start: %w", err)
 	}
@@ -292,45 +289,43 @@ func runScaleOut(ctx context.Context, b *bench, c scaleOutConfig) (*report, erro
 	b.progress("scaleout: %d observables through relay A, then through the others", c.Cached)
 	cached := b.values.batch(c.Cached)
 	key := b.apiKey("cache")
-	var l2Lat, l1Lat []time.Duration
-	one := func(lc *loadClient, o observable) (time.Duration, error) {
-		req, err := b.observeRequest(key, []observable{o})
-		if err != nil {
-			return 0, err
+	// lookups looks each cached value up through lcs, one request each,
+	// and returns the latencies.
+	lookups := func(lcs []*loadClient) ([]time.Duration, error) {
+		var out []time.Duration
+		for _, lc := range lcs {
+			for _, o := range cached {
+				req, err := b.observeRequest(key, []observable{o})
+				if err != nil {
+					return nil, err
+				}
+				ra, a, err := post(ctx, lc, req)
+				if err == nil && ra.judgements() != 1 {
+					err = fmt.Errorf("%s: %d judgements (%s)", o.Value, ra.judgements(), ra.errorText())
+				}
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, a.Latency)
+			}
 		}
-		ra, a, err := post(ctx, lc, req)
-		if err == nil && ra.judgements() != 1 {
-			err = fmt.Errorf("%s: %d judgements (%s)", o.Value, ra.judgements(), ra.errorText())
-		}
-		return a.Latency, err
+		return out, nil
 	}
-	for _, o := range cached {
-		if _, err := one(rs.lcs[0], o); err != nil {
-			return nil, err
-		}
+	if _, err := lookups(rs.lcs[:1]); err != nil {
+		return nil, err
 	}
 	before := st.fake.Calls()
-	for _, lc := range rs.lcs[1:] {
-		for _, o := range cached {
-			d, err := one(lc, o)
-			if err != nil {
-				return nil, err
-			}
-			l2Lat = append(l2Lat, d)
-		}
+	l2Lat, err := lookups(rs.lcs[1:])
+	if err != nil {
+		return nil, err
 	}
 	r.add("scaleout_cross_calls", fmt.Sprintf("Pulsedive calls for %d observables looked up through A, then asked of the %d others", c.Cached, c.Replicas-1), float64(st.fake.Calls()-before), unitCount).want(opEqual, 0).headline()
 	// Ristretto admits its writes shortly after: the L1 hits come after
 	// every L2 hit has been served.
 	pause(ctx, 200*time.Millisecond)
-	for _, lc := range rs.lcs[1:] {
-		for _, o := range cached {
-			d, err := one(lc, o)
-			if err != nil {
-				return nil, err
-			}
-			l1Lat = append(l1Lat, d)
-		}
+	l1Lat, err := lookups(rs.lcs[1:])
+	if err != nil {
+		return nil, err
 	}
 	l2, l1 := median(l2Lat), median(l1Lat)
 	r.addDuration("scaleout_l2_hit_ms", "observe of one cached observable, answered from Redis (L2 hit), median", l2)

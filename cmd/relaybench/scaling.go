@@ -4,20 +4,20 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/pulsedive-relay/relay/pulsedive/pulsedivetest"
 )
 
-// scalingConfig is the cold path at scale: for each of Sizes, one observe
-// request of that many new observables alone, then Concurrent such
-// requests at once, each under a key of its own, every Pulsedive call
-// taking Latency.
+// scalingConfig is the cold path: for each of Sizes, one observe request
+// of that many new observables alone, then Concurrent such requests at
+// once, each under a key of its own, every Pulsedive call taking Latency.
+// The first batch alone is then sent again, warm: it must cost no call.
 type scalingConfig struct {
-	Sizes       sizeList
+	Sizes       numbers[int]
 	Concurrent  int
 	Workers     int
 	MaxInFlight int
@@ -25,7 +25,7 @@ type scalingConfig struct {
 }
 
 func defaultScaling() scalingConfig {
-	return scalingConfig{Sizes: sizeList{100, 500, 1000}, Concurrent: 10, Workers: 32, MaxInFlight: 256, Latency: 100 * time.Millisecond}
+	return scalingConfig{Sizes: numbers[int]{100, 500, 1000}, Concurrent: 10, Workers: 32, MaxInFlight: 256, Latency: 100 * time.Millisecond}
 }
 
 func registerScaling(fs *flag.FlagSet) func(context.Context, *bench) ([]*report, error) {
@@ -35,34 +35,7 @@ func registerScaling(fs *flag.FlagSet) func(context.Context, *bench) ([]*report,
 	fs.IntVar(&c.Workers, "workers", c.Workers, "the relay's RELAY_WORKERS")
 	fs.IntVar(&c.MaxInFlight, "max-inflight", c.MaxInFlight, "the relay's RELAY_MAX_INFLIGHT, the process-wide bound on Pulsedive calls")
 	fs.DurationVar(&c.Latency, "latency", c.Latency, "latency of every Pulsedive call")
-	return func(ctx context.Context, b *bench) ([]*report, error) {
-		r, err := runScaling(ctx, b, c)
-		return reports(r), err
-	}
-}
-
-// sizeList is a flag of comma-separated positive counts.
-type sizeList []int
-
-func (l *sizeList) String() string {
-	var parts []string
-	for _, n := range *l {
-		parts = append(parts, strconv.Itoa(n))
-	}
-	return strings.Join(parts, ",")
-}
-
-func (l *sizeList) Set(v string) error {
-	var out sizeList
-	for _, p := range strings.Split(v, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || n < 1 {
-			return fmt.Errorf("%q is not a positive count", p)
-		}
-		out = append(out, n)
-	}
-	*l = out
-	return nil
+	return one(runScaling, &c)
 }
 
 // scalingTarget is the most a batch of size may take over its ideal: the
@@ -81,12 +54,10 @@ func scalingTarget(size int) float64 {
 // RELAY_MAX_INFLIGHT⌉ rounds for several.
 func runScaling(ctx context.Context, b *bench, c scalingConfig) (*report, error) {
 	if len(c.Sizes) == 0 || c.Concurrent < 1 || c.Workers < 1 || c.MaxInFlight < 1 || c.Latency <= 0 {
-		return nil, usageError{"scaling: -sizes, a positive -latency, and -concurrent, -workers and -max-inflight of at least 1 are needed"}
+		return nil, usageError("scaling: -sizes, a positive -latency, and -concurrent, -workers and -max-inflight of at least 1 are needed")
 	}
-	largest := 0
-	for _, n := range c.Sizes {
-		largest = max(largest, n)
-	}
+	largest := slices.Max(c.Sizes)
+	maxObservables := max(1000, largest) // RELAY_OBSERVABLES_IN_FLIGHT must hold as many
 	// The admission bounds are raised so that the figure measures the
 	// pipeline, not them: every batch at once fits the observables in
 	// flight, and under a key of its own no batch meets the per-key half
@@ -97,23 +68,23 @@ func runScaling(ctx context.Context, b *bench, c scalingConfig) (*report, error)
 		"PULSEDIVE_RATE_LIMIT":        "0",
 		"RELAY_WORKERS":               strconv.Itoa(c.Workers),
 		"RELAY_MAX_INFLIGHT":          strconv.Itoa(c.MaxInFlight),
-		"RELAY_OBSERVABLES_IN_FLIGHT": strconv.Itoa(max(2*largest, c.Concurrent*largest)),
-		"RELAY_MAX_OBSERVABLES":       strconv.Itoa(max(1000, largest)),
+		"RELAY_OBSERVABLES_IN_FLIGHT": strconv.Itoa(max(2*largest, c.Concurrent*largest, maxObservables)),
+		"RELAY_MAX_OBSERVABLES":       strconv.Itoa(maxObservables),
 		"RELAY_MEMORY_LIMIT":          "512MiB",
 	}
-	st, err := b.start(ctx, stackConfig{name: "scaling", fake: pulsedivetest.Config{Latency: c.Latency}, env: env})
+	st, err := b.start(ctx, stackConfig{
+		name:     "scaling",
+		title:    fmt.Sprintf("cold batches of %s new observables at %s Pulsedive latency, alone and %d at once", c.Sizes.String(), c.Latency, c.Concurrent),
+		fake:     pulsedivetest.Config{Latency: c.Latency},
+		fakeText: fmt.Sprintf("synthetic, latency %s, no rate limit", c.Latency),
+		env:      env,
+		clients:  c.Concurrent, timeout: 5 * time.Minute,
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer st.close()
-	r := newReport("scaling", fmt.Sprintf("cold batches of %s new observables at %s Pulsedive latency, alone and %d at once", c.Sizes.String(), c.Latency, c.Concurrent))
-	st.describe(r, fmt.Sprintf("synthetic, latency %s, no rate limit", c.Latency))
-
-	lc := newLoadClient(st.url, c.Concurrent, 5*time.Minute)
-	defer lc.closeIdle()
-	if err := st.warmUp(ctx, lc); err != nil {
-		return nil, err
-	}
+	r, lc := st.r, st.lc
 	st.baseline(ctx, lc)
 
 	for _, size := range c.Sizes {
@@ -134,9 +105,23 @@ func runScaling(ctx context.Context, b *bench, c scalingConfig) (*report, error)
 		prefix := fmt.Sprintf("alone_%d", size)
 		r.addDuration(prefix+"_wall_ms", fmt.Sprintf("%d alone: wall time (ideal ⌈%d/%d⌉ × %s = %s)", size, calls, c.Workers, c.Latency, ideal), a.Latency)
 		r.add(prefix+"_ratio", fmt.Sprintf("%d alone: wall time / ideal", size), float64(a.Latency)/float64(ideal), unitRatio).aim(opAtMost, scalingTarget(size)).headline()
+		if len(ra.Errors) > 0 {
+			r.note("%d alone: answer errors: %s", size, truncate(ra.errorText(), 300))
+		}
 		r.add(prefix+"_calls", fmt.Sprintf("%d alone: Pulsedive calls", size), float64(stats.Calls), unitCount).want(opEqual, float64(calls))
 		r.add(prefix+"_judgements", fmt.Sprintf("%d alone: judgements, errors", size), float64(ra.judgements()-len(ra.Errors)), unitCount).want(opEqual, float64(size))
 		r.add(prefix+"_max_in_flight", fmt.Sprintf("%d alone: most Pulsedive calls at once", size), float64(stats.MaxInFlight), unitCount).want(opAtMost, float64(c.Workers))
+		if size == c.Sizes[0] {
+			b.progress("scaling: the batch of %d again, warm", size)
+			warm, wa, err := post(ctx, lc, req)
+			if err != nil {
+				return nil, err
+			}
+			r.add("warm_calls", fmt.Sprintf("%d again, warm: Pulsedive calls", size), float64(st.fake.Stats().Calls-stats.Calls), unitCount).want(opEqual, 0)
+			r.addDuration("warm_wall_ms", fmt.Sprintf("%d again, warm: wall time", size), wa.Latency).aim(opAtMost, 20).headline()
+			r.add("warm_judgements", fmt.Sprintf("%d again, warm: judgements", size), float64(warm.judgements()), unitCount).want(opEqual, float64(size))
+			r.add("answer_bytes", fmt.Sprintf("%d again, warm: answer size", size), float64(len(wa.Body)), unitBytes)
+		}
 
 		// Concurrent batches, each under its own key.
 		st.fake.Reset()

@@ -42,10 +42,7 @@ func registerSoak(fs *flag.FlagSet) func(context.Context, *bench) ([]*report, er
 	fs.Float64Var(&c.MaxRSS, "max-rss", c.MaxRSS, "relay peak RSS budget, MiB")
 	fs.IntVar(&c.GoroutineMargin, "goroutine-margin", c.GoroutineMargin, "relay goroutines allowed above the baseline once idle")
 	fs.DurationVar(&c.Settle, "settle", c.Settle, "how long to wait for the relay's goroutines to return to the baseline")
-	return func(ctx context.Context, b *bench) ([]*report, error) {
-		r, err := runSoak(ctx, b, c)
-		return reports(r), err
-	}
+	return one(runSoak, &c)
 }
 
 // soakFault is one kind of Pulsedive failure the soak injects.
@@ -93,33 +90,29 @@ const (
 // RSS within budget.
 func runSoak(ctx context.Context, b *bench, c soakConfig) (*report, error) {
 	if c.Duration <= 0 || c.Clients < 1 || c.Keys < 1 || c.FaultShare < 0 || c.FaultShare > 1 || c.RateLimit < 0 || c.GoroutineMargin < 0 || c.MaxRSS < 0 {
-		return nil, usageError{"soak: -duration must be positive, -clients and -keys at least 1, -fault-share within 0 to 1, the rest not negative"}
+		return nil, usageError("soak: -duration must be positive, -clients and -keys at least 1, -fault-share within 0 to 1, the rest not negative")
 	}
 	const pulsediveTimeout, requestTimeout = time.Second, 3 * time.Second
+	faults := soakFaults()
 	st, err := b.start(ctx, stackConfig{
-		name: "soak",
-		fake: pulsedivetest.Config{Latency: 5 * time.Millisecond, Jitter: 45 * time.Millisecond},
+		name:     "soak",
+		title:    fmt.Sprintf("%s of mixed traffic, %d clients, %.0f%% of observables faulty", c.Duration, c.Clients, 100*c.FaultShare),
+		fake:     pulsedivetest.Config{Latency: 5 * time.Millisecond, Jitter: 45 * time.Millisecond},
+		fakeText: "synthetic, latency 5-50ms, faults on fresh values: " + faultNames(faults) + ", 429 (throttled key only)",
 		env: map[string]string{
 			"PULSEDIVE_TIMEOUT":     pulsediveTimeout.String(),
 			"RELAY_REQUEST_TIMEOUT": requestTimeout.String(),
 			"PULSEDIVE_RATE_LIMIT":  strconv.Itoa(c.RateLimit),
 		},
+		// The client waits well past the relay's own deadline: an answer
+		// that does not come by then is lost.
+		clients: c.Clients, timeout: requestTimeout + 10*time.Second,
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer st.close()
-	faults := soakFaults()
-	r := newReport("soak", fmt.Sprintf("%s of mixed traffic, %d clients, %.0f%% of observables faulty", c.Duration, c.Clients, 100*c.FaultShare))
-	st.describe(r, "synthetic, latency 5-50ms, faults on fresh values: "+faultNames(faults)+", 429 (throttled key only)")
-
-	// The client waits well past the relay's own deadline: an answer that
-	// does not come by then is lost.
-	lc := newLoadClient(st.url, c.Clients, requestTimeout+10*time.Second)
-	defer lc.closeIdle()
-	if err := st.warmUp(ctx, lc); err != nil {
-		return nil, err
-	}
+	r, lc := st.r, st.lc
 
 	keys := make([]string, c.Keys)
 	for i := range keys {

@@ -24,12 +24,19 @@ const fakeIdleTimeout = time.Second
 
 // stackConfig is what one scenario needs running.
 type stackConfig struct {
-	// name names the scenario, and the relay's log file.
-	name string
+	// name names the relay's log file, and the scenario in its report
+	// unless scenario does.
+	name, scenario string
+	// title heads the report; fakeText says how the fake Pulsedive is set.
+	title, fakeText string
 	// fake configures the fake Pulsedive; synthetic mode is forced on.
 	fake pulsedivetest.Config
 	// env is the scenario's relay settings, over relaybench's base ones.
 	env map[string]string
+	// clients and timeout size the load client: its keep-alive
+	// connections, and how long one request may take.
+	clients int
+	timeout time.Duration
 }
 
 // stack is one scenario's running system: the fake Pulsedive, and the
@@ -44,6 +51,8 @@ type stack struct {
 	fakeDone chan struct{}
 
 	relay   *relayProcess // nil for an external relay
+	r       *report       // the scenario's, its settings written
+	lc      *loadClient   // to the relay, warmed up
 	url     string
 	pid     int // 0 when unknown
 	rss     *rssSampler
@@ -54,8 +63,8 @@ type stack struct {
 	exitCode         int
 }
 
-// start runs the fake Pulsedive and the relay for one scenario and waits
-// until the relay is ready.
+// start runs the fake Pulsedive and the relay for one scenario, waits
+// until the relay is ready, and warms it up through its load client.
 func (b *bench) start(ctx context.Context, cfg stackConfig) (_ *stack, err error) {
 	cfg.fake.Synthetic = true
 	fake, err := pulsedivetest.New(cfg.fake)
@@ -101,25 +110,12 @@ func (b *bench) start(ctx context.Context, cfg stackConfig) (_ *stack, err error
 		st.url = strings.TrimSuffix(b.opts.RelayURL, "/")
 		st.pid = b.opts.RelayPID
 		b.progress("%s: the relay at %s must run with PULSEDIVE_API_URL=%s %s", cfg.name, st.url, st.fakeURL, envText(cfg.env))
-		if err := waitURL(ctx, st.url+"/readyz", 10*time.Second); err != nil {
-			return nil, err
+		if err := waitOK(ctx, st.url+"/readyz", 10*time.Second, nil); err != nil {
+			return nil, fmt.Errorf("the relay at %s: %w", st.url, err)
 		}
 	} else {
-		bin, err := b.binary(ctx)
-		if err != nil {
-			return nil, err
-		}
-		base := map[string]string{
-			"PULSEDIVE_API_URL": st.fakeURL,
-			"RELAY_JWKS_HOSTS":  b.jwks.Host(),
-			"SSL_CERT_FILE":     b.caFile,
-			"RELAY_AUDIENCE":    b.opts.Audience,
-			"LOG_LEVEL":         "warn",
-			"RELAY_DRAIN_DELAY": "0s",
-		}
 		b.progress("%s: starting the relay with %s", cfg.name, envText(cfg.env))
-		st.relay, err = startRelay(ctx, bin, relayEnv(base, cfg.env, b.opts.RelayEnv), filepath.Join(b.dir, "relay-"+cfg.name+".log"))
-		if err != nil {
+		if st.relay, err = st.launch(ctx, cfg.name); err != nil {
 			return nil, err
 		}
 		st.url, st.pid = st.relay.url(), st.relay.pid()
@@ -127,7 +123,28 @@ func (b *bench) start(ctx context.Context, cfg stackConfig) (_ *stack, err error
 	if st.pid > 0 {
 		st.rss = startRSS(st.pid, 100*time.Millisecond)
 	}
-	return st, nil
+	st.r = newReport(cmp.Or(cfg.scenario, cfg.name), cfg.title)
+	st.describe(st.r, cfg.fakeText)
+	st.lc = newLoadClient(st.url, cfg.clients, cfg.timeout)
+	return st, st.warmUp(ctx, st.lc)
+}
+
+// launch starts a relay of the stack's configuration, logging to
+// relay-<name>.log.
+func (st *stack) launch(ctx context.Context, name string) (*relayProcess, error) {
+	bin, err := st.b.binary(ctx)
+	if err != nil {
+		return nil, err
+	}
+	base := map[string]string{
+		"PULSEDIVE_API_URL": st.fakeURL,
+		"RELAY_JWKS_HOSTS":  st.b.jwks.Host(),
+		"SSL_CERT_FILE":     st.b.caFile,
+		"RELAY_AUDIENCE":    st.b.opts.Audience,
+		"LOG_LEVEL":         "warn",
+		"RELAY_DRAIN_DELAY": "0s",
+	}
+	return startRelay(ctx, bin, relayEnv(base, st.env, st.b.opts.RelayEnv), filepath.Join(st.b.dir, "relay-"+name+".log"))
 }
 
 func envText(env map[string]string) string {
@@ -139,31 +156,6 @@ func envText(env map[string]string) string {
 		return "its defaults"
 	}
 	return strings.Join(parts, " ")
-}
-
-// waitURL polls url until it answers 200.
-func waitURL(ctx context.Context, url string, limit time.Duration) error {
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	deadline := time.Now().Add(limit)
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("relay not ready at %s: %w", url, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // describe writes the stack's settings at the head of the report.
@@ -425,6 +417,9 @@ func (st *stack) close() {
 		_, _, _, _ = st.rss.finish()
 	}
 	st.stopRelay()
+	if st.lc != nil {
+		st.lc.closeIdle()
+	}
 	st.fake.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/pulsedive-relay/relay/pulsedive/pulsedivetest"
 )
 
 // throughputConfig is the cached-path scenario: one cached observe
@@ -35,10 +33,7 @@ func defaultThroughput() throughputConfig {
 func registerThroughput(fs *flag.FlagSet) func(context.Context, *bench) ([]*report, error) {
 	c := defaultThroughput()
 	c.register(fs)
-	return func(ctx context.Context, b *bench) ([]*report, error) {
-		r, err := runThroughput(ctx, b, c)
-		return reports(r), err
-	}
+	return one(runThroughput, &c)
 }
 
 func (c *throughputConfig) register(fs *flag.FlagSet) {
@@ -53,9 +48,9 @@ func (c *throughputConfig) register(fs *flag.FlagSet) {
 func (c throughputConfig) validate() error {
 	switch {
 	case c.Clients < 1 || c.Duration <= 0 || c.Rounds < 1:
-		return usageError{"throughput: -clients and -rounds must be at least 1, -duration positive"}
+		return usageError("throughput: -clients and -rounds must be at least 1, -duration positive")
 	case c.Rate < 0 || (c.Rate > 0 && c.Conns < 1):
-		return usageError{"throughput: -rate must not be negative, -conns at least 1"}
+		return usageError("throughput: -rate must not be negative, -conns at least 1")
 	}
 	return nil
 }
@@ -80,25 +75,21 @@ type cachedPath struct {
 // limit, LOG_LEVEL logLevel), warms its cache with one observe, and starts
 // the bare server with the relay's answer; conns is the connections each
 // load client keeps.
-func startCachedPath(ctx context.Context, b *bench, name, logLevel string, conns int) (_ *cachedPath, err error) {
+func startCachedPath(ctx context.Context, b *bench, name, title, logLevel string, conns int) (_ *cachedPath, err error) {
 	st, err := b.start(ctx, stackConfig{
-		name: name,
-		fake: pulsedivetest.Config{},
-		env:  map[string]string{"PULSEDIVE_RATE_LIMIT": "0", "LOG_LEVEL": logLevel},
+		name: name, title: title, fakeText: "synthetic, no latency, no rate limit",
+		env:     map[string]string{"PULSEDIVE_RATE_LIMIT": "0", "LOG_LEVEL": logLevel},
+		clients: conns, timeout: time.Minute,
 	})
 	if err != nil {
 		return nil, err
 	}
-	cp := &cachedPath{st: st}
+	cp := &cachedPath{st: st, relayLC: st.lc}
 	defer func() {
 		if err != nil {
 			cp.close()
 		}
 	}()
-	cp.relayLC = newLoadClient(st.url, conns, time.Minute)
-	if err := st.warmUp(ctx, cp.relayLC); err != nil {
-		return nil, err
-	}
 	// A fixture's document, not a synthetic one made up from a fresh
 	// value: every run answers the same bytes, so runs compare.
 	if cp.req, err = b.observeRequest(b.apiKey(name), []observable{cachedPathObservable}); err != nil {
@@ -122,9 +113,6 @@ func startCachedPath(ctx context.Context, b *bench, name, logLevel string, conns
 }
 
 func (cp *cachedPath) close() {
-	if cp.relayLC != nil {
-		cp.relayLC.closeIdle()
-	}
 	if cp.bareLC != nil {
 		cp.bareLC.closeIdle()
 	}
@@ -217,13 +205,12 @@ func runThroughput(ctx context.Context, b *bench, c throughputConfig) (*report, 
 		conns = c.Conns
 		mode = fmt.Sprintf("open loop at %.0f requests/s on at most %d connections", c.Rate, c.Conns)
 	}
-	cp, err := startCachedPath(ctx, b, "throughput", c.LogLevel, conns)
+	cp, err := startCachedPath(ctx, b, "throughput", fmt.Sprintf("cached path: one cached observe, %s, %d rounds of %s on the relay and on a bare net/http server", mode, c.Rounds, c.Duration), c.LogLevel, conns)
 	if err != nil {
 		return nil, err
 	}
 	defer cp.close()
-	r := newReport("throughput", fmt.Sprintf("cached path: one cached observe, %s, %d rounds of %s on the relay and on a bare net/http server", mode, c.Rounds, c.Duration))
-	cp.st.describe(r, "synthetic, no latency, no rate limit")
+	r := cp.st.r
 	r.setting("bare server", fmt.Sprintf("net/http in a process of its own (pid %d): reads the body, writes the relay's %d bytes with its headers", cp.bare.pid(), len(cp.answer.Body)))
 
 	var rounds []roundResult

@@ -86,12 +86,12 @@ func memoryLimit(cacheBytes int64) int64 {
 // Timeouts of a client connection. Headers must arrive within
 // readHeaderTimeout; the whole request, body included, within
 // readTimeout; the answer must be written within the request timeout plus
-// answerSlack (each chunk of a long one within chunkWriteTimeout).
+// answerSlack (each chunk of a long one within the transport's
+// DefaultChunkWriteTimeout).
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = readHeaderTimeout + 10*time.Second
 	answerSlack       = 15 * time.Second
-	chunkWriteTimeout = 10 * time.Second
 	idleTimeout       = 30 * time.Second
 	// maxHeaderBytes fits a configuration token of auth's 16 KiB maximum
 	// with room for the other headers; net/http adds 4 KiB of slack.

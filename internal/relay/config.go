@@ -12,8 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pulsedive-relay/relay/cache"
 	"github.com/pulsedive-relay/relay/cluster"
 	"github.com/pulsedive-relay/relay/limiter"
+	"github.com/pulsedive-relay/relay/pipeline"
+	"github.com/pulsedive-relay/relay/pulsedive"
+	"github.com/pulsedive-relay/relay/transport"
 	"github.com/pulsedive-relay/relay/transport/auth"
 )
 
@@ -66,7 +70,8 @@ type config struct {
 
 // setting is one environment variable: its name, its default (as text, the
 // way an operator would write it), what it means, and how to read it into
-// the config. The settings of redacted are shown through their function
+// the config. A default that a package applies to a zero field is that
+// package's Default constant, written out here, so that it has one source. The settings of redacted are shown through their function
 // wherever a value is printed. A derived setting (one in derivations) has a
 // default that follows from other settings; its def only says how (the
 // README's default column).
@@ -84,23 +89,23 @@ var settings = []setting{
 	{"METRICS_ADDR", "", "separate listen address for /metrics, plain HTTP even with TLS; empty serves /metrics on RELAY_ADDR", metricsAddr},
 	{"RELAY_TLS_CERT_FILE", "", "PEM certificate chain to serve HTTPS on RELAY_ADDR with (TLS 1.2 or newer), reloaded when the file changes; empty: plain HTTP", tlsCertFile},
 	{"RELAY_TLS_KEY_FILE", "", "PEM private key (unencrypted) of RELAY_TLS_CERT_FILE's certificate, reloaded with it; set both or neither", tlsKeyFile},
-	{"PULSEDIVE_API_URL", "https://pulsedive.com/api/", "Pulsedive API base URL", func(c *config, v string) error { return baseURL(&c.PulsediveURL, v) }},
+	{"PULSEDIVE_API_URL", pulsedive.DefaultBaseURL, "Pulsedive API base URL", func(c *config, v string) error { return baseURL(&c.PulsediveURL, v) }},
 	{"PULSEDIVE_RATE_LIMIT", "30", "Pulsedive requests per minute per API key (0: no limit)", func(c *config, v string) error { return number(&c.RateLimit, v, 0) }},
-	{"PULSEDIVE_BURST", "10", "calls a rested API key may make at once (at most half of PULSEDIVE_RATE_LIMIT)", func(c *config, v string) error { return integer(&c.Burst, v, 1, 1_000_000) }},
-	{"PULSEDIVE_TIMEOUT", "10s", "timeout of one Pulsedive call", func(c *config, v string) error { return duration(&c.PulsediveTimeout, v, time.Millisecond) }},
-	{"RELAY_REQUEST_TIMEOUT", "25s", "whole request deadline; partial results after it", func(c *config, v string) error { return duration(&c.RequestTimeout, v, time.Millisecond) }},
-	{"RELAY_LINKS_MAX_WAIT", "5s", "how long Active DNS (links) calls wait for the key's budget once a request's verdicts are in (0: only budget free at once)", func(c *config, v string) error { return duration(&c.LinksMaxWait, v, 0) }},
-	{"RELAY_WORKERS", "32", "concurrent Pulsedive documents per request", func(c *config, v string) error { return integer(&c.Workers, v, 1, 4096) }},
+	{"PULSEDIVE_BURST", strconv.Itoa(limiter.DefaultBurst), "calls a rested API key may make at once (at most half of PULSEDIVE_RATE_LIMIT)", func(c *config, v string) error { return integer(&c.Burst, v, 1, 1_000_000) }},
+	{"PULSEDIVE_TIMEOUT", durationText(pulsedive.DefaultTimeout), "timeout of one Pulsedive call", func(c *config, v string) error { return duration(&c.PulsediveTimeout, v, time.Millisecond) }},
+	{"RELAY_REQUEST_TIMEOUT", durationText(pipeline.DefaultRequestTimeout), "whole request deadline; partial results after it", func(c *config, v string) error { return duration(&c.RequestTimeout, v, time.Millisecond) }},
+	{"RELAY_LINKS_MAX_WAIT", durationText(pipeline.DefaultLinksMaxWait), "how long Active DNS (links) calls wait for the key's budget once a request's verdicts are in (0: only budget free at once)", func(c *config, v string) error { return duration(&c.LinksMaxWait, v, 0) }},
+	{"RELAY_WORKERS", strconv.Itoa(pipeline.DefaultWorkers), "concurrent Pulsedive documents per request", func(c *config, v string) error { return integer(&c.Workers, v, 1, 4096) }},
 	{"RELAY_MAX_INFLIGHT", "256", "concurrent Pulsedive calls for the whole process", func(c *config, v string) error { return integer(&c.MaxInflight, v, 1, 1_000_000) }},
 	{"RELAY_MAX_INFLIGHT_PER_KEY", "", "concurrent Pulsedive calls one API key may hold, at most RELAY_MAX_INFLIGHT; empty: a quarter of RELAY_MAX_INFLIGHT (at least 1)", perKeyShare},
 	{"BREAKER_FAILURES", "10", "consecutive Pulsedive outage failures (5xx, timeouts, refused) that open the circuit breaker (0: no breaker)", func(c *config, v string) error { return integer(&c.BreakerFailures, v, 0, 1_000_000) }},
-	{"BREAKER_OPEN_FOR", "30s", "how long the open breaker answers at once before probing Pulsedive again", func(c *config, v string) error { return duration(&c.BreakerOpenFor, v, time.Second) }},
-	{"RELAY_MAX_OBSERVABLES", "1000", "observables per request", func(c *config, v string) error { return integer(&c.MaxObservables, v, 1, 1_000_000) }},
-	{"RELAY_MAX_BODY_BYTES", "1048576", "request body size limit in bytes", func(c *config, v string) error { return integer(&c.MaxBodyBytes, v, 2, 1<<30) }},
-	{"CACHE_MAX_BYTES", "67108864", "in-memory cache budget in bytes (0: no cache)", func(c *config, v string) error { return integer(&c.CacheMaxBytes, v, 0, 1<<40) }},
-	{"CACHE_TTL", "1h", "how long a Pulsedive document is fresh", func(c *config, v string) error { return duration(&c.CacheTTL, v, time.Second) }},
-	{"CACHE_NEGATIVE_TTL", "10m", "how long a \"no data\" answer is fresh", func(c *config, v string) error { return duration(&c.NegativeTTL, v, time.Second) }},
-	{"CACHE_STALE_TTL", "24h", "how long an expired document is kept to answer when Pulsedive fails", func(c *config, v string) error { return duration(&c.StaleTTL, v, 0) }},
+	{"BREAKER_OPEN_FOR", durationText(pulsedive.DefaultBreakerOpenFor), "how long the open breaker answers at once before probing Pulsedive again", func(c *config, v string) error { return duration(&c.BreakerOpenFor, v, time.Second) }},
+	{"RELAY_MAX_OBSERVABLES", strconv.Itoa(transport.DefaultMaxObservables), "observables per request", func(c *config, v string) error { return integer(&c.MaxObservables, v, 1, 1_000_000) }},
+	{"RELAY_MAX_BODY_BYTES", strconv.Itoa(transport.DefaultMaxBodyBytes), "request body size limit in bytes", func(c *config, v string) error { return integer(&c.MaxBodyBytes, v, 2, 1<<30) }},
+	{"CACHE_MAX_BYTES", strconv.Itoa(cache.DefaultMaxBytes), "in-memory cache budget in bytes (0: no cache)", func(c *config, v string) error { return integer(&c.CacheMaxBytes, v, 0, 1<<40) }},
+	{"CACHE_TTL", durationText(pipeline.DefaultCacheTTL), "how long a Pulsedive document is fresh", func(c *config, v string) error { return duration(&c.CacheTTL, v, time.Second) }},
+	{"CACHE_NEGATIVE_TTL", durationText(pipeline.DefaultNegativeTTL), "how long a \"no data\" answer is fresh", func(c *config, v string) error { return duration(&c.NegativeTTL, v, time.Second) }},
+	{"CACHE_STALE_TTL", durationText(pipeline.DefaultStaleTTL), "how long an expired document is kept to answer when Pulsedive fails", func(c *config, v string) error { return duration(&c.StaleTTL, v, 0) }},
 	{"RELAY_MEMORY_LIMIT", "GOMEMLIMIT, else CACHE_MAX_BYTES + max(64 MiB, CACHE_MAX_BYTES/2)", "memory the relay plans for, in bytes (or 200MiB, 1GiB); the four bounds below follow from it, and it is Go's soft memory limit when GOMEMLIMIT is unset", func(c *config, v string) error { return byteSize(&c.MemoryLimit, v, 32<<20) }},
 	{"RELAY_MAX_CONNECTIONS", "from RELAY_MEMORY_LIMIT", "open client connections; at the limit a new one replaces the longest idle, or is refused with HTTP 503", func(c *config, v string) error { return integer(&c.MaxConnections, v, 1, 1_000_000) }},
 	{"RELAY_MAX_REQUESTS", "from RELAY_MEMORY_LIMIT", "requests served at once (observable endpoints and /health); one API key gets at most half", func(c *config, v string) error { return integer(&c.MaxRequests, v, 1, 1_000_000) }},
@@ -124,13 +129,13 @@ var settings = []setting{
 	{"RELAY_AUDIENCE", "", "accepted token audiences, comma-separated, each scheme://host[:port] as Threat Response's module URL; empty: the request's own root URL", audiences},
 	{"SSL_CERT_FILE", "", "PEM file of CA certificates for HTTPS to Pulsedive, JWKS hosts and rediss://, read by Go in place of the system's bundle file (the system's certificate directories still count); empty: the system's", caFile},
 	{"SSL_CERT_DIR", "", "directories (colon-separated) of PEM CA certificates, read by Go in place of the system's certificate directories; empty: the system's", caDirs},
-	{"CTR_ENTITIES_LIMIT", "100", "entities per observable when the token sets none", func(c *config, v string) error { return integer(&c.EntitiesLimit, v, 1, 1_000_000) }},
+	{"CTR_ENTITIES_LIMIT", strconv.Itoa(auth.DefaultEntitiesLimit), "entities per observable when the token sets none", func(c *config, v string) error { return integer(&c.EntitiesLimit, v, 1, 1_000_000) }},
 	{"RELAY_DRAIN_DELAY", "5s", "on SIGTERM, how long /readyz answers 503 before the listener closes", func(c *config, v string) error { return duration(&c.DrainDelay, v, 0) }},
 	{"RELAY_SHUTDOWN_TIMEOUT", "RELAY_REQUEST_TIMEOUT + 20s", "how long in-flight requests may take to finish after that; at least RELAY_REQUEST_TIMEOUT, and the default covers a request accepted just before the listener closed", func(c *config, v string) error { return shutdownTimeout(&c.ShutdownTimeout, v, c.RequestTimeout) }},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", logLevel},
 	{"LOG_FORMAT", "json", "json or text", func(c *config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
 	{"REDIS_URL", "", "Redis the replicas share the Pulsedive budget, a cache and calls through: redis://[user:password@]host:port/db, rediss:// for TLS; empty: each replica on its own", func(c *config, v string) error { return redisURL(&c.RedisURL, v) }},
-	{"REDIS_TIMEOUT", "250ms", "timeout of one Redis command; a replica whose Redis fails falls back to its own share of the budget and its own cache", func(c *config, v string) error { return duration(&c.RedisTimeout, v, time.Millisecond) }},
+	{"REDIS_TIMEOUT", durationText(cluster.DefaultTimeout), "timeout of one Redis command; a replica whose Redis fails falls back to its own share of the budget and its own cache", func(c *config, v string) error { return duration(&c.RedisTimeout, v, time.Millisecond) }},
 	{"RELAY_REPLICAS", "1", "most replicas running at once (the HPA maximum): with Redis away each spends PULSEDIVE_RATE_LIMIT / RELAY_REPLICAS", func(c *config, v string) error { return integer(&c.Replicas, v, 1, 10_000) }},
 }
 

@@ -7,6 +7,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/pulsedive-relay/relay/cache"
+	"github.com/pulsedive-relay/relay/cluster"
+	"github.com/pulsedive-relay/relay/limiter"
+	"github.com/pulsedive-relay/relay/pipeline"
+	"github.com/pulsedive-relay/relay/pulsedive"
+	"github.com/pulsedive-relay/relay/transport"
+	"github.com/pulsedive-relay/relay/transport/auth"
 )
 
 func TestDefaultsLoad(t *testing.T) {
@@ -152,6 +160,60 @@ func TestMemoryLimit(t *testing.T) {
 		if got := memoryLimit(tt.cache); got != tt.want {
 			t.Errorf("memoryLimit(%d MiB) = %d MiB, want %d MiB", tt.cache/mib, got/mib, tt.want/mib)
 		}
+	}
+}
+
+// TestDefaultsAreThePackages: with nothing set, each setting whose
+// default a package applies to a zero field takes that package's Default
+// constant, written out and read back (durationText and the parsers agree),
+// so the relay and the package cannot drift apart.
+func TestDefaultsAreThePackages(t *testing.T) {
+	cfg, err := loadConfig(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]any{
+		"PULSEDIVE_API_URL":      cfg.PulsediveURL,
+		"PULSEDIVE_BURST":        cfg.Burst,
+		"PULSEDIVE_TIMEOUT":      cfg.PulsediveTimeout,
+		"RELAY_REQUEST_TIMEOUT":  cfg.RequestTimeout,
+		"RELAY_LINKS_MAX_WAIT":   cfg.LinksMaxWait,
+		"RELAY_WORKERS":          cfg.Workers,
+		"BREAKER_OPEN_FOR":       cfg.BreakerOpenFor,
+		"RELAY_MAX_OBSERVABLES":  cfg.MaxObservables,
+		"RELAY_MAX_BODY_BYTES":   cfg.MaxBodyBytes,
+		"CACHE_MAX_BYTES":        cfg.CacheMaxBytes,
+		"CACHE_TTL":              cfg.CacheTTL,
+		"CACHE_NEGATIVE_TTL":     cfg.NegativeTTL,
+		"CACHE_STALE_TTL":        cfg.StaleTTL,
+		"RELAY_JWKS_HOSTS":       cfg.JWKSHosts,
+		"RELAY_JWKS_TTL":         cfg.JWKSTTL,
+		"RELAY_JWKS_MAX_KEY_AGE": cfg.JWKSMaxKeyAge,
+		"CTR_ENTITIES_LIMIT":     cfg.EntitiesLimit,
+		"REDIS_TIMEOUT":          cfg.RedisTimeout,
+	}
+	want := map[string]any{
+		"PULSEDIVE_API_URL":      pulsedive.DefaultBaseURL,
+		"PULSEDIVE_BURST":        limiter.DefaultBurst,
+		"PULSEDIVE_TIMEOUT":      pulsedive.DefaultTimeout,
+		"RELAY_REQUEST_TIMEOUT":  pipeline.DefaultRequestTimeout,
+		"RELAY_LINKS_MAX_WAIT":   pipeline.DefaultLinksMaxWait,
+		"RELAY_WORKERS":          pipeline.DefaultWorkers,
+		"BREAKER_OPEN_FOR":       pulsedive.DefaultBreakerOpenFor,
+		"RELAY_MAX_OBSERVABLES":  transport.DefaultMaxObservables,
+		"RELAY_MAX_BODY_BYTES":   int64(transport.DefaultMaxBodyBytes),
+		"CACHE_MAX_BYTES":        int64(cache.DefaultMaxBytes),
+		"CACHE_TTL":              pipeline.DefaultCacheTTL,
+		"CACHE_NEGATIVE_TTL":     pipeline.DefaultNegativeTTL,
+		"CACHE_STALE_TTL":        pipeline.DefaultStaleTTL,
+		"RELAY_JWKS_HOSTS":       auth.DefaultJWKSHosts(),
+		"RELAY_JWKS_TTL":         auth.DefaultJWKSTTL,
+		"RELAY_JWKS_MAX_KEY_AGE": auth.DefaultMaxKeyAge,
+		"CTR_ENTITIES_LIMIT":     auth.DefaultEntitiesLimit,
+		"REDIS_TIMEOUT":          cluster.DefaultTimeout,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("defaults against the packages' (-package +relay):\n%s", diff)
 	}
 }
 

@@ -129,7 +129,7 @@ type wiring struct {
 // for /readyz.
 func wire(cfg config, d Deps, log *slog.Logger, ready func() bool) (*wiring, error) {
 	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg, version)
+	m, err := metrics.New(reg, metrics.Config{Version: version, Labels: metricLabels()})
 	if err != nil {
 		return nil, err
 	}
@@ -270,17 +270,16 @@ func wire(cfg config, d Deps, log *slog.Logger, ready func() bool) (*wiring, err
 	m.AdmissionLimit(transport.BoundBodyBytes, admission.BodyBytes)
 	m.AdmissionLimit(transport.BoundObservables, int64(admission.Observables))
 	tcfg := transport.Config{
-		Enricher:          pipe,
-		Auth:              authn,
-		Version:           version,
-		MaxBodyBytes:      cfg.MaxBodyBytes,
-		MaxObservables:    cfg.MaxObservables,
-		Admission:         admission,
-		ChunkWriteTimeout: chunkWriteTimeout,
-		WriteTimeout:      writeTimeout(cfg.RequestTimeout),
-		Ready:             ready,
-		Observer:          m,
-		Logger:            log,
+		Enricher:       pipe,
+		Auth:           authn,
+		Version:        version,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		MaxObservables: cfg.MaxObservables,
+		Admission:      admission,
+		WriteTimeout:   writeTimeout(cfg.RequestTimeout),
+		Ready:          ready,
+		Observer:       m,
+		Logger:         log,
 	}
 	if cfg.MetricsAddr == "" {
 		tcfg.Metrics = metricsHandler

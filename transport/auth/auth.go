@@ -96,13 +96,17 @@ const (
 	DefaultMaxTokenBytes   = 16 << 10
 )
 
-const (
-	// maxJWKSBytes bounds a JWKS document; a longer one is a failed fetch.
-	maxJWKSBytes = 1 << 20
+// maxJWKSBytes bounds a JWKS document; a longer one is a failed fetch.
+const maxJWKSBytes = 1 << 20
 
+// The outcomes of a JWKS fetch, as Observer.JWKSFetch gets them.
+const (
 	fetchOutcomeOK    = "ok"
 	fetchOutcomeError = "error"
 )
+
+// FetchOutcomes lists the outcomes of a JWKS fetch.
+func FetchOutcomes() []string { return []string{fetchOutcomeOK, fetchOutcomeError} }
 
 // Config configures an Authenticator. Zero values take the defaults noted.
 type Config struct {
@@ -167,10 +171,9 @@ type Config struct {
 // the token and the key are never passed.
 type Observer interface {
 	// JWKSFetch: "ok", or "error" (unreachable, timeout, non-2xx,
-	// redirect, too large, not a JWKS).
+	// redirect, too large, not a JWKS): one of FetchOutcomes.
 	JWKSFetch(outcome string)
-	// AuthFailure: the kind of refusal, one of the kind constants of
-	// refusal.go (missing_header ... wrong_payload; the tests list them).
+	// AuthFailure: the kind of refusal, one of FailureKinds.
 	AuthFailure(kind string)
 }
 

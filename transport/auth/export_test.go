@@ -1,7 +1,7 @@
 package auth
 
-// The vocabularies the tests check against the contract and the metrics:
-// every Reason an Error carries, and every kind of refusal.
+// The vocabulary the tests check against the contract: every Reason an
+// Error carries.
 
 // Reasons lists every reason an Error can carry, in the order the checks
 // run (expired and not-yet-valid are one step).
@@ -11,16 +11,5 @@ func Reasons() []string {
 		ReasonMissingJWKSHost, ReasonWrongJWKSHost, ReasonWrongKey,
 		ReasonKIDNotFound, ReasonExpired, ReasonNotYetValid,
 		ReasonWrongAudience, ReasonWrongPayload,
-	}
-}
-
-// FailureKinds lists every kind of refusal Observer.AuthFailure and the
-// "reason" field of a refusal's log line can carry, in the order the
-// checks run.
-func FailureKinds() []string {
-	return []string{
-		kindMissingHeader, kindWrongType, kindWrongStructure, kindMissingJWKSHost,
-		kindJWKSHostNotAllowed, kindJWKSUnavailable, kindWrongKey, kindKIDNotFound,
-		kindExpired, kindNotYetValid, kindWrongAudience, kindWrongPayload,
 	}
 }

@@ -31,6 +31,17 @@ const (
 	kindWrongPayload       = "wrong_payload"
 )
 
+// FailureKinds lists every kind of refusal Observer.AuthFailure and the
+// "reason" field of a refusal's log line can carry, in the order the
+// checks run.
+func FailureKinds() []string {
+	return []string{
+		kindMissingHeader, kindWrongType, kindWrongStructure, kindMissingJWKSHost,
+		kindJWKSHostNotAllowed, kindJWKSUnavailable, kindWrongKey, kindKIDNotFound,
+		kindExpired, kindNotYetValid, kindWrongAudience, kindWrongPayload,
+	}
+}
+
 // kindOf is the kind of a refusal for reason; a failed JWKS fetch sets
 // kindJWKSUnavailable itself.
 func kindOf(reason string) string {

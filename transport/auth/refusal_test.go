@@ -311,7 +311,7 @@ func TestRefusalLogRateLimit(t *testing.T) {
 // other (but "other" for what no kind names).
 func TestFailureKindsMatchMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg, "test")
+	m, err := metrics.New(reg, metrics.Config{Labels: metrics.Labels{AuthFailures: auth.FailureKinds()}})
 	if err != nil {
 		t.Fatal(err)
 	}
