@@ -218,9 +218,160 @@ func TestSlotsForgetKeys(t *testing.T) {
 	if n := len(s.keys); n != 0 {
 		t.Errorf("keys held after every release = %d, want 0", n)
 	}
-	if n := len(s.total); n != 0 {
+	if n := s.inUse; n != 0 {
 		t.Errorf("process-wide slots taken = %d, want 0", n)
 	}
+	if n := len(s.waiting); n != 0 {
+		t.Errorf("keys waiting after every release = %d, want 0", n)
+	}
+}
+
+// TestSlotsGoToTheKeyHoldingFewest: when every process-wide slot is taken,
+// a slot that frees goes to the waiting key that holds the fewest, not to
+// the calls that queued first. One tenant holding every slot under several
+// keys, with more calls waiting, leaves another key's call next in line.
+func TestSlotsGoToTheKeyHoldingFewest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSlots(4, 4)
+		ctx := context.Background()
+		var held []func()
+		for _, key := range []string{"a", "a", "b", "b"} { // the tenant, under two keys
+			release, err := s.acquire(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, release)
+		}
+
+		type grant struct {
+			key     string
+			release func()
+		}
+		granted := make(chan grant, 8)
+		ask := func(key string) {
+			go func() {
+				release, err := s.acquire(ctx, key)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				granted <- grant{key, release}
+			}()
+			synctest.Wait() // queued, in this order
+		}
+		// The tenant queues more calls first, then another key asks.
+		for _, key := range []string{"a", "b", "a", "b", "other"} {
+			ask(key)
+		}
+		if n := s.queued(); n != 5 {
+			t.Fatalf("calls waiting = %d, want 5", n)
+		}
+
+		var given []grant
+		next := func() string {
+			synctest.Wait()
+			select {
+			case g := <-granted:
+				given = append(given, g)
+				return g.key
+			default:
+				return "(none)"
+			}
+		}
+		held[0]() // one of the tenant's calls ends
+		if got := next(); got != "other" {
+			t.Fatalf("the freed slot went to %q, want the key holding none", got)
+		}
+		// a holds 1, b 2: a's waiting call comes next.
+		held[1]()
+		if got := next(); got != "a" {
+			t.Errorf("next slot went to %q, want a (holding 0, waiting longest)", got)
+		}
+		// Both hold 1 now; b's call has waited longer than a's second.
+		held[2]()
+		if got := next(); got != "b" {
+			t.Errorf("next slot went to %q, want b (waiting longer)", got)
+		}
+		held[3]()
+		if got := next(); got != "a" {
+			t.Errorf("next slot went to %q, want a (holding 1 to b's 2)", got)
+		}
+		given[0].release() // other's call ends: b's last call gets its slot
+		if got := next(); got != "b" {
+			t.Errorf("next slot went to %q, want b", got)
+		}
+		for _, g := range given[1:] {
+			g.release()
+		}
+		if s.inUse != 0 || len(s.keys) != 0 {
+			t.Errorf("after every release: %d slots taken, %d keys kept; want none", s.inUse, len(s.keys))
+		}
+	})
+}
+
+// TestSlotsKeepAReserve: an eighth of the process-wide slots is kept for
+// keys holding none, so a tenant that takes every slot it can still leaves
+// another key's first call a slot at once.
+func TestSlotsKeepAReserve(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSlots(16, 16) // a reserve of 2
+		ctx := context.Background()
+		take := func(key string) (func(), bool) {
+			var release func()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				var err error
+				if release, err = s.acquire(ctx, key); err != nil {
+					t.Error(err)
+				}
+			}()
+			synctest.Wait()
+			select {
+			case <-done:
+				return release, true
+			default:
+				return nil, false // waiting; released at the end
+			}
+		}
+		var releases []func()
+		for i := range 14 {
+			release, ok := take("tenant")
+			if !ok {
+				t.Fatalf("the tenant's call %d waited with %d slots taken", i, s.inUse)
+			}
+			releases = append(releases, release)
+		}
+		if _, ok := take("tenant"); ok {
+			t.Errorf("the tenant took a reserved slot")
+		}
+		for _, key := range []string{"other", "third"} {
+			release, ok := take(key)
+			if !ok {
+				t.Errorf("%s's first call waited: the reserve was not kept for it", key)
+				continue
+			}
+			releases = append(releases, release)
+		}
+		if _, ok := take("other"); ok {
+			t.Errorf("other's second call took a slot past the bound")
+		}
+		for _, release := range releases {
+			release()
+		}
+		synctest.Wait()
+	})
+}
+
+// queued counts the calls waiting for a slot.
+func (s *slots) queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for ks := range s.waiting {
+		n += len(ks.queue)
+	}
+	return n
 }
 
 // TestNoRedirectsKeepsTheCallersClient: the client the relay uses is a

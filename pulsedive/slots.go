@@ -6,24 +6,40 @@ import (
 )
 
 // slots bounds the calls in flight: at most perKey for one API key, at most
-// total for the process. A call takes its key's slot first and a
-// process-wide one second, so a key at its share waits without holding a
-// process-wide slot that another key could use: one tenant rotating slow
-// values cannot starve the others.
+// total for the process. A call over its key's share waits without holding
+// a process-wide slot another key could use. Of the process-wide slots, an
+// eighth is kept for keys that hold none, and when the slots are all taken,
+// a slot that frees goes to the waiting key that holds the fewest (the
+// longest-waiting call of that key first), not to whoever queued first. One
+// tenant filling the slots with slow calls, even under dozens of keys,
+// leaves another key's first call a slot at once, or the next one to free.
 type slots struct {
-	total  chan struct{} // a semaphore; nil when the process has no bound
-	perKey int           // 0: no per-key bound
+	total   int // 0: no process-wide bound
+	perKey  int // 0: no per-key bound
+	reserve int // of total, for keys holding no slot
 
-	mu   sync.Mutex
-	keys map[string]*keySlots // keys holding or waiting for a slot
+	mu      sync.Mutex
+	inUse   int                  // process-wide slots held
+	seq     uint64               // arrival order of waiting calls
+	keys    map[string]*keySlots // keys holding or waiting for a slot
+	waiting map[*keySlots]struct{}
 }
 
 // keySlots is one key's share. users counts the calls holding or waiting
 // for one of its slots; the entry goes when it drops to zero, so the map
 // holds only keys with calls in flight or waiting.
 type keySlots struct {
-	sem   chan struct{}
+	key   string
+	held  int
 	users int
+	queue []*slotWaiter // first come first
+}
+
+// slotWaiter is one call waiting for a slot; ready is closed once granted.
+type slotWaiter struct {
+	seq     uint64
+	ready   chan struct{}
+	granted bool
 }
 
 // newSlots returns the bounds, or nil when there are none.
@@ -31,68 +47,126 @@ func newSlots(total, perKey int) *slots {
 	if total <= 0 && perKey <= 0 {
 		return nil
 	}
-	s := &slots{perKey: max(perKey, 0), keys: map[string]*keySlots{}}
-	if total > 0 {
-		s.total = make(chan struct{}, total)
+	return &slots{
+		total:   max(total, 0),
+		perKey:  max(perKey, 0),
+		reserve: max(total, 0) / 8,
+		keys:    map[string]*keySlots{},
+		waiting: map[*keySlots]struct{}{},
 	}
-	return s
 }
 
-// acquire waits for a slot of key (a fingerprint) and a process-wide one,
-// within ctx. release must be called once the call is over. A nil *slots
-// never waits.
+// acquire waits for a slot of key (a fingerprint), within ctx. release must
+// be called once the call is over. A nil *slots never waits.
 func (s *slots) acquire(ctx context.Context, key string) (release func(), _ error) {
 	if s == nil {
 		return func() {}, nil
 	}
-	var ks *keySlots
-	if s.perKey > 0 {
-		ks = s.join(key)
-		select {
-		case ks.sem <- struct{}{}:
-		case <-ctx.Done():
-			s.leave(key, ks)
-			return nil, contextError(ctx.Err())
-		}
-	}
-	if s.total != nil {
-		select {
-		case s.total <- struct{}{}:
-		case <-ctx.Done():
-			if ks != nil {
-				<-ks.sem
-				s.leave(key, ks)
-			}
-			return nil, contextError(ctx.Err())
-		}
-	}
-	return func() {
-		if s.total != nil {
-			<-s.total
-		}
-		if ks != nil {
-			<-ks.sem
-			s.leave(key, ks)
-		}
-	}, nil
-}
-
-func (s *slots) join(key string) *keySlots {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	ks := s.keys[key]
 	if ks == nil {
-		ks = &keySlots{sem: make(chan struct{}, s.perKey)}
+		ks = &keySlots{key: key}
 		s.keys[key] = ks
 	}
 	ks.users++
-	return ks
+	if s.free(ks) && len(s.waiting) == 0 {
+		s.take(ks)
+		s.mu.Unlock()
+		return func() { s.release(ks) }, nil
+	}
+	s.seq++
+	w := &slotWaiter{seq: s.seq, ready: make(chan struct{})}
+	ks.queue = append(ks.queue, w)
+	s.waiting[ks] = struct{}{}
+	s.dispatch() // a slot may be free for this key, or for one that waits
+	s.mu.Unlock()
+
+	select {
+	case <-w.ready:
+		return func() { s.release(ks) }, nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	if w.granted { // granted as ctx ended: hand the slot on
+		s.mu.Unlock()
+		s.release(ks)
+		return nil, contextError(ctx.Err())
+	}
+	for i, q := range ks.queue {
+		if q == w {
+			ks.queue = append(ks.queue[:i], ks.queue[i+1:]...)
+			break
+		}
+	}
+	if len(ks.queue) == 0 {
+		delete(s.waiting, ks)
+	}
+	s.leave(ks)
+	s.mu.Unlock()
+	return nil, contextError(ctx.Err())
 }
 
-func (s *slots) leave(key string, ks *keySlots) {
+// free reports whether ks may take a slot now: one under its share, and
+// one of the process's, the reserve only when it holds none. s.mu is held.
+func (s *slots) free(ks *keySlots) bool {
+	if s.perKey > 0 && ks.held >= s.perKey {
+		return false
+	}
+	if s.total == 0 {
+		return true
+	}
+	return s.inUse < s.total-s.reserve || (ks.held == 0 && s.inUse < s.total)
+}
+
+// take gives ks a slot. s.mu is held.
+func (s *slots) take(ks *keySlots) {
+	ks.held++
+	s.inUse++
+}
+
+// release gives a slot of ks back and hands slots to waiting calls.
+func (s *slots) release(ks *keySlots) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	ks.held--
+	s.inUse--
+	s.leave(ks)
+	s.dispatch()
+}
+
+// dispatch grants free slots to waiting calls: each to the longest-waiting
+// call of the waiting key that holds the fewest slots, among the keys that
+// may take one (free). s.mu is held.
+func (s *slots) dispatch() {
+	for len(s.waiting) > 0 && (s.total == 0 || s.inUse < s.total) {
+		var best *keySlots
+		for ks := range s.waiting {
+			if !s.free(ks) {
+				continue
+			}
+			if best == nil || ks.held < best.held || (ks.held == best.held && ks.queue[0].seq < best.queue[0].seq) {
+				best = ks
+			}
+		}
+		if best == nil {
+			return // every waiting key is at its share
+		}
+		w := best.queue[0]
+		best.queue = best.queue[1:]
+		if len(best.queue) == 0 {
+			best.queue = nil
+			delete(s.waiting, best)
+		}
+		s.take(best)
+		w.granted = true
+		close(w.ready)
+	}
+}
+
+// leave ends one call's use of ks, forgetting the key when it has none.
+// s.mu is held.
+func (s *slots) leave(ks *keySlots) {
 	if ks.users--; ks.users == 0 {
-		delete(s.keys, key)
+		delete(s.keys, ks.key)
 	}
 }
