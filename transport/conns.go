@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,31 +16,47 @@ import (
 // counts every accepted connection; the server's ConnState, ConnContext
 // and Handler, set to its methods, tell it what each connection is doing.
 //
-// At the limit a new connection takes the place of another that has done
-// nothing for MinIdle (as nginx reuses keep-alive connections): first the
-// one idle the longest with no request waiting in its socket, else the new
-// one that has gone longest without sending whole headers (a slowloris;
-// net/http reports a request only once its headers are read, so one
-// stalling on a keep-alive connection counts as idle). Clients
-// that went quiet make room for callers with a request to make. With none
-// to take, the new connection is refused at once with HTTP 503 and
-// Retry-After, and closed; it is not left waiting in the kernel's accept
-// queue as netutil.LimitListener would, where a client only sees a
-// timeout. Refusals are counted (bound "connections"), and the open
-// connections are in the admission_in_use gauge.
+// At the limit a new connection takes the place of another that is doing
+// nothing, as nginx drains its reusable keep-alive connections, in this
+// order:
+//
+//  1. the one idle the longest, at any age, among those that never
+//     carried a request with a valid token (the handler vouches for the
+//     others);
+//  2. the one that has gone longest without sending whole headers, once
+//     it has been at them for SlowHeaders (a slowloris; net/http reports
+//     a request only once its headers are read, so one stalling on a
+//     keep-alive connection counts as idle);
+//  3. the one idle the longest among those vouched for, once idle for
+//     VouchedIdle.
+//
+// An idle connection with the bytes of a request waiting in its socket is
+// never taken. Clients that went quiet make room for callers with a
+// request to make, and a flood of connections cannot take a caller's: a
+// flood whose connections went idle a moment ago would otherwise shut
+// every newcomer out while its own refused connections came straight back
+// (relaybench attack idle-conns measured 0.35 of legitimate requests
+// answered on two cores with one 2 s minimum for all), and with no minimum
+// for all it would churn through the legitimate clients' keep-alive
+// connections between two of their requests. With none to take, the new
+// connection is refused at once with HTTP 503 and Retry-After, and
+// closed; it is not left waiting in the kernel's accept queue as
+// netutil.LimitListener would, where a client only sees a timeout.
+// Refusals are counted (bound "connections"), and the open connections
+// are in the admission_in_use gauge.
 type ConnLimit struct {
-	max     int
-	minIdle time.Duration
-	obs     Observer
-	now     func() time.Time
+	max                      int
+	slowHeaders, vouchedIdle time.Duration
+	obs                      Observer
+	now                      func() time.Time
 
 	mu    sync.Mutex
 	conns map[net.Conn]*tracked
-	// idle holds the idle connections, reading those that have not
-	// reached a handler since their request began (or since they were
-	// accepted), each in the order they got there.
-	idle, reading *list.List
-	refusal       chan struct{} // bounds the refusals being written
+	// idle and vouched hold the idle connections, reading those that
+	// have not reached a handler since their request began (or since they
+	// were accepted), each in the order they got there.
+	idle, vouched, reading *list.List
+	refusal                chan struct{} // bounds the refusals being written
 }
 
 // tracked is one connection: in at most one of the lists.
@@ -48,17 +65,23 @@ type tracked struct {
 	since time.Time
 	in    *list.List
 	elem  *list.Element
+	// vouched: the connection carried a request with a valid token.
+	vouched atomic.Bool
 }
 
 // ConnLimitConfig configures a ConnLimit.
 type ConnLimitConfig struct {
 	// Max is the most connections open at once; 0 leaves them unbounded.
 	Max int
-	// MinIdle is how long a connection must have been idle, or sending
-	// headers, before a new one may take its place (2s): a client that
-	// just got its answer is likely to send its next request on it.
-	MinIdle  time.Duration
-	Observer Observer
+	// SlowHeaders is how long a connection must have been sending its
+	// headers before a new one may take its place (2s): a client on a slow
+	// link gets that long before it counts as a slowloris.
+	SlowHeaders time.Duration
+	// VouchedIdle is how long a connection vouched for must have been
+	// idle before a new one may take its place (2s): a caller between
+	// two requests keeps its connection.
+	VouchedIdle time.Duration
+	Observer    Observer
 	// Now is the clock of idle times; time.Now when nil.
 	Now func() time.Time
 }
@@ -70,12 +93,16 @@ const maxRefusing = 64
 // NewConnLimit returns a connection bound.
 func NewConnLimit(cfg ConnLimitConfig) *ConnLimit {
 	c := &ConnLimit{
-		max: cfg.Max, minIdle: cfg.MinIdle, obs: cfg.Observer, now: cfg.Now,
-		conns: map[net.Conn]*tracked{}, idle: list.New(), reading: list.New(),
+		max: cfg.Max, slowHeaders: cfg.SlowHeaders, vouchedIdle: cfg.VouchedIdle,
+		obs: cfg.Observer, now: cfg.Now,
+		conns: map[net.Conn]*tracked{}, idle: list.New(), vouched: list.New(), reading: list.New(),
 		refusal: make(chan struct{}, maxRefusing),
 	}
-	if c.minIdle <= 0 {
-		c.minIdle = 2 * time.Second
+	if c.slowHeaders <= 0 {
+		c.slowHeaders = 2 * time.Second
+	}
+	if c.vouchedIdle <= 0 {
+		c.vouchedIdle = 2 * time.Second
 	}
 	if c.obs == nil {
 		c.obs = nopObserver{}
@@ -160,29 +187,38 @@ func (c *ConnLimit) admit(conn net.Conn) bool {
 // with no request arriving.
 const victimScan = 8
 
-// victim picks the connection to close, c.mu held: the longest idle one
-// (idle for minIdle, no bytes of a request waiting on it), else the one
-// sending its headers the longest (for minIdle); nil when none may go.
+// victim picks the connection to close, c.mu held, in the order of
+// ConnLimit's comment; nil when none may go.
 func (c *ConnLimit) victim() *tracked {
 	now := c.now()
-	e := c.idle.Front()
+	if t := c.idlest(c.idle, now, 0); t != nil {
+		return t
+	}
+	if e := c.reading.Front(); e != nil {
+		if t := e.Value.(*tracked); now.Sub(t.since) >= c.slowHeaders {
+			return t
+		}
+	}
+	return c.idlest(c.vouched, now, c.vouchedIdle)
+}
+
+// idlest is the connection of idle list l idle the longest, for at least
+// least, with no bytes of a request waiting on it; it looks at
+// victimScan of them at most.
+func (c *ConnLimit) idlest(l *list.List, now time.Time, least time.Duration) *tracked {
+	e := l.Front()
 	for range victimScan {
 		if e == nil {
-			break
+			return nil
 		}
 		t := e.Value.(*tracked)
-		if now.Sub(t.since) < c.minIdle {
-			break // the rest went idle later still
+		if now.Sub(t.since) < least {
+			return nil // the rest went idle later still
 		}
 		if !pendingInput(t.conn) {
 			return t
 		}
 		e = e.Next()
-	}
-	if e := c.reading.Front(); e != nil {
-		if t := e.Value.(*tracked); now.Sub(t.since) >= c.minIdle {
-			return t
-		}
 	}
 	return nil
 }
@@ -238,6 +274,8 @@ func (c *ConnLimit) ConnState(conn net.Conn, state http.ConnState) {
 	gone := false
 	switch {
 	case !tracked: // taken as a victim, or never admitted
+	case state == http.StateIdle && t.vouched.Load():
+		c.move(t, c.vouched)
 	case state == http.StateIdle:
 		c.move(t, c.idle)
 	case state == http.StateActive:
@@ -255,10 +293,26 @@ func (c *ConnLimit) ConnState(conn net.Conn, state http.ConnState) {
 
 type connKey struct{}
 
-// ConnContext is the http.Server's ConnContext hook: it lets Handler find
-// the request's connection.
+// ConnContext is the http.Server's ConnContext hook: it lets Handler and
+// vouch find the request's connection.
 func (c *ConnLimit) ConnContext(ctx context.Context, conn net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, conn)
+	c.mu.Lock()
+	t := c.conns[conn]
+	c.mu.Unlock()
+	if t == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, connKey{}, t)
+}
+
+// vouch marks the connection of a request that carried a valid token: once
+// idle, it is taken to make room only after the connections of callers
+// without one (see ConnLimit). Requests on a connection no ConnLimit
+// counts are ignored.
+func vouch(r *http.Request) {
+	if t, ok := r.Context().Value(connKey{}).(*tracked); ok {
+		t.vouched.Store(true)
+	}
 }
 
 // Handler wraps the server's handler: a connection whose request has
@@ -269,9 +323,9 @@ func (c *ConnLimit) Handler(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if conn, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		if t, ok := r.Context().Value(connKey{}).(*tracked); ok {
 			c.mu.Lock()
-			if t, ok := c.conns[conn]; ok {
+			if c.conns[t.conn] == t {
 				c.move(t, nil)
 			}
 			c.mu.Unlock()

@@ -47,7 +47,7 @@ func newLimited(t *testing.T, max int, obs Observer) *limited {
 		clock:  &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 		states: make(chan http.ConnState, 64), entered: make(chan struct{}, 8), release: make(chan struct{}),
 	}
-	cl := NewConnLimit(ConnLimitConfig{Max: max, MinIdle: time.Second, Observer: obs, Now: l.clock.Now})
+	cl := NewConnLimit(ConnLimitConfig{Max: max, SlowHeaders: time.Second, VouchedIdle: time.Second, Observer: obs, Now: l.clock.Now})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +55,9 @@ func newLimited(t *testing.T, max int, obs Observer) *limited {
 	l.addr = ln.Addr().String()
 	srv := &http.Server{
 		Handler: cl.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/vouched" {
+				vouch(r)
+			}
 			if r.URL.Path == "/slow" {
 				l.entered <- struct{}{}
 				<-l.release
@@ -159,8 +162,9 @@ func wantRefused(t *testing.T, what string, c *client) {
 }
 
 // TestConnLimitReplacesTheLongestIdle: at the limit, a new connection
-// takes the place of the one idle longest once it has been idle MinIdle;
-// before that, it is answered 503 with Retry-After and closed.
+// takes the place of the one idle longest, however short its idle time;
+// with every connection served, it is answered 503 with Retry-After and
+// closed.
 func TestConnLimitReplacesTheLongestIdle(t *testing.T) {
 	obs := &recorder{}
 	l := newLimited(t, 2, obs)
@@ -171,16 +175,25 @@ func TestConnLimitReplacesTheLongestIdle(t *testing.T) {
 		l.await(t, http.StateIdle)
 	}
 
-	wantRefused(t, "over the limit, nothing idle for a second", l.dial(t))
-
-	l.clock.Advance(time.Second)
-	resp, err := l.dial(t).get("/healthz")
-	wantServed(t, "over the limit, the first idle for a second", resp, err)
+	third := l.dial(t)
+	resp, err := third.get("/healthz")
+	wantServed(t, "over the limit, the first idle a moment", resp, err)
 	if !first.closed() {
 		t.Error("the longest idle connection was not closed")
 	}
+	l.await(t, http.StateIdle)
 	resp, err = second.get("/healthz")
 	wantServed(t, "the other idle connection", resp, err)
+	l.await(t, http.StateIdle)
+
+	for _, c := range []*client{second, third} {
+		if _, err := fmt.Fprint(c.conn, "GET /slow HTTP/1.1\r\nHost: relay\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		<-l.entered
+	}
+	l.clock.Advance(time.Minute)
+	wantRefused(t, "over the limit, every connection served", l.dial(t))
 
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
@@ -192,8 +205,46 @@ func TestConnLimitReplacesTheLongestIdle(t *testing.T) {
 	}
 }
 
+// TestConnLimitKeepsVouchedConnections: a connection that carried a
+// request with a valid token is taken only after the others, and only
+// once idle for VouchedIdle.
+func TestConnLimitKeepsVouchedConnections(t *testing.T) {
+	l := newLimited(t, 2, nil)
+	caller, flood := l.dial(t), l.dial(t)
+	resp, err := caller.get("/vouched")
+	wantServed(t, "the caller", resp, err)
+	l.await(t, http.StateIdle)
+	resp, err = flood.get("/healthz")
+	wantServed(t, "the flood", resp, err)
+	l.await(t, http.StateIdle)
+
+	newcomer := l.dial(t)
+	resp, err = newcomer.get("/healthz")
+	wantServed(t, "a newcomer, the caller idle longer than the flood", resp, err)
+	l.await(t, http.StateIdle)
+	if !flood.closed() {
+		t.Error("the flood's connection was not the one closed")
+	}
+	if resp, err := caller.get("/vouched"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the caller's connection after the newcomer: %v %v", resp, err)
+	}
+	l.await(t, http.StateIdle)
+	if _, err := fmt.Fprint(newcomer.conn, "GET /slow HTTP/1.1\r\nHost: relay\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-l.entered
+
+	wantRefused(t, "only the caller idle, a moment", l.dial(t))
+	l.clock.Advance(time.Second)
+	resp, err = l.dial(t).get("/healthz")
+	wantServed(t, "the caller idle for VouchedIdle", resp, err)
+	if !caller.closed() {
+		t.Error("the caller's connection idle for VouchedIdle was not closed")
+	}
+}
+
 // TestConnLimitReplacesSlowHeaders: a connection still sending its
-// headers after MinIdle makes room; one whose request is being served
+// headers after SlowHeaders makes room; one whose request is being served
 // never does.
 func TestConnLimitReplacesSlowHeaders(t *testing.T) {
 	l := newLimited(t, 1, nil)

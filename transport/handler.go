@@ -140,6 +140,9 @@ type dataBody struct {
 func (h *handler) enrich(empty any, run func(context.Context, pipeline.Request) (data any, errs []error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		claims, authErr := h.cfg.Auth.Authenticate(r)
+		if authErr == nil {
+			vouch(r)
+		}
 		t := tenantOf(claims, authErr)
 		if err := h.pools.requests.acquire(t, 1); err != nil {
 			h.refuse(w, r, err, false)
@@ -233,6 +236,9 @@ func bundleData(b *ctim.Bundle, withErrors bool) any {
 func (h *handler) health() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		claims, err := h.cfg.Auth.Authenticate(r)
+		if err == nil {
+			vouch(r)
+		}
 		t := tenantOf(claims, err)
 		if busy := h.pools.requests.acquire(t, 1); busy != nil {
 			h.refuse(w, r, busy, true)
