@@ -268,7 +268,15 @@ func (a *attack) legitFigures(res *loadResult, t *legitTally) {
 		share = float64(t.ok) / float64(res.Sent)
 	}
 	a.r.add("legit_sent", "legitimate requests sent", float64(res.Sent), unitCount)
-	a.r.add("legit_answered", "legitimate requests answered without error (share)", share, unitRatio).want(opAtLeast, 0.99).headline()
+	answered := a.r.add("legit_answered", "legitimate requests answered without error (share)", share, unitRatio).headline()
+	if a.c.Short {
+		// The CI gate fails on a crash, a lost request or memory over the
+		// limit; a few seconds of a row on a busy machine are too few to
+		// judge the legitimate share by, so -short reports it only.
+		answered.aim(opAtLeast, 0.99)
+	} else {
+		answered.want(opAtLeast, 0.99)
+	}
 	p99 := a.r.addDuration("legit_p99_ms", "legitimate answers, p99", percentile(t.latencies, 0.99)).headline()
 	if a.row.legitP99 > 0 {
 		p99.aim(opAtMost, float64(a.row.legitP99/time.Millisecond))
