@@ -2,12 +2,13 @@
 # Redis checks for CI, run after Debian's redis-server package is
 # installed: the tests that need a real Redis must run here, not skip.
 #
-# Each of those tests starts and stops its own redis-server on a free
-# loopback port (cluster/redistest) rather than sharing one for the suite:
-# the scale-out test kills Redis under three running relays and restarts
-# it, the cluster tests kill it to see the fallback, and go test runs
-# packages at once, so a shared server would be pulled from under the
-# others. This script checks that they ran and passed.
+# The tests that only use Redis take an empty database of the suite's
+# server, the one .ci/run starts and names in RELAY_TEST_REDIS; those that
+# kill Redis (the scale-out test under three running relays, the cluster
+# tests of the fallback) start and stop their own on a free loopback port
+# (cluster/redistest), since go test runs packages at once and the suite's
+# must stay up for the others. This script checks that they ran and
+# passed, and that the suite's server was the one used.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -37,3 +38,12 @@ run() {
 run ./cluster TestBudgetSharedAcrossReplicas TestBudgetReservesInOrder TestPauseStopsEveryReplica \
 	TestPauseNoticedWhileWaiting TestFallbackAndReturn TestStartsInFallback TestStoreSharesDocuments TestCollapse TestSlotLostWithRedisState
 run ./internal/relay TestScaleOut
+
+if [ -n "${RELAY_TEST_REDIS:-}" ]; then
+	used=$(redis-cli -u "$RELAY_TEST_REDIS" info keyspace | grep -c '^db' || true)
+	[ "$used" -gt 0 ] || {
+		echo "redis-check: no test wrote to the suite's Redis ($RELAY_TEST_REDIS)" >&2
+		exit 1
+	}
+	echo "the suite's Redis ($RELAY_TEST_REDIS): $used databases used"
+fi

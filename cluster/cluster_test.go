@@ -23,8 +23,25 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// startRedis runs a redis-server of the test's own, killed when it ends.
-// Each test owns one: some kill it, and packages run at once.
+// redisURL is an empty Redis database for a test that never takes Redis
+// away: of the suite's server when .ci/run names one, else of a server of
+// the test's own.
+func redisURL(t *testing.T) string {
+	t.Helper()
+	url, done, err := redistest.Database(t.TempDir())
+	if errors.Is(err, redistest.ErrNoServer) {
+		t.Skip("redis-server is not on PATH: apt-get install redis-server to run the Redis tests; CI installs it and checks they ran")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(done)
+	return url
+}
+
+// startRedis runs a redis-server of the test's own, killed when it ends,
+// for a test that kills it: packages run at once, and another test's
+// Redis must stay up.
 func startRedis(t *testing.T) *redistest.Server {
 	t.Helper()
 	srv, err := redistest.Start(t.TempDir())
@@ -153,10 +170,10 @@ func tryNow(b *Budget, key string) error {
 // three calls at once across all of them (then one every 20 s), and keys
 // do not share.
 func TestBudgetSharedAcrossReplicas(t *testing.T) {
-	srv := startRedis(t)
+	url := redisURL(t)
 	var budgets []*Budget
 	for range 3 {
-		budgets = append(budgets, newBudget(t, newReplica(t, srv.URL()), BudgetConfig{PerMinute: 6, Burst: 3, Replicas: 3}))
+		budgets = append(budgets, newBudget(t, newReplica(t, url), BudgetConfig{PerMinute: 6, Burst: 3, Replicas: 3}))
 	}
 	granted := map[string]int{}
 	for round := range 4 {
@@ -185,9 +202,9 @@ func TestBudgetSharedAcrossReplicas(t *testing.T) {
 // TestBudgetReservesInOrder: a call that must wait is given its slot at
 // once, so the calls waiting on several replicas queue one interval apart.
 func TestBudgetReservesInOrder(t *testing.T) {
-	srv := startRedis(t)
-	a := newBudget(t, newReplica(t, srv.URL()), BudgetConfig{PerMinute: 6, Burst: 1})
-	b := newBudget(t, newReplica(t, srv.URL()), BudgetConfig{PerMinute: 6, Burst: 1})
+	url := redisURL(t)
+	a := newBudget(t, newReplica(t, url), BudgetConfig{PerMinute: 6, Burst: 1})
+	b := newBudget(t, newReplica(t, url), BudgetConfig{PerMinute: 6, Burst: 1})
 	// Budget(6, 1): burst 1, refill 5/min, a slot every 12 s.
 	var waits []time.Duration
 	for _, bud := range []*Budget{a, b, a, b} {
@@ -217,9 +234,9 @@ func TestBudgetReservesInOrder(t *testing.T) {
 // TestPauseStopsEveryReplica: one replica's 429 pauses the key on all; a
 // call whose deadline ends first fails fast with the pause's length.
 func TestPauseStopsEveryReplica(t *testing.T) {
-	srv := startRedis(t)
-	a := newBudget(t, newReplica(t, srv.URL()), BudgetConfig{PerMinute: 600, Burst: 5})
-	b := newBudget(t, newReplica(t, srv.URL()), BudgetConfig{PerMinute: 600, Burst: 5, PollEvery: 10 * time.Millisecond})
+	url := redisURL(t)
+	a := newBudget(t, newReplica(t, url), BudgetConfig{PerMinute: 600, Burst: 5})
+	b := newBudget(t, newReplica(t, url), BudgetConfig{PerMinute: 600, Burst: 5, PollEvery: 10 * time.Millisecond})
 	if err := tryNow(b, "k"); err != nil {
 		t.Fatalf("before the pause: %v", err)
 	}
@@ -241,10 +258,10 @@ func TestPauseStopsEveryReplica(t *testing.T) {
 // set meanwhile by another replica and fails fast instead of calling into
 // it.
 func TestPauseNoticedWhileWaiting(t *testing.T) {
-	srv := startRedis(t)
+	url := redisURL(t)
 	polled := make(chan struct{})
-	a := newBudget(t, newReplica(t, srv.URL()), BudgetConfig{PerMinute: 6, Burst: 1})
-	b := newBudget(t, newReplica(t, srv.URL(), func(c *Config) {
+	a := newBudget(t, newReplica(t, url), BudgetConfig{PerMinute: 6, Burst: 1})
+	b := newBudget(t, newReplica(t, url, func(c *Config) {
 		c.Observer = &pollSignal{Observer: c.Observer, polled: polled}
 	}), BudgetConfig{PerMinute: 6, Burst: 1, PollEvery: 10 * time.Millisecond})
 	if err := tryNow(a, "k"); err != nil {
@@ -408,7 +425,7 @@ func testDoc(value string) pipeline.Document {
 // Redis with the windows left, fills its own L1 with, and then serves
 // without Redis.
 func TestStoreSharesDocuments(t *testing.T) {
-	srv := startRedis(t)
+	url := redisURL(t)
 	t0 := time.Now().Truncate(time.Millisecond) // L2 keeps milliseconds
 	var clock struct {
 		sync.Mutex
@@ -418,8 +435,8 @@ func TestStoreSharesDocuments(t *testing.T) {
 	now := func() time.Time { clock.Lock(); defer clock.Unlock(); return clock.now }
 	setNow := func(t time.Time) { clock.Lock(); defer clock.Unlock(); clock.now = t }
 
-	a := newReplica(t, srv.URL(), func(c *Config) { c.Now = now })
-	b := newReplica(t, srv.URL(), func(c *Config) { c.Now = now })
+	a := newReplica(t, url, func(c *Config) { c.Now = now })
+	b := newReplica(t, url, func(c *Config) { c.Now = now })
 	la, lb := &memStore{}, &memStore{}
 	sa, sb := a.NewStore(la), b.NewStore(lb)
 	doc := testDoc("shared.example")
@@ -445,7 +462,7 @@ func TestStoreSharesDocuments(t *testing.T) {
 
 	// Past the fresh window, within the stale one: served stale to a
 	// replica that has nothing of its own; past both, a miss.
-	c := newReplica(t, srv.URL(), func(c *Config) { c.Now = now })
+	c := newReplica(t, url, func(c *Config) { c.Now = now })
 	sc := c.NewStore(nil)
 	setNow(t0.Add(90 * time.Minute))
 	if _, fresh, ok := sc.Get("fp\x00info\x00shared.example"); !ok || fresh {

@@ -3,9 +3,12 @@
 // restarted on the same port, so that a test can take Redis away under a
 // running relay and give it back.
 //
-// Each caller owns its servers: a test that kills Redis must not pull it
-// from under another, and go test runs packages at once. It speaks just
-// enough RESP (PING) to know the server is up, so it needs no client
+// A test that kills Redis owns its server (Start): it must not pull it
+// from under another, and go test runs packages at once. A test that
+// only uses Redis takes an empty database (Database) of the suite's
+// server, the one .ci/run starts and names in RELAY_TEST_REDIS, or of a
+// server of its own when none is named. It speaks just enough RESP to
+// know the server is up and to empty a database, so it needs no client
 // library.
 package redistest
 
@@ -13,6 +16,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -20,8 +24,73 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
+
+// EnvSuite names the variable that gives a test run the suite's Redis:
+// redis://127.0.0.1:port, started with enough databases (.ci/run: 64).
+const EnvSuite = "RELAY_TEST_REDIS"
+
+// suiteDatabases is how many databases Database hands out in one process
+// before it starts again at 1 (each emptied as it is handed out; 0 is
+// left alone).
+const suiteDatabases = 63
+
+var nextDatabase atomic.Int64
+
+// Database returns the URL of an empty database for a test that never
+// takes Redis away, and what to call when the test ends. With
+// RELAY_TEST_REDIS set it is a database of that server, a different one
+// for each call in this process, emptied first; else a server of the
+// caller's own, started with its files under dir (a test's TempDir).
+// Only one test process at a time should take databases of the suite's
+// server (today the cluster package's).
+func Database(dir string) (url string, done func(), err error) {
+	base := strings.TrimRight(strings.TrimSpace(os.Getenv(EnvSuite)), "/")
+	if base == "" {
+		s, err := Start(dir)
+		if err != nil {
+			return "", nil, err
+		}
+		return s.URL(), s.Close, nil
+	}
+	addr, ok := strings.CutPrefix(base, "redis://")
+	if !ok || strings.ContainsAny(addr, "/@?") {
+		return "", nil, fmt.Errorf("redistest: %s=%q: want redis://host:port", EnvSuite, base)
+	}
+	db := int(nextDatabase.Add(1)-1)%suiteDatabases + 1
+	if err := flushDB(addr, db); err != nil {
+		return "", nil, fmt.Errorf("redistest: the suite's Redis (%s=%s), database %d: %w", EnvSuite, base, db, err)
+	}
+	return base + "/" + strconv.Itoa(db), func() {}, nil
+}
+
+// flushDB empties database db of the server at addr.
+func flushDB(addr string, db int) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	n := strconv.Itoa(db)
+	cmd := "*2\r\n$6\r\nSELECT\r\n$" + strconv.Itoa(len(n)) + "\r\n" + n + "\r\n*1\r\n$7\r\nFLUSHDB\r\n"
+	if _, err := io.WriteString(conn, cmd); err != nil {
+		return err
+	}
+	r := bufio.NewReader(conn)
+	for _, what := range []string{"SELECT", "FLUSHDB"} {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != "+OK\r\n" {
+			return fmt.Errorf("%s answered %q", what, strings.TrimSpace(line))
+		}
+	}
+	return nil
+}
 
 // ErrNoServer is returned by Start when redis-server is not on PATH.
 var ErrNoServer = errors.New("redistest: redis-server is not on PATH (apt-get install redis-server)")
