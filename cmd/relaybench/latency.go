@@ -43,9 +43,11 @@ func registerLatency(fs *flag.FlagSet) func(context.Context, *bench) ([]*report,
 	return one(runLatency, &c)
 }
 
-// pastKnee says whether a run at rate missed its schedule or its p99.
-func pastKnee(res *loadResult, rate float64, maxP99 time.Duration) bool {
-	return res.rate() < 0.95*rate || res.percentile(0.99) > maxP99 || res.lost() > 0
+// pastKnee says whether a run at rate missed its schedule or its p99, or
+// had more than 1 % of its requests refused as busy (busy: refusals
+// during the run), which are answered fast and would hide the queue.
+func pastKnee(res *loadResult, rate float64, maxP99 time.Duration, busy int64) bool {
+	return res.rate() < 0.95*rate || res.percentile(0.99) > maxP99 || res.lost() > 0 || busy*100 > int64(res.Sent)
 }
 
 // runLatency walks the rates up, each open loop from the scheduled send
@@ -67,18 +69,22 @@ func runLatency(ctx context.Context, b *bench, c latencyConfig) (*report, error)
 	tc := throughputConfig{Duration: c.Duration, Conns: c.Conns}
 	knee := 0.0
 	var rows []string
+	var busyPast int64
 	for _, rate := range c.Rates {
 		b.progress("latency: %.0f requests/s on the relay", rate)
+		before := cp.busy.Load()
 		relay, err := cp.turn(ctx, true, tc, rate)
-		if err == nil && pastKnee(relay.loadResult, rate, c.MaxP99) {
+		if err == nil && pastKnee(relay.loadResult, rate, c.MaxP99, cp.busy.Load()-before) {
 			// A shared machine has hiccups: the knee is where the relay
 			// misses twice running.
 			b.progress("latency: %.0f requests/s on the relay again", rate)
+			before = cp.busy.Load()
 			relay, err = cp.turn(ctx, true, tc, rate)
 		}
 		if err != nil {
 			return nil, err
 		}
+		busy := cp.busy.Load() - before
 		key := strconv.FormatFloat(rate, 'f', -1, 64)
 		addCurve(r, "relay", key, relay)
 		row := fmt.Sprintf("%s/s: relay %s", key, curveText(relay))
@@ -91,8 +97,12 @@ func runLatency(ctx context.Context, b *bench, c latencyConfig) (*report, error)
 			addCurve(r, "bare", key, bare)
 			row += ", bare " + curveText(bare)
 		}
+		if busy > 0 {
+			row += fmt.Sprintf(" (relay: %d refused as busy)", busy)
+		}
 		rows = append(rows, row)
-		if pastKnee(relay.loadResult, rate, c.MaxP99) {
+		if pastKnee(relay.loadResult, rate, c.MaxP99, busy) {
+			busyPast = busy
 			break
 		}
 		knee = rate
@@ -101,7 +111,8 @@ func runLatency(ctx context.Context, b *bench, c latencyConfig) (*report, error)
 	if knee == 0 {
 		f.aim(opAtLeast, c.Rates[0])
 	}
-	r.add("relay_bad", "relay: answers not 200 with judgements and no errors", float64(cp.bad.Load()), unitCount).want(opEqual, 0)
+	r.add("relay_bad", "relay: answers not 200 with judgements and no errors, nor a refusal", float64(cp.bad.Load()), unitCount).want(opEqual, 0)
+	r.add("relay_busy_past_knee", "relay: requests refused as busy at the rate past the knee (one API key holds at most half of RELAY_MAX_REQUESTS)", float64(busyPast), unitCount)
 	r.note("Curve: %s.", strings.Join(rows, "; "))
 	r.note("Latency counts from when each request was due, so a server falling behind shows as latency (queueing included), not as a slower schedule. The load generator shares the machine: near the knee its own CPU is part of what is measured.")
 	cp.st.finish(ctx, r, cp.relayLC, finishOptions{leakMargin: -1})

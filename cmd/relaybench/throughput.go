@@ -68,7 +68,8 @@ type cachedPath struct {
 	answer  answer
 	relayLC *loadClient
 	bareLC  *loadClient
-	bad     atomic.Int64 // relay answers that are not the cached answer
+	bad     atomic.Int64 // relay answers that are not the cached answer, nor a refusal
+	busy    atomic.Int64 // relay answers refusing the request: the relay is busy
 }
 
 // startCachedPath launches the relay (no Pulsedive latency, no rate
@@ -122,9 +123,15 @@ func (cp *cachedPath) close() {
 	cp.st.close()
 }
 
-// check counts a relay answer that is not the cached one.
+// check counts a relay answer that is not the cached one: a refusal of
+// its admission bounds (the relay is busy, as it says past its knee), or
+// else a bad answer.
 func (cp *cachedPath) check(_ request, a answer) {
-	if a.Status != http.StatusOK || !bytes.Contains(a.Body, []byte(`"judgements"`)) || bytes.Contains(a.Body, []byte(`"errors"`)) {
+	switch {
+	case a.Status == http.StatusOK && bytes.Contains(a.Body, []byte(`"judgements"`)) && !bytes.Contains(a.Body, []byte(`"errors"`)):
+	case bytes.Contains(a.Body, []byte(`"message":"The relay is busy`)):
+		cp.busy.Add(1)
+	default:
 		cp.bad.Add(1)
 	}
 }
@@ -263,7 +270,7 @@ func runThroughput(ctx context.Context, b *bench, c throughputConfig) (*report, 
 	r.add("relay_p50_ms", "relay: latency p50 (median of rounds)", med(func(rr roundResult) float64 { return ms(rr.relay.percentile(0.5)) }), unitMs).headline()
 	r.add("relay_p99_ms", "relay: latency p99 (median of rounds)", relayP99, unitMs).headline()
 	r.add("relay_requests", "relay: requests answered", float64(answered), unitCount)
-	r.add("relay_bad", "relay: answers not 200 with judgements and no errors", float64(cp.bad.Load()), unitCount).want(opEqual, 0)
+	r.add("relay_bad", "relay: answers not 200 with judgements and no errors", float64(cp.bad.Load()+cp.busy.Load()), unitCount).want(opEqual, 0)
 	r.add("relay_lost", "relay: requests without an answer", float64(lost), unitCount).want(opEqual, 0)
 	r.add("relay_pulsedive_calls", "relay: Pulsedive calls during the load", float64(calls), unitCount).want(opEqual, 0)
 	r.add("bare_rps", "bare server: requests/s (median of rounds)", bareRate, unitRPS).headline()
