@@ -102,7 +102,7 @@ var settings = []setting{
 	{"BREAKER_OPEN_FOR", durationText(pulsedive.DefaultBreakerOpenFor), "how long the open breaker answers at once before probing Pulsedive again", func(c *config, v string) error { return duration(&c.BreakerOpenFor, v, time.Second) }},
 	{"RELAY_MAX_OBSERVABLES", strconv.Itoa(transport.DefaultMaxObservables), "observables per request", func(c *config, v string) error { return integer(&c.MaxObservables, v, 1, 1_000_000) }},
 	{"RELAY_MAX_BODY_BYTES", strconv.Itoa(transport.DefaultMaxBodyBytes), "request body size limit in bytes", func(c *config, v string) error { return integer(&c.MaxBodyBytes, v, 2, 1<<30) }},
-	{"CACHE_MAX_BYTES", strconv.Itoa(cache.DefaultMaxBytes), "in-memory cache budget in bytes (0: no cache)", func(c *config, v string) error { return integer(&c.CacheMaxBytes, v, 0, 1<<40) }},
+	{"CACHE_MAX_BYTES", strconv.Itoa(cache.DefaultMaxBytes), "in-memory cache budget in bytes: the Pulsedive documents, and a sixteenth of it (at most 4 MiB) for observe answers mapped from them (0: no cache)", func(c *config, v string) error { return integer(&c.CacheMaxBytes, v, 0, 1<<40) }},
 	{"CACHE_TTL", durationText(pipeline.DefaultCacheTTL), "how long a Pulsedive document is fresh", func(c *config, v string) error { return duration(&c.CacheTTL, v, time.Second) }},
 	{"CACHE_NEGATIVE_TTL", durationText(pipeline.DefaultNegativeTTL), "how long a \"no data\" answer is fresh", func(c *config, v string) error { return duration(&c.NegativeTTL, v, time.Second) }},
 	{"CACHE_STALE_TTL", durationText(pipeline.DefaultStaleTTL), "how long an expired document is kept to answer when Pulsedive fails", func(c *config, v string) error { return duration(&c.StaleTTL, v, 0) }},

@@ -206,15 +206,16 @@ func wire(cfg config, d Deps, log *slog.Logger, ready func() bool) (*wiring, err
 
 	var store pipeline.Store
 	var collapser pipeline.Collapser
+	docBytes, mappingBytes := cacheShares(cfg.CacheMaxBytes)
 	if cfg.CacheMaxBytes > 0 {
-		c, err := cache.New[pipeline.Document](cache.Config{MaxBytes: cfg.CacheMaxBytes})
+		c, err := cache.New[pipeline.Document](cache.Config{MaxBytes: docBytes})
 		if err != nil {
 			return fail(err)
 		}
 		store = c
 		closeCluster := closeAll
 		closeAll = func() { closeCluster(); c.Close() }
-		if err := reg.Register(metrics.NewCacheCollector(cacheFigures(c, cfg.CacheMaxBytes))); err != nil {
+		if err := reg.Register(metrics.NewCacheCollector(cacheFigures(c, docBytes))); err != nil {
 			return fail(fmt.Errorf("metrics: %w", err))
 		}
 		if cl != nil {
@@ -228,6 +229,7 @@ func wire(cfg config, d Deps, log *slog.Logger, ready func() bool) (*wiring, err
 		Pinger:         client,
 		Store:          store,
 		Collapser:      collapser,
+		MappingBytes:   mappingBytes,
 		Workers:        cfg.Workers,
 		RequestTimeout: cfg.RequestTimeout,
 		LinksMaxWait:   linksMaxWait,
@@ -290,6 +292,21 @@ func wire(cfg config, d Deps, log *slog.Logger, ready func() bool) (*wiring, err
 	}
 	conns := transport.NewConnLimit(transport.ConnLimitConfig{Max: cfg.MaxConnections, Observer: m})
 	return &wiring{handler: h, metricsHandler: metricsHandler, conns: conns, close: closeAll}, nil
+}
+
+// cacheShares splits CACHE_MAX_BYTES between the cached documents and the
+// observe answers mapped from them and kept for reuse (a sixteenth, at
+// most 4 MiB), so that the one setting bounds both: the memory plan and
+// the README's memory figure count on it.
+func cacheShares(cacheBytes int64) (docs, mappings int64) {
+	if cacheBytes <= 0 {
+		return 0, 0
+	}
+	mappings = min(cacheBytes/16, 4<<20)
+	if mappings == 0 {
+		return cacheBytes, -1 // a budget too small to share: keep no mapping
+	}
+	return cacheBytes - mappings, mappings
 }
 
 // cacheFigures reads the cache's figures for a scrape.
