@@ -108,6 +108,7 @@ type Metrics struct {
 	admissionRefused  *prometheus.CounterVec
 	admissionInUse    *prometheus.GaugeVec
 	admissionLimit    *prometheus.GaugeVec
+	connReplaced      prometheus.Counter
 	buildInfo         *prometheus.GaugeVec
 	authFailures      *prometheus.CounterVec // see AuthFailure
 
@@ -245,6 +246,8 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 			"What is held of each bound: open connections, requests being served, request body bytes in memory, observables being answered.",
 			"bound"),
 		admissionLimit: gaugeVec("admission_limit", "Each bound as configured (0: unbounded).", "bound"),
+		connReplaced: counter("connections_replaced_total",
+			"Open connections closed to make room for a new one at the connection bound (RELAY_MAX_CONNECTIONS): idle ones first, callers with a valid token last."),
 		buildInfo: gaugeVec("build_info",
 			"Always 1; labels name the relay version and the Go version that built it.",
 			"version", "goversion"),
@@ -259,7 +262,7 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		m.pulsediveRequests, m.pulsediveDuration, m.pulsediveInFlight,
 		m.cacheRequests, m.limiterWait, m.observables, m.jwksFetches,
 		m.sharedCalls, m.panics, m.breakers,
-		m.admissionRefused, m.admissionInUse, m.admissionLimit, m.buildInfo,
+		m.admissionRefused, m.admissionInUse, m.admissionLimit, m.connReplaced, m.buildInfo,
 		m.authFailures,
 	}
 	cs = append(cs, m.clusterCollectors()...)
@@ -530,6 +533,15 @@ func (m *Metrics) AdmissionInUse(bound string, delta int64) {
 		g = m.admissionInUse.WithLabelValues(other)
 	}
 	g.Add(float64(delta))
+}
+
+// ConnectionReplaced counts an open connection closed to make room for a
+// new one at the connection bound.
+func (m *Metrics) ConnectionReplaced() {
+	if m == nil {
+		return
+	}
+	m.connReplaced.Inc()
 }
 
 // AdmissionLimit records the configured size of bound (0: unbounded).

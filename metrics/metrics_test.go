@@ -198,6 +198,7 @@ func TestFamilies(t *testing.T) {
 		"pulsedive_relay_admission_refusals_total":           "COUNTER",
 		"pulsedive_relay_admission_in_use":                   "GAUGE",
 		"pulsedive_relay_admission_limit":                    "GAUGE",
+		"pulsedive_relay_connections_replaced_total":         "COUNTER",
 		"pulsedive_relay_build_info":                         "GAUGE",
 		"pulsedive_relay_redis_command_duration_seconds":     "HISTOGRAM",
 		"pulsedive_relay_redis_errors_total":                 "COUNTER",
@@ -308,6 +309,7 @@ func TestPreinitialised(t *testing.T) {
 		{"pulsedive_relay_admission_refusals_total", zeros(boundKeys...)},
 		{"pulsedive_relay_admission_in_use", zeros(boundKeys...)},
 		{"pulsedive_relay_admission_limit", zeros(boundKeys...)},
+		{"pulsedive_relay_connections_replaced_total", zeros("")},
 		{"pulsedive_relay_errors_total", zeros(envelopeErrorKeys()...)},
 	}
 	for _, tt := range tests {

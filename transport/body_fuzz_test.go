@@ -297,6 +297,7 @@ func (*panicCounter) HTTPRequest(string, int, time.Duration) {}
 func (p *panicCounter) PanicRecovered(string)                { p.n.Add(1) }
 func (*panicCounter) AdmissionRefused(string)                {}
 func (*panicCounter) AdmissionInUse(string, int64)           {}
+func (*panicCounter) ConnectionReplaced()                    {}
 func (*panicCounter) EnvelopeError(string, string)           {}
 
 // FuzzParseMatchesUnmarshal holds the body parser, which walks the bytes

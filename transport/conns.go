@@ -173,6 +173,7 @@ func (c *ConnLimit) admit(conn net.Conn) bool {
 	if victim != nil {
 		_ = victim.Close()
 		c.obs.AdmissionInUse(BoundConnections, -1)
+		c.obs.ConnectionReplaced()
 	}
 	if !admitted {
 		c.obs.AdmissionRefused(BoundConnections)

@@ -200,6 +200,9 @@ func TestConnLimitReplacesTheLongestIdle(t *testing.T) {
 	if len(obs.refused) != 1 || obs.refused[0] != BoundConnections {
 		t.Errorf("refusals counted %v, want one of connections", obs.refused)
 	}
+	if obs.replaced != 1 {
+		t.Errorf("connections replaced counted %d, want 1", obs.replaced)
+	}
 	if got := obs.inUse[BoundConnections]; got != 2 {
 		t.Errorf("open connections %d, want 2", got)
 	}

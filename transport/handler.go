@@ -40,6 +40,9 @@ type Observer interface {
 	// held of it.
 	AdmissionRefused(bound string)
 	AdmissionInUse(bound string, delta int64)
+	// ConnectionReplaced counts an open connection closed to make room
+	// for a new one at the connection bound (see ConnLimit).
+	ConnectionReplaced()
 	// EnvelopeError counts one error answered in the envelope, by route
 	// and code: every answer is HTTP 200, so HTTPRequest cannot tell.
 	EnvelopeError(route, code string)
@@ -341,4 +344,5 @@ func (nopObserver) HTTPRequest(string, int, time.Duration) {}
 func (nopObserver) PanicRecovered(string)                  {}
 func (nopObserver) AdmissionRefused(string)                {}
 func (nopObserver) AdmissionInUse(string, int64)           {}
+func (nopObserver) ConnectionReplaced()                    {}
 func (nopObserver) EnvelopeError(string, string)           {}

@@ -44,6 +44,7 @@ type recorder struct {
 	refused  []string
 	inUse    map[string]int64
 	errors   []string // "route code"
+	replaced int      // connections closed to make room
 }
 
 func (r *recorder) EnvelopeError(route, code string) {
@@ -74,6 +75,12 @@ func (r *recorder) AdmissionInUse(bound string, delta int64) {
 		r.inUse = map[string]int64{}
 	}
 	r.inUse[bound] += delta
+}
+
+func (r *recorder) ConnectionReplaced() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.replaced++
 }
 
 func (r *recorder) HTTPRequest(route string, status int, _ time.Duration) {
