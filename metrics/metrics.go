@@ -109,6 +109,7 @@ type Metrics struct {
 	admissionInUse    *prometheus.GaugeVec
 	admissionLimit    *prometheus.GaugeVec
 	connReplaced      prometheus.Counter
+	tlsHandshakes     prometheus.Counter
 	buildInfo         *prometheus.GaugeVec
 	authFailures      *prometheus.CounterVec // see AuthFailure
 
@@ -248,6 +249,8 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		admissionLimit: gaugeVec("admission_limit", "Each bound as configured (0: unbounded).", "bound"),
 		connReplaced: counter("connections_replaced_total",
 			"Open connections closed to make room for a new one at the connection bound (RELAY_MAX_CONNECTIONS): idle ones first, callers with a valid token last."),
+		tlsHandshakes: counter("tls_handshake_failures_total",
+			"TLS handshakes with clients that failed, with the relay's own TLS (RELAY_TLS_CERT_FILE); clients closing before a handshake (TCP probes) are not counted. The warning log line \"TLS handshake failed\" names the cause."),
 		buildInfo: gaugeVec("build_info",
 			"Always 1; labels name the relay version and the Go version that built it.",
 			"version", "goversion"),
@@ -262,7 +265,7 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		m.pulsediveRequests, m.pulsediveDuration, m.pulsediveInFlight,
 		m.cacheRequests, m.limiterWait, m.observables, m.jwksFetches,
 		m.sharedCalls, m.panics, m.breakers,
-		m.admissionRefused, m.admissionInUse, m.admissionLimit, m.connReplaced, m.buildInfo,
+		m.admissionRefused, m.admissionInUse, m.admissionLimit, m.connReplaced, m.tlsHandshakes, m.buildInfo,
 		m.authFailures,
 	}
 	cs = append(cs, m.clusterCollectors()...)
@@ -542,6 +545,14 @@ func (m *Metrics) ConnectionReplaced() {
 		return
 	}
 	m.connReplaced.Inc()
+}
+
+// TLSHandshakeFailed counts a failed TLS handshake with a client.
+func (m *Metrics) TLSHandshakeFailed() {
+	if m == nil {
+		return
+	}
+	m.tlsHandshakes.Inc()
 }
 
 // AdmissionLimit records the configured size of bound (0: unbounded).

@@ -199,6 +199,7 @@ func TestFamilies(t *testing.T) {
 		"pulsedive_relay_admission_in_use":                   "GAUGE",
 		"pulsedive_relay_admission_limit":                    "GAUGE",
 		"pulsedive_relay_connections_replaced_total":         "COUNTER",
+		"pulsedive_relay_tls_handshake_failures_total":       "COUNTER",
 		"pulsedive_relay_build_info":                         "GAUGE",
 		"pulsedive_relay_redis_command_duration_seconds":     "HISTOGRAM",
 		"pulsedive_relay_redis_errors_total":                 "COUNTER",
@@ -310,6 +311,7 @@ func TestPreinitialised(t *testing.T) {
 		{"pulsedive_relay_admission_in_use", zeros(boundKeys...)},
 		{"pulsedive_relay_admission_limit", zeros(boundKeys...)},
 		{"pulsedive_relay_connections_replaced_total", zeros("")},
+		{"pulsedive_relay_tls_handshake_failures_total", zeros("")},
 		{"pulsedive_relay_errors_total", zeros(envelopeErrorKeys()...)},
 	}
 	for _, tt := range tests {

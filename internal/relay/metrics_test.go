@@ -56,6 +56,7 @@ var relayFamilies = map[string]dto.MetricType{
 	"pulsedive_relay_admission_in_use":                   dto.MetricType_GAUGE,
 	"pulsedive_relay_admission_limit":                    dto.MetricType_GAUGE,
 	"pulsedive_relay_connections_replaced_total":         dto.MetricType_COUNTER,
+	"pulsedive_relay_tls_handshake_failures_total":       dto.MetricType_COUNTER,
 	"pulsedive_relay_build_info":                         dto.MetricType_GAUGE,
 	"pulsedive_relay_redis_command_duration_seconds":     dto.MetricType_HISTOGRAM,
 	"pulsedive_relay_redis_errors_total":                 dto.MetricType_COUNTER,

@@ -122,6 +122,7 @@ type wiring struct {
 	handler        http.Handler
 	metricsHandler http.Handler
 	conns          *transport.ConnLimit
+	metrics        *metrics.Metrics
 	close          func()
 }
 
@@ -291,7 +292,7 @@ func wire(cfg config, d Deps, log *slog.Logger, ready func() bool) (*wiring, err
 		return fail(err)
 	}
 	conns := transport.NewConnLimit(transport.ConnLimitConfig{Max: cfg.MaxConnections, Observer: m})
-	return &wiring{handler: h, metricsHandler: metricsHandler, conns: conns, close: closeAll}, nil
+	return &wiring{handler: h, metricsHandler: metricsHandler, conns: conns, metrics: m, close: closeAll}, nil
 }
 
 // cacheShares splits CACHE_MAX_BYTES between the cached documents and the
@@ -423,7 +424,7 @@ func start(cfg config, d Deps) (_ *server, err error) {
 	}
 	s.app = app
 
-	mainServer := newServer(cfg, app.handler, app.conns, log)
+	mainServer := newServer(cfg, app.handler, app.conns, log, app.metrics.TLSHandshakeFailed)
 	source := d.Listen
 	if source.Name == "" {
 		source = ListenSource{"RELAY_ADDR", "set RELAY_ADDR to another address"}
@@ -457,7 +458,7 @@ func start(cfg config, d Deps) (_ *server, err error) {
 		// It serves plain HTTP, TLS or not: it is meant for the cluster's
 		// scrapers, not the Internet.
 		mconns := transport.NewConnLimit(transport.ConnLimitConfig{Max: metricsConnections})
-		s.servers = append(s.servers, newServer(cfg, mux, mconns, log))
+		s.servers = append(s.servers, newServer(cfg, mux, mconns, log, nil))
 		listeners = append(listeners, mconns.Listener(mln))
 		s.metricsAddr = mln.Addr().String()
 	}
@@ -527,7 +528,7 @@ const metricsConnections = 32
 // newServer bounds every phase of a client connection (budget.go sizes
 // them): its headers, its body, its answer, its idleness, and through
 // conns the number of connections open at once.
-func newServer(cfg config, h http.Handler, conns *transport.ConnLimit, log *slog.Logger) *http.Server {
+func newServer(cfg config, h http.Handler, conns *transport.ConnLimit, log *slog.Logger, handshakeFailed func()) *http.Server {
 	return &http.Server{
 		Handler:           conns.Handler(h),
 		ConnContext:       conns.ConnContext,
@@ -537,7 +538,7 @@ func newServer(cfg config, h http.Handler, conns *transport.ConnLimit, log *slog
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ConnState:         conns.ConnState,
-		ErrorLog:          newServerErrorLog(log),
+		ErrorLog:          newServerErrorLog(log, handshakeFailed),
 	}
 }
 

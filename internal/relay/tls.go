@@ -159,10 +159,12 @@ var noHTTP2 = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 // which anyone can cause (scanners, TCP health checks, clients that do
 // not trust the certificate), are logged at debug level each and at warn
 // level at most once per handshakeWarnEvery, with how many were left out;
-// a client closing before its handshake is only ever debug. Everything
+// a client closing before its handshake is only ever debug. Each failed
+// handshake but those is counted by failed (nil: not counted). Everything
 // else net/http reports is a warning, as before.
 type serverErrorLog struct {
-	log *slog.Logger
+	log    *slog.Logger
+	failed func()
 
 	mu         sync.Mutex
 	lastWarn   time.Time
@@ -172,8 +174,8 @@ type serverErrorLog struct {
 // handshakeWarnEvery bounds the warn lines about failed handshakes.
 const handshakeWarnEvery = time.Minute
 
-func newServerErrorLog(l *slog.Logger) *log.Logger {
-	return log.New(&serverErrorLog{log: l}, "", 0)
+func newServerErrorLog(l *slog.Logger, failed func()) *log.Logger {
+	return log.New(&serverErrorLog{log: l, failed: failed}, "", 0)
 }
 
 func (s *serverErrorLog) Write(p []byte) (int, error) {
@@ -187,6 +189,9 @@ func (s *serverErrorLog) Write(p []byte) (int, error) {
 	s.log.Debug("TLS handshake failed", "remote", remote, "error", cause)
 	if cause == "EOF" || strings.HasSuffix(cause, "connection reset by peer") {
 		return len(p), nil // a TCP probe, or a client gone
+	}
+	if s.failed != nil {
+		s.failed()
 	}
 	s.mu.Lock()
 	now := time.Now()

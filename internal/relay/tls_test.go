@@ -421,9 +421,9 @@ func TestCertReloaderStart(t *testing.T) {
 }
 
 // TestServerErrorLog: failed handshakes, which anyone can cause, are
-// warned about at most once a minute with a count of those left out; a
-// client leaving before its handshake only at debug level; anything else
-// net/http reports is a warning each time.
+// warned about at most once a minute with a count of those left out, and
+// each counted; a client leaving before its handshake only at debug level,
+// uncounted; anything else net/http reports is a warning each time.
 func TestServerErrorLog(t *testing.T) {
 	synctest.Test(t, testServerErrorLog)
 }
@@ -432,7 +432,8 @@ func TestServerErrorLog(t *testing.T) {
 // clock at once.
 func testServerErrorLog(t *testing.T) {
 	var logs bytes.Buffer
-	l := newServerErrorLog(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	failed := 0
+	l := newServerErrorLog(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})), func() { failed++ })
 	l.Print("http: TLS handshake error from 192.0.2.1:1234: tls: client offered only unsupported versions: [302 301]")
 	l.Print("http: TLS handshake error from 192.0.2.2:1234: remote error: tls: bad certificate")
 	l.Print("http: TLS handshake error from 192.0.2.3:1234: EOF")
@@ -464,6 +465,9 @@ func testServerErrorLog(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("log lines (-want +got):\n%s", diff)
+	}
+	if failed != 4 {
+		t.Errorf("failed handshakes counted %d, want 4 (not the client closing first)", failed)
 	}
 }
 
