@@ -834,7 +834,7 @@ var reasonPhrases = func() map[string]struct{} {
 // Stats reports them.
 type CacheFigures struct {
 	Bytes    int64 // held, each entry's bookkeeping included
-	MaxBytes int64 // the budget (CACHE_MAX_BYTES)
+	MaxBytes int64 // the documents' budget (CACHE_MAX_BYTES less the mapped answers' share)
 	Entries  int
 	Evicted  uint64 // entries removed to make room for others
 	Expired  uint64 // entries reclaimed after their stale window
@@ -855,7 +855,7 @@ func NewCacheCollector(read func() CacheFigures) prometheus.Collector {
 	return &cacheCollector{
 		read:       read,
 		bytes:      desc("cache_bytes", "Bytes the relay's own cache holds, each entry's bookkeeping included; at most pulsedive_relay_cache_max_bytes."),
-		maxBytes:   desc("cache_max_bytes", "The cache's budget in bytes (CACHE_MAX_BYTES)."),
+		maxBytes:   desc("cache_max_bytes", "The budget in bytes of the documents the cache holds: CACHE_MAX_BYTES less the share kept for mapped answers (a sixteenth, at most 4 MiB)."),
 		entries:    desc("cache_entries", "Documents the relay's own cache holds within their stale window."),
 		evictions:  desc("cache_evictions_total", "Cache entries removed: size (to make room for others), expired (reclaimed after their stale window).", "reason"),
 		rejections: desc("cache_rejections_total", "Cache writes refused: admission (the policy kept the entries it would have evicted), dropped (before buffering: buffer full, over the budget, or closed).", "reason"),

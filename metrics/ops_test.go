@@ -108,7 +108,7 @@ pulsedive_relay_cache_entries 42
 # TYPE pulsedive_relay_cache_evictions_total counter
 pulsedive_relay_cache_evictions_total{reason="expired"} 3
 pulsedive_relay_cache_evictions_total{reason="size"} 7
-# HELP pulsedive_relay_cache_max_bytes The cache's budget in bytes (CACHE_MAX_BYTES).
+# HELP pulsedive_relay_cache_max_bytes The budget in bytes of the documents the cache holds: CACHE_MAX_BYTES less the share kept for mapped answers (a sixteenth, at most 4 MiB).
 # TYPE pulsedive_relay_cache_max_bytes gauge
 pulsedive_relay_cache_max_bytes 6.7108864e+07
 # HELP pulsedive_relay_cache_rejections_total Cache writes refused: admission (the policy kept the entries it would have evicted), dropped (before buffering: buffer full, over the budget, or closed).
