@@ -245,13 +245,8 @@ func staleable(err error) bool {
 	return true
 }
 
-// cacheKey names a document for one API key. It holds the key's
-// fingerprint, never the key.
-func cacheKey(key pulsedive.APIKey, kind, value string) string {
-	return fingerprintKey(key.Fingerprint(), kind, value)
-}
-
-// fingerprintKey is cacheKey from the key's fingerprint (caller.fp).
+// fingerprintKey names a document for one API key, by the key's
+// fingerprint (caller.fp), never the key.
 func fingerprintKey(fp, kind, value string) string {
 	return fp + "\x00" + kind + "\x00" + value
 }

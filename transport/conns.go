@@ -334,10 +334,3 @@ func (c *ConnLimit) Handler(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
-
-// Open is the number of connections counted in.
-func (c *ConnLimit) Open() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.conns)
-}

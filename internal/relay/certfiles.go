@@ -79,8 +79,7 @@ func pemCertificates(data []byte) int {
 
 // caFile reads SSL_CERT_FILE: Go reads it for every HTTPS connection the
 // relay makes, and a file it cannot use makes every JWKS fetch fail.
-func caFile(c *config, v string) error {
-	c.SSLCertFile = v
+func caFile(_ *config, v string) error {
 	if v == "" {
 		return nil
 	}
@@ -96,8 +95,7 @@ func caFile(c *config, v string) error {
 
 // caDirs reads SSL_CERT_DIR, directories separated as Go splits them;
 // each must hold a PEM certificate.
-func caDirs(c *config, v string) error {
-	c.SSLCertDir = v
+func caDirs(_ *config, v string) error {
 	if v == "" {
 		return nil
 	}

@@ -52,8 +52,6 @@ type config struct {
 	EntitiesLimit    int
 	DrainDelay       time.Duration
 	ShutdownTimeout  time.Duration
-	SSLCertFile      string
-	SSLCertDir       string
 	LogLevel         slog.Level
 	LogFormat        string
 	RedisURL         string

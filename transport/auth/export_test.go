@@ -13,3 +13,8 @@ func Reasons() []string {
 		ReasonWrongAudience, ReasonWrongPayload,
 	}
 }
+
+// newTokenKey is the key of raw accepted for auds.
+func newTokenKey(raw string, auds []string) tokenKey {
+	return tokenKey{token: raw, auds: audiencesKey(auds)}
+}

@@ -26,11 +26,6 @@ type tokenKey struct {
 	https bool
 }
 
-// newTokenKey is the key of raw accepted for auds.
-func newTokenKey(raw string, auds []string) tokenKey {
-	return tokenKey{token: raw, auds: audiencesKey(auds)}
-}
-
 // requestTokenKey is the key of raw accepted for r's own root URL.
 func requestTokenKey(raw string, r *http.Request) tokenKey {
 	return tokenKey{token: raw, auds: r.Host, https: requestScheme(r) == "https"}
