@@ -64,27 +64,34 @@ func readBody(r *http.Request, lim bodyLimits, charge func(n int64) error) (body
 		}
 		return body, n, nil
 	}
+	// Read in chunks of bodyChunk, each charged before it is read, and
+	// join them once at the end: growing one slice chunk by chunk would
+	// copy what was read at every step, a cost quadratic in the body that
+	// any client could ask for by leaving Content-Length out.
+	var chunks [][]byte
+	var size int64
 	for {
-		if len(body) == cap(body) {
-			step := int64(min(bodyChunk, lim.maxBytes+1-int64(len(body))))
-			if step <= 0 {
+		step := min(bodyChunk, lim.maxBytes+1-size)
+		if step <= 0 {
+			return nil, held, tooLarge(lim)
+		}
+		if err := charge(step); err != nil {
+			return nil, held, err
+		}
+		held += step
+		chunk := make([]byte, step)
+		n, err := io.ReadFull(r.Body, chunk)
+		chunks = append(chunks, chunk[:n])
+		size += int64(n)
+		switch {
+		case err == nil:
+			continue // the chunk is full: more may follow
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			if size > lim.maxBytes {
 				return nil, held, tooLarge(lim)
 			}
-			if err := charge(step); err != nil {
-				return nil, held, err
-			}
-			held += step
-			body = slicesGrow(body, int(step))
-		}
-		n, err := r.Body.Read(body[len(body):cap(body)])
-		body = body[:len(body)+n]
-		if err == io.EOF {
-			if int64(len(body)) > lim.maxBytes {
-				return nil, held, tooLarge(lim)
-			}
-			return body, held, nil
-		}
-		if err != nil {
+			return bytes.Join(chunks, nil), held, nil
+		default:
 			return nil, held, schemaProblem("The request body could not be read.")
 		}
 	}
@@ -92,14 +99,6 @@ func readBody(r *http.Request, lim bodyLimits, charge func(n int64) error) (body
 
 func tooLarge(lim bodyLimits) error {
 	return schemaProblem("The request body is larger than " + strconv.FormatInt(lim.maxBytes, 10) + " bytes.")
-}
-
-// slicesGrow returns b with room for exactly n more bytes (append would
-// round up past what was charged).
-func slicesGrow(b []byte, n int) []byte {
-	grown := make([]byte, len(b), len(b)+n)
-	copy(grown, b)
-	return grown
 }
 
 // parseObservables reads the body of an observable endpoint (CONTRACT.md section
