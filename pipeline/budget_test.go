@@ -1,7 +1,9 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -114,4 +116,59 @@ func TestRefusedIndicatorIsFolded(t *testing.T) {
 			t.Errorf("%s errors = %v, want one plain BudgetError of at most 30s", name, errs)
 		}
 	}
+}
+
+// TestJoinedRefusalIsNotTaken: a links call that may take only budget
+// free at once is refused where one allowed to wait would wait; a call
+// allowed to wait that joined it does not take its refusal: it calls
+// again, on its own terms.
+func TestJoinedRefusalIsNotTaken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &firstLinksRefused{fakeFetcher: &fakeFetcher{}, entered: make(chan struct{}), release: make(chan struct{})}
+		p := newPipeline(t, f, nil)
+		c := caller{key: "k", fp: "fp"}
+		ctx := context.Background()
+
+		atOnce := make(chan error, 1)
+		go func() {
+			_, err := p.links(ctx, c, "a.example", time.Now())
+			atOnce <- err
+		}()
+		<-f.entered
+		waited := make(chan error, 1)
+		go func() {
+			_, err := p.links(ctx, c, "a.example", time.Now().Add(time.Minute))
+			waited <- err
+		}()
+		synctest.Wait() // the waiting call has joined the held one
+		close(f.release)
+		if err := <-atOnce; !errors.As(err, new(*pulsedive.RateLimitError)) {
+			t.Errorf("the at-once call: %v, want its refusal", err)
+		}
+		if err := <-waited; err != nil {
+			t.Errorf("the call allowed to wait: %v, want the links of a call of its own", err)
+		}
+		if got := f.count(pulsedive.KindLinks, "a.example"); got != 2 {
+			t.Errorf("links calls %d, want 2", got)
+		}
+	})
+}
+
+// firstLinksRefused holds the first links call until release, then
+// refuses it as the limiter refuses a call finding no token free; the
+// others are answered.
+type firstLinksRefused struct {
+	*fakeFetcher
+	n                atomic.Int32
+	entered, release chan struct{}
+}
+
+func (f *firstLinksRefused) Links(ctx context.Context, key pulsedive.APIKey, value string) (*pulsedive.Links, error) {
+	if f.n.Add(1) == 1 {
+		_ = f.fakeFetcher.enter(ctx, pulsedive.KindLinks, value)
+		f.entered <- struct{}{}
+		<-f.release
+		return nil, &pulsedive.RateLimitError{}
+	}
+	return f.fakeFetcher.Links(ctx, key, value)
 }

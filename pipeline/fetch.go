@@ -69,7 +69,13 @@ func (p *Pipeline) document(ctx context.Context, c caller, kind, value string, b
 	if !budget.IsZero() {
 		ctx = pulsedive.WithBudgetDeadline(ctx, budget)
 	}
-	doc, err := p.shared(ctx, ck, c.key, kind, value)
+	doc, joined, err := p.shared(ctx, ck, c.key, kind, value)
+	if joined && errors.As(err, new(*pulsedive.RateLimitError)) && (budget.IsZero() || budget.After(time.Now())) {
+		// The call it joined was refused budget this one may still wait
+		// for (it could take only budget free at once, or had an earlier
+		// budget deadline): call again, on its own terms.
+		doc, _, err = p.shared(ctx, ck, c.key, kind, value)
+	}
 	if err != nil && stale != nil && staleable(err) {
 		p.obs.CacheLookup(kind, "stale")
 		p.log.DebugContext(ctx, "serving stale document", "kind", kind, "error", err.Error())
@@ -83,8 +89,9 @@ func (p *Pipeline) document(ctx context.Context, c caller, kind, value string, b
 // making for the same key and document. The call runs on a context
 // detached from the caller's cancellation (a client going away does not
 // fail the others) but bounded by the caller's deadline; a caller whose
-// context ends stops waiting and leaves the call to the rest.
-func (p *Pipeline) shared(ctx context.Context, ck string, key pulsedive.APIKey, kind, value string) (Document, error) {
+// context ends stops waiting and leaves the call to the rest. joined says
+// the answer is another request's call's.
+func (p *Pipeline) shared(ctx context.Context, ck string, key pulsedive.APIKey, kind, value string) (_ Document, joined bool, _ error) {
 	leader := false
 	ch := p.flight.DoChan(ck, func() (_ any, err error) {
 		defer p.recoverShared(kind, &err)
@@ -109,9 +116,9 @@ func (p *Pipeline) shared(ctx context.Context, ck string, key pulsedive.APIKey, 
 			p.obs.SharedCall(kind)
 		}
 		doc, _ := res.Val.(Document)
-		return doc, res.Err
+		return doc, !leader, res.Err
 	case <-ctx.Done():
-		return Document{}, ctx.Err()
+		return Document{}, false, ctx.Err()
 	}
 }
 
