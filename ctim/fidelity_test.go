@@ -250,13 +250,16 @@ func TestIDsEscapedInURLs(t *testing.T) {
 	if got := threat.ExternalReferences[0].ExternalID; got != "7/../8?x=#" {
 		t.Errorf("external_id = %q, want the raw tid", got)
 	}
-	if got, want := BrowseReference(Observable{"ip", "x"}, "12 34").URL, "https://pulsedive.com/indicator/?iid=12+34"; got != want {
-		t.Errorf("browse url = %s, want %s", got, want)
+	if ref, err := BrowseReference(Observable{"ip", "x"}, "12 34"); err != nil || ref.URL != "https://pulsedive.com/indicator/?iid=12+34" {
+		t.Errorf("browse url = %s, %v; want https://pulsedive.com/indicator/?iid=12+34", ref.URL, err)
 	}
 	// An id too long for a CTIM URI is not Pulsedive's.
 	long := &pulsedive.Indicator{IID: strings.Repeat("9", 2048), Risk: "low", StampSeen: "2020-04-01 00:00:00"}
 	if _, err := testMapper().Observe(Observable{"ip", "x"}, long, nil, 100); !errors.Is(err, ErrBroken) {
 		t.Errorf("iid of 2048 digits: error %v, want ErrBroken", err)
+	}
+	if _, err := BrowseReference(Observable{"ip", "x"}, long.IID); !errors.Is(err, ErrBroken) {
+		t.Errorf("iid of 2048 digits, refer's browse pivot: error %v, want ErrBroken as in observe", err)
 	}
 }
 

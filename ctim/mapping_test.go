@@ -285,7 +285,10 @@ func TestReferences(t *testing.T) {
 	if s.Title != "Search for this IPv6" || s.Description != "Lookup this IPv6 on Pulsedive" {
 		t.Errorf("search texts = %q / %q", s.Title, s.Description)
 	}
-	b := BrowseReference(Observable{Type: "url", Value: "http://a b/~x_y.z-"}, "77")
+	b, err := BrowseReference(Observable{Type: "url", Value: "http://a b/~x_y.z-"}, "77")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if want := "ref-pulsedive-detail-url-http%3A%2F%2Fa%20b%2F~x_y.z-"; b.ID != want {
 		t.Errorf("browse id = %s, want %s", b.ID, want)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"net/url"
 	"strings"
 )
 
@@ -22,16 +21,21 @@ func SearchReference(obs Observable) Reference {
 }
 
 // BrowseReference is the pivot to the page of the indicator iid, for an
-// observable Pulsedive knows. The iid is query-escaped (CONTRACT.md section 4b).
-func BrowseReference(obs Observable, iid string) Reference {
+// observable Pulsedive knows. The iid is query-escaped (CONTRACT.md section
+// 4b); one too long for a URI fails with ErrBroken, as in observe.
+func BrowseReference(obs Observable, iid string) (Reference, error) {
+	uri, err := page("/indicator/?iid=", iid)
+	if err != nil {
+		return Reference{}, err
+	}
 	label := typeLabels[obs.Type]
 	return Reference{
 		ID:          "ref-pulsedive-detail-" + obs.Type + "-" + escapeID(obs.Value),
 		Title:       "Browse " + label,
 		Description: "Browse this " + label + " on Pulsedive",
-		URL:         UIBase + "/indicator/?iid=" + url.QueryEscape(iid),
+		URL:         uri,
 		Categories:  []string{"Browse", "Pulsedive"},
-	}
+	}, nil
 }
 
 // browseQuery is Pulsedive's browse query for value, byte for byte as the

@@ -400,7 +400,12 @@ func (p *Pipeline) referOne(ctx context.Context, _ *schedule, req Request, o cti
 	case info.IID == "":
 		out.errs = []error{ctim.ErrBroken}
 	default:
-		out.refs = append(out.refs, ctim.BrowseReference(o, info.IID))
+		ref, err := ctim.BrowseReference(o, info.IID)
+		if err != nil {
+			out.errs = []error{err}
+			break
+		}
+		out.refs = append(out.refs, ref)
 	}
 	return out, nil
 }
