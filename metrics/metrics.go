@@ -38,11 +38,6 @@ const namespace = "pulsedive_relay"
 // other is the label value that stands in for any value outside its set.
 const other = "other"
 
-// RoutePipeline is the route label of pulsedive_relay_panics_total for a
-// panic recovered inside a Pulsedive call shared by several requests, which
-// no single route owns.
-const RoutePipeline = "pipeline"
-
 // The families' constructors: every name is under namespace.
 
 func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
@@ -155,8 +150,10 @@ type Config struct {
 // as "other". No value may be empty, "other", or listed twice.
 type Labels struct {
 	// Routes are the route templates of the HTTP families, panics_total
-	// and errors_total, with the label of requests no route matched.
-	Routes []string
+	// and errors_total, with the label of requests no route matched;
+	// PanicRoutes the routes of panics_total beyond them (the pipeline's,
+	// for a panic in a call shared by several requests).
+	Routes, PanicRoutes []string
 	// ErrorCodes lists, by route, the envelope's codes created at zero in
 	// errors_total. Any of them, or an HTTP status's lower-case reason
 	// phrase (Pulsedive's statuses), is counted on any route.
@@ -280,8 +277,7 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 	}
 
 	m.buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
-	m.panics.WithLabelValues(RoutePipeline)
-	for _, route := range sets.routes.values {
+	for _, route := range sets.panicRoutes.values {
 		m.panics.WithLabelValues(route)
 	}
 	for _, outcome := range sets.jwksOutcomes.values {
@@ -492,16 +488,13 @@ func (m *Metrics) SharedCall(kind string) {
 }
 
 // PanicRecovered counts one recovered panic on route, a mux route template
-// as for HTTPRequest, or RoutePipeline for a panic inside a shared
-// Pulsedive call.
+// as for HTTPRequest, or one of Labels.PanicRoutes (a panic inside a
+// shared Pulsedive call); other values are counted as "other".
 func (m *Metrics) PanicRecovered(route string) {
 	if m == nil {
 		return
 	}
-	if route != RoutePipeline {
-		route = m.labels.routes.label(route)
-	}
-	m.panics.WithLabelValues(route).Inc()
+	m.panics.WithLabelValues(m.labels.panicRoutes.label(route)).Inc()
 }
 
 // BreakerKeys sets how many API keys have their circuit breaker to
@@ -616,9 +609,10 @@ func (s labelSet) label(v string) string {
 
 // labelSets are the sets of Labels, checked.
 type labelSets struct {
-	routes, kinds, cachedKinds, outcomes, breakerStates, cacheResults labelSet
-	observableTypes, bounds, jwksOutcomes, authFailures               labelSet
-	redisCommands, l2Results, collapseResults, errorCodes             labelSet
+	routes, panicRoutes, kinds, cachedKinds, outcomes, breakerStates labelSet
+	cacheResults                                                     labelSet
+	observableTypes, bounds, jwksOutcomes, authFailures              labelSet
+	redisCommands, l2Results, collapseResults, errorCodes            labelSet
 }
 
 func newLabelSets(l Labels) (labelSets, error) {
@@ -631,6 +625,7 @@ func newLabelSets(l Labels) (labelSets, error) {
 		}
 	}
 	set(&sets.routes, "route", l.Routes)
+	set(&sets.panicRoutes, "panic route", slices.Concat(l.Routes, l.PanicRoutes))
 	set(&sets.kinds, "kind", l.Kinds)
 	set(&sets.cachedKinds, "cached kind", l.CachedKinds)
 	set(&sets.outcomes, "outcome", l.Outcomes)

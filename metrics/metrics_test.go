@@ -73,6 +73,7 @@ func testConfig(version string) metrics.Config {
 			"/health", "/observe/observables", "/deliberate/observables", "/refer/observables",
 			"/version", "/watchdog", "/metrics", "/healthz", "/readyz", "unmatched",
 		},
+		PanicRoutes: []string{"pipeline"},
 		ErrorCodes: map[string][]string{
 			"/health": jwtCodes, "/observe/observables": jwtCodes, "/deliberate/observables": jwtCodes, "/refer/observables": jwtCodes,
 			"/watchdog": {"health check failed"},
@@ -531,7 +532,7 @@ func TestRecording(t *testing.T) {
 			record: func(m *metrics.Metrics) {
 				m.PanicRecovered("/observe/observables")
 				m.PanicRecovered("/observe/observables/extra")
-				m.PanicRecovered(metrics.RoutePipeline)
+				m.PanicRecovered("pipeline")
 			},
 			family: "pulsedive_relay_panics_total",
 			want:   map[string]float64{"route=/observe/observables": 1, "route=other": 1, "route=pipeline": 1},

@@ -60,7 +60,7 @@ func (p *Pipeline) document(ctx context.Context, c caller, kind, value string, b
 	if p.cfg.Store != nil {
 		if doc, fresh, ok := p.cfg.Store.Get(ck); ok {
 			if fresh {
-				p.obs.CacheLookup(kind, "hit")
+				p.obs.CacheLookup(kind, resultHit)
 				return doc, nil
 			}
 			stale = &doc
@@ -77,11 +77,11 @@ func (p *Pipeline) document(ctx context.Context, c caller, kind, value string, b
 		doc, _, err = p.shared(ctx, ck, c.key, kind, value)
 	}
 	if err != nil && stale != nil && staleable(err) {
-		p.obs.CacheLookup(kind, "stale")
+		p.obs.CacheLookup(kind, resultStale)
 		p.log.DebugContext(ctx, "serving stale document", "kind", kind, "error", err.Error())
 		return *stale, nil
 	}
-	p.obs.CacheLookup(kind, "miss")
+	p.obs.CacheLookup(kind, resultMiss)
 	return doc, err
 }
 
@@ -174,14 +174,25 @@ func (p *Pipeline) recoverShared(kind string, err *error) {
 	if v == nil {
 		return
 	}
-	p.obs.PanicRecovered(panicRoute)
+	p.obs.PanicRecovered(PanicRoute)
 	p.log.Error("panic recovered in a shared Pulsedive call", "kind", kind, "panic", PanicText(v), "stack", string(debug.Stack()))
 	*err = &PanicError{Kind: kind}
 }
 
-// panicRoute is the route label under which the panics metric counts a
-// panic inside a shared call, which no single route owns.
-const panicRoute = "pipeline"
+// PanicRoute is the route Observer.PanicRecovered gets for a panic in a
+// call shared by several requests, which no single route owns.
+const PanicRoute = "pipeline"
+
+// The results Observer.CacheLookup gets: a fresh document, an expired one
+// standing in for a failed call, or none.
+const (
+	resultHit   = "hit"
+	resultStale = "stale"
+	resultMiss  = "miss"
+)
+
+// CacheResults lists the results Observer.CacheLookup gets.
+func CacheResults() []string { return []string{resultHit, resultStale, resultMiss} }
 
 // PanicText describes a recovered panic without echoing arbitrary values
 // that might hold request data. The transport's recovery words the panics

@@ -64,7 +64,7 @@ type Observer interface {
 	Observable(typ string)
 	SharedCall(kind string)
 	// PanicRecovered counts a panic recovered inside a shared call, under
-	// the route label "pipeline".
+	// the route PanicRoute.
 	PanicRecovered(route string)
 }
 

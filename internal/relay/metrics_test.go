@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/pulsedive-relay/relay/pipeline"
 	"github.com/pulsedive-relay/relay/pulsedive/pulsedivetest"
 )
 
@@ -84,7 +85,7 @@ var relayFamilies = map[string]dto.MetricType{
 var routeTemplates = []string{
 	"/health", "/observe/observables", "/deliberate/observables", "/refer/observables",
 	"/version", "/watchdog", "/metrics", "/healthz", "/readyz", "unmatched",
-	"pipeline", // a panic inside a shared Pulsedive call
+	pipeline.PanicRoute, // a panic inside a shared Pulsedive call
 }
 
 func TestMetricsAfterTraffic(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"github.com/pulsedive-relay/relay/cluster"
 	"github.com/pulsedive-relay/relay/ctim"
 	"github.com/pulsedive-relay/relay/metrics"
+	"github.com/pulsedive-relay/relay/pipeline"
 	"github.com/pulsedive-relay/relay/pulsedive"
 	"github.com/pulsedive-relay/relay/transport"
 	"github.com/pulsedive-relay/relay/transport/auth"
@@ -19,17 +20,16 @@ func metricLabels() metrics.Labels {
 		states = append(states, s.String())
 	}
 	return metrics.Labels{
-		Routes:     transport.Routes(),
-		ErrorCodes: transport.ErrorCodes(),
-		Kinds:      pulsedive.Kinds(),
+		Routes:      transport.Routes(),
+		PanicRoutes: []string{pipeline.PanicRoute},
+		ErrorCodes:  transport.ErrorCodes(),
+		Kinds:       pulsedive.Kinds(),
 		// The pipeline caches and collapses indicator and links documents;
 		// a health check always calls Pulsedive.
-		CachedKinds:   []string{pulsedive.KindInfo, pulsedive.KindLinks},
-		Outcomes:      pulsedive.Outcomes(),
-		BreakerStates: states,
-		// The results of pipeline.Observer.CacheLookup, which the pipeline
-		// spells in fetch.go (TestOwnersListEveryValue reads them there).
-		CacheResults:    []string{"hit", "miss", "stale"},
+		CachedKinds:     []string{pulsedive.KindInfo, pulsedive.KindLinks},
+		Outcomes:        pulsedive.Outcomes(),
+		BreakerStates:   states,
+		CacheResults:    pipeline.CacheResults(),
 		ObservableTypes: ctim.Types(),
 		Bounds:          transport.Bounds(),
 		JWKSOutcomes:    auth.FetchOutcomes(),
