@@ -142,16 +142,12 @@ type dataBody struct {
 // hold big bodies at the expense of callers with one.
 func (h *handler) enrich(empty any, run func(context.Context, pipeline.Request) (data any, errs []error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		claims, authErr := h.cfg.Auth.Authenticate(r)
-		if authErr == nil {
-			vouch(r)
-		}
-		t := tenantOf(claims, authErr)
-		if err := h.pools.requests.acquire(t, 1); err != nil {
-			h.refuse(w, r, err, false)
+		a, ok := h.admit(w, r, false)
+		if !ok {
 			return
 		}
-		defer h.pools.requests.release(t, 1)
+		defer h.pools.requests.release(a.t, 1)
+		claims, authErr, t := a.claims, a.authErr, a.t
 
 		obs, err := h.readObservables(r, t)
 		var busy *overload
@@ -188,6 +184,33 @@ func (h *handler) enrich(empty any, run func(context.Context, pipeline.Request) 
 		}
 		h.answer(w, r, body)
 	})
+}
+
+// admit authenticates r, vouching for its connection when the token is
+// good, and takes one of its tenant's request slots (the unverified share
+// without a valid token), which the caller gives back with
+// h.pools.requests.release(t, 1). Refused a slot, it answers as refuse
+// does (bodyRead: whether r's body needs no reading) and ok is false.
+func (h *handler) admit(w http.ResponseWriter, r *http.Request, bodyRead bool) (admitted, bool) {
+	var a admitted
+	a.claims, a.authErr = h.cfg.Auth.Authenticate(r)
+	if a.authErr == nil {
+		vouch(r)
+	}
+	a.t = tenantOf(a.claims, a.authErr)
+	if err := h.pools.requests.acquire(a.t, 1); err != nil {
+		h.refuse(w, r, err, bodyRead)
+		return a, false
+	}
+	return a, true
+}
+
+// admitted is a request admit let in: its token's claims or why it has
+// none, and its tenant.
+type admitted struct {
+	claims  auth.Claims
+	authErr error
+	t       tenant
 }
 
 // readObservables reads and parses the body under the body budget, which
@@ -238,16 +261,13 @@ func bundleData(b *ctim.Bundle, withErrors bool) any {
 
 func (h *handler) health() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		claims, err := h.cfg.Auth.Authenticate(r)
-		if err == nil {
-			vouch(r)
-		}
-		t := tenantOf(claims, err)
-		if busy := h.pools.requests.acquire(t, 1); busy != nil {
-			h.refuse(w, r, busy, true)
+		// Its body, if any, is never read: net/http discards it.
+		a, ok := h.admit(w, r, true)
+		if !ok {
 			return
 		}
-		defer h.pools.requests.release(t, 1)
+		defer h.pools.requests.release(a.t, 1)
+		claims, err := a.claims, a.authErr
 		if err == nil {
 			err = h.cfg.Enricher.Health(r.Context(), claims.Key)
 		}
