@@ -142,13 +142,20 @@ type Reference struct {
 // Supported reports whether the relay handles observables of this
 // (lower-case) type.
 func Supported(typ string) bool {
-	_, ok := typeLabels[typ]
-	return ok
+	for _, t := range types {
+		if t == typ {
+			return true
+		}
+	}
+	return false
 }
 
-// Types lists the supported observable types, lower case.
+// Types lists the supported observable types, lower case. The slice is
+// the package's own, handed out without a copy for the body parser's sake:
+// callers read it and never change it.
 func Types() []string { return types[:] }
 
+// types are the supported observable types; typeLabels names each.
 var types = [...]string{"ip", "ipv6", "domain", "url"}
 
 // typeLabels name each supported type in titles and descriptions.
